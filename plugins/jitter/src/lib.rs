@@ -1,0 +1,124 @@
+//! `jitter`: random extra delay, synthetic-network's model. With probability
+//! `strength` a packet is delayed by a uniform random time in `[0, jitter_ms]`. Without
+//! `reorder`, packets leave in the order they came (a delayed packet holds back the ones
+//! behind it, as in a FIFO); with `reorder`, undelayed packets overtake delayed ones.
+
+use serde::Deserialize;
+use synthnet_sdk::{export_plugin, ms_to_ns, Batch, Chance, Plugin, Rng};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Largest extra delay, milliseconds.
+    pub jitter_ms: f64,
+    /// Fraction of packets that get extra delay, 0..=1.
+    pub strength: f64,
+    /// Let packets overtake each other.
+    pub reorder: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { jitter_ms: 0.0, strength: 1.0, reorder: false }
+    }
+}
+
+pub struct Jitter {
+    max_ns: u64,
+    chance: Chance,
+    reorder: bool,
+    rng: Rng,
+    last_departure_ns: u64,
+}
+
+impl Plugin for Jitter {
+    type Config = Config;
+    const COUNTERS: &'static [&'static str] = &["jittered"];
+    const STATE_VERSION: u32 = 1;
+
+    fn new(c: Config, seed: u64) -> Result<Self, String> {
+        if !(c.jitter_ms >= 0.0 && c.jitter_ms.is_finite()) {
+            return Err(format!("jitter_ms: must be a finite number ≥ 0, got {}", c.jitter_ms));
+        }
+        if !(0.0..=1.0).contains(&c.strength) {
+            return Err(format!("strength: must be within 0..=1, got {}", c.strength));
+        }
+        Ok(Jitter {
+            max_ns: ms_to_ns(c.jitter_ms),
+            chance: Chance::new(c.strength),
+            reorder: c.reorder,
+            rng: Rng::new(seed),
+            last_departure_ns: 0,
+        })
+    }
+
+    fn process(&mut self, batch: &mut Batch<'_>) {
+        let mut jittered = 0;
+        for i in 0..batch.len() {
+            let arrival = batch.arrival_ns(i);
+            let extra = if self.chance.roll(&mut self.rng) {
+                jittered += 1;
+                self.rng.up_to(self.max_ns)
+            } else {
+                0
+            };
+            let mut at = arrival + extra;
+            if !self.reorder {
+                at = at.max(self.last_departure_ns);
+                self.last_departure_ns = at;
+            }
+            batch.send(i, 0, at);
+        }
+        batch.count(0, jittered);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.rng.state().iter().flat_map(|w| w.to_le_bytes()).collect();
+        v.extend_from_slice(&self.last_departure_ns.to_le_bytes());
+        v
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() != 40 {
+            return Err("jitter state must be 40 bytes".into());
+        }
+        let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
+        self.last_departure_ns = w(4);
+        Ok(())
+    }
+}
+
+export_plugin!(Jitter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synthnet_sdk::Harness;
+
+    #[test]
+    fn without_reorder_departures_never_decrease() {
+        let mut h = Harness::<Jitter>::new(r#"{"jitter_ms": 5, "strength": 0.5}"#, 3).unwrap();
+        for t in 0..10_000u64 {
+            h.push(&[0; 60], t * 10_000);
+        }
+        let out = h.run(0);
+        assert!(out.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+        assert!(out.iter().enumerate().all(|(i, o)| o.at_ns >= i as u64 * 10_000));
+    }
+
+    #[test]
+    fn strength_fraction_and_bound_with_reorder() {
+        let cfg = r#"{"jitter_ms": 2, "strength": 0.3, "reorder": true}"#;
+        let mut h = Harness::<Jitter>::new(cfg, 9).unwrap();
+        let n = 50_000u64;
+        for t in 0..n {
+            h.push(&[0; 60], t * 1000);
+        }
+        let out = h.run(0);
+        let delayed = out.iter().enumerate().filter(|(i, o)| o.at_ns > *i as u64 * 1000).count();
+        assert!(out.iter().enumerate().all(|(i, o)| o.at_ns - i as u64 * 1000 <= 2_000_000));
+        let sigma = (n as f64 * 0.3 * 0.7).sqrt();
+        assert!((delayed as f64 - 0.3 * n as f64).abs() < 3.0 * sigma, "delayed {delayed}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `rate`: a shaper, not a policer. Packets beyond the rate wait in a bounded queue (like
+//! netem's `rate` or tbf) instead of being dropped at once; only when the queue is full
+//! is a packet dropped.
+//!
+//! The queue is virtual: the plugin computes each packet's departure time with the
+//! generic cell rate algorithm (GCRA, the token bucket seen as time) and the host holds
+//! the packet until then. A packet costs `(wire_len + overhead_bytes) × 8 / rate_bps`
+//! seconds; up to `burst_bytes` may leave back to back after an idle period (the bucket),
+//! then departures are spaced exactly at the rate. Time is integer nanoseconds with the
+//! division remainder carried, so long-run throughput is exact.
+
+use serde::Deserialize;
+use synthnet_sdk::{export_plugin, Batch, Plugin};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Rate in bits per second of frame bytes (0 = unlimited).
+    pub rate_bps: u64,
+    /// Bucket depth: bytes that may pass back to back after idle. At least one frame.
+    pub burst_bytes: u64,
+    /// Queue bound in bytes waiting to leave; beyond it packets are dropped.
+    pub queue_bytes: u64,
+    /// Bytes added to every frame's length when charging (e.g. 24 for preamble, SFD,
+    /// FCS and inter-frame gap on Ethernet). May be negative to strip headers.
+    pub overhead_bytes: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { rate_bps: 0, burst_bytes: 1514, queue_bytes: 256 * 1024, overhead_bytes: 0 }
+    }
+}
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+pub struct Rate {
+    rate_bps: u64,
+    overhead: i64,
+    /// Bucket depth as time, ns: how far ahead of a packet's arrival the theoretical
+    /// time may run while the packet still leaves at once.
+    tau_ns: u64,
+    /// Queue bound expressed as the longest wait, ns.
+    limit_ns: u64,
+    /// Theoretical arrival time (GCRA), ns, plus the carried remainder in units of
+    /// 1/rate_bps ns.
+    tat_ns: u64,
+    tat_rem: u64,
+}
+
+impl Rate {
+    /// Time to send `bits`, as (whole ns, remainder in 1/rate_bps ns).
+    #[inline]
+    fn cost(&self, bytes: u64) -> (u64, u64) {
+        // bytes ≤ 64 KiB + overhead, so bytes × 8e9 < 2^63: no overflow, no u128.
+        let num = bytes * 8 * NS_PER_S;
+        (num / self.rate_bps, num % self.rate_bps)
+    }
+}
+
+impl Plugin for Rate {
+    type Config = Config;
+    const COUNTERS: &'static [&'static str] = &["queue_drops", "delayed"];
+    const STATE_VERSION: u32 = 1;
+
+    fn new(c: Config, _seed: u64) -> Result<Self, String> {
+        if c.rate_bps > 0 && c.rate_bps < 8 {
+            return Err(format!("rate_bps: must be 0 (unlimited) or ≥ 8, got {}", c.rate_bps));
+        }
+        if c.burst_bytes == 0 || c.burst_bytes > 1 << 30 {
+            return Err(format!("burst_bytes: must be within 1..=2^30, got {}", c.burst_bytes));
+        }
+        if c.queue_bytes > 1 << 34 {
+            return Err(format!("queue_bytes: must be at most 2^34, got {}", c.queue_bytes));
+        }
+        if c.overhead_bytes.abs() > 4096 {
+            return Err(format!("overhead_bytes: must be within ±4096, got {}", c.overhead_bytes));
+        }
+        let mut r = Rate { rate_bps: c.rate_bps, overhead: c.overhead_bytes, tau_ns: 0, limit_ns: 0, tat_ns: 0, tat_rem: 0 };
+        if c.rate_bps > 0 {
+            r.tau_ns = r.cost(c.burst_bytes).0;
+            r.limit_ns = r.cost(c.queue_bytes).0;
+        }
+        Ok(r)
+    }
+
+    fn process(&mut self, batch: &mut Batch<'_>) {
+        if self.rate_bps == 0 {
+            for i in 0..batch.len() {
+                batch.forward(i);
+            }
+            return;
+        }
+        let (mut drops, mut delayed) = (0, 0);
+        for i in 0..batch.len() {
+            let t = batch.arrival_ns(i);
+            let bytes = (batch.wire_len(i) as i64 + self.overhead).max(0) as u64;
+            let (c, rem) = self.cost(bytes);
+            // After this packet the theoretical time advances by its cost; it may leave
+            // as soon as that is no more than one bucket (tau) ahead: exactly when a
+            // token bucket of burst_bytes would hold its bytes.
+            let (mut tat, mut tat_rem) = if self.tat_ns < t { (t, 0) } else { (self.tat_ns, self.tat_rem) };
+            tat += c;
+            tat_rem += rem;
+            if tat_rem >= self.rate_bps {
+                tat += 1;
+                tat_rem -= self.rate_bps;
+            }
+            let depart = t.max(tat.saturating_sub(self.tau_ns));
+            if depart - t > self.limit_ns {
+                batch.discard(i);
+                drops += 1;
+                continue;
+            }
+            (self.tat_ns, self.tat_rem) = (tat, tat_rem);
+            if depart > t {
+                delayed += 1;
+            }
+            batch.send(i, 0, depart);
+        }
+        batch.count(0, drops);
+        batch.count(1, delayed);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut v = self.tat_ns.to_le_bytes().to_vec();
+        v.extend_from_slice(&self.tat_rem.to_le_bytes());
+        v
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() != 16 {
+            return Err("rate state must be 16 bytes".into());
+        }
+        self.tat_ns = u64::from_le_bytes(state[0..8].try_into().unwrap_or([0; 8]));
+        // A remainder from another rate means nothing here; it is under 1 ns anyway.
+        self.tat_rem = 0;
+        Ok(())
+    }
+}
+
+export_plugin!(Rate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synthnet_sdk::Harness;
+
+    #[test]
+    fn backlogged_output_is_exactly_the_rate() {
+        // 1000-byte frames offered at 20 Mbit/s into a 10 Mbit/s shaper, big queue.
+        let cfg = r#"{"rate_bps": 10000000, "burst_bytes": 1000, "queue_bytes": 100000000}"#;
+        let mut h = Harness::<Rate>::new(cfg, 1).unwrap();
+        for k in 0..10_000u64 {
+            h.push(&[0; 1000], k * 400_000);
+        }
+        let out = h.run(0);
+        // Each frame takes 800 µs at 10 Mbit/s: departures are exactly 800 µs apart.
+        assert_eq!(out[0].at_ns, 0);
+        for w in out.windows(2) {
+            assert_eq!(w[1].at_ns - w[0].at_ns, 800_000);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What [`export_plugin!`](crate::export_plugin) expands to: the wasm exports of ABI v1
+//! over one [`Guest`](crate::Guest), plus the `synthnet.log` import.
+//!
+//! A wasm32-unknown-unknown module runs on one thread and the host never re-enters it
+//! (the only import, `log`, does not call back), so one global slot per module is sound.
+
+#![allow(unsafe_code)]
+
+use core::cell::UnsafeCell;
+
+/// A global, single-threaded cell for the plugin instance and its transfer buffers.
+pub struct Slot<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: wasm32-unknown-unknown modules are single-threaded and the host never calls
+// into the module while an export is running, so no two references can coexist.
+unsafe impl<T> Sync for Slot<T> {}
+
+impl<T> Slot<T> {
+    pub const fn new() -> Self {
+        Slot(UnsafeCell::new(None))
+    }
+
+    /// Run `f` with exclusive access to the slot's content.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Option<T>) -> R) -> R {
+        // SAFETY: see the `Sync` impl: exports are never re-entered, so this is the only
+        // live reference for the duration of `f`.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Bytes the host writes before `init`/`restore` (config, state).
+pub static INBOX: Slot<Vec<u8>> = Slot::new();
+/// Bytes the plugin hands back: `[len: u32 LE][bytes]` (errors, snapshots).
+pub static OUTBOX: Slot<Vec<u8>> = Slot::new();
+
+/// `synthnet_alloc`: make room for `len` inbound bytes and return their address.
+pub fn alloc(len: u32) -> u32 {
+    INBOX.with(|b| {
+        let b = b.get_or_insert_with(Vec::new);
+        b.clear();
+        b.resize(len as usize, 0);
+        b.as_ptr() as usize as u32
+    })
+}
+
+/// Copy of the first `len` inbound bytes.
+pub fn inbox(len: u32) -> Vec<u8> {
+    INBOX.with(|b| {
+        b.as_ref()
+            .map(|b| b[..(len as usize).min(b.len())].to_vec())
+            .unwrap_or_default()
+    })
+}
+
+/// Put `bytes` in the outbox and return its address.
+pub fn outbox(bytes: &[u8]) -> u32 {
+    OUTBOX.with(|b| {
+        let b = b.get_or_insert_with(Vec::new);
+        b.clear();
+        b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        b.extend_from_slice(bytes);
+        b.as_ptr() as usize as u32
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "synthnet")]
+extern "C" {
+    #[link_name = "log"]
+    fn host_log(level: u32, ptr: u32, len: u32);
+}
+
+/// Log levels for [`log`].
+pub mod level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+}
+
+/// Write a line to the host's log (rate-limited there). Never call it per packet.
+pub fn log(level: u32, msg: &str) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: the host reads `len` bytes at `ptr` with bounds checks; the slice is live.
+    unsafe {
+        host_log(level, msg.as_ptr() as usize as u32, msg.len() as u32)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = level;
+        eprintln!("plugin: {msg}");
+    }
+}
+
+/// Send panics to the host's log before the module traps.
+pub fn install_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(|info| log(level::ERROR, &info.to_string())));
+}
+
+/// Generate the ABI v1 exports for a [`Plugin`](crate::Plugin) type. Expands to nothing
+/// outside wasm, so native builds of several plugins link side by side.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        mod __synthnet_exports {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::export as x;
+            static GUEST: x::Slot<$crate::Guest<$plugin>> = x::Slot::new();
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_abi_v1() -> u32 {
+                $crate::abi::ABI_MINOR as u32
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_alloc(len: u32) -> u32 {
+                x::alloc(len)
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_init(_ptr: u32, len: u32, seed: u64) -> u32 {
+                x::install_panic_hook();
+                let config = x::inbox(len);
+                match $crate::Guest::<$plugin>::new(&config, seed) {
+                    Ok(g) => {
+                        let addr = g.header_addr();
+                        GUEST.with(|s| *s = Some(g));
+                        addr
+                    }
+                    Err(e) => {
+                        x::outbox(e.as_bytes());
+                        0
+                    }
+                }
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_error() -> u32 {
+                x::OUTBOX.with(|b| b.as_ref().map(|b| b.as_ptr() as usize as u32).unwrap_or(0))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_process(n: u32, now_ns: u64) -> u32 {
+                GUEST.with(|g| match g {
+                    Some(g) => g.process(n, now_ns),
+                    None => 0,
+                })
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_snapshot() -> u32 {
+                GUEST.with(|g| match g {
+                    Some(g) => {
+                        let bytes = g.snapshot().to_vec();
+                        x::outbox(&bytes)
+                    }
+                    None => 0,
+                })
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_restore(_ptr: u32, len: u32) -> u32 {
+                let state = x::inbox(len);
+                GUEST.with(|g| match g {
+                    Some(g) => match g.restore(&state) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            x::outbox(e.as_bytes());
+                            1
+                        }
+                    },
+                    None => 1,
+                })
+            }
+        }
+    };
+}

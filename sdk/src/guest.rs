@@ -1,0 +1,408 @@
+//! The plugin side of the link ABI: the [`Plugin`] trait a plugin author implements, the
+//! [`Batch`] it reads and answers, and the [`Guest`] driver that owns the shared region.
+//!
+//! The same driver runs inside wasm (behind the exports that [`export_plugin!`] generates)
+//! and natively (in the test [`Harness`](crate::Harness) and in the host's native runtime),
+//! so a plugin's native and wasm builds see byte-for-byte the same batches.
+
+use crate::abi::{self, access, desc, le, verdict, Layout};
+use serde::de::DeserializeOwned;
+
+/// How much of each packet a plugin wants to see. Copying bytes costs: ask for the least.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Descriptors only (length, arrival time, port).
+    Meta,
+    /// The first N bytes of each packet (e.g. 128 for L2–L4 headers).
+    Headers(u32),
+    /// The whole packet, up to [`abi::MAX_PACKET`] bytes.
+    Full,
+}
+
+/// A packet function. Only `Config` and `new` are required; every other item has a
+/// default, and the default `process` forwards every packet unchanged on port 0.
+pub trait Plugin: Sized {
+    /// Configuration, parsed from the JSON object the spec gives for this plugin. Derive
+    /// `Deserialize` with `#[serde(deny_unknown_fields, default)]` for good errors.
+    type Config: DeserializeOwned;
+
+    /// What the plugin needs to see of each packet.
+    const ACCESS: Access = Access::Meta;
+    /// Largest batch the plugin accepts per call.
+    const MAX_BATCH: u32 = 256;
+    /// Verdicts per call: room for duplicates and injected packets.
+    const MAX_VERDICTS: u32 = 2 * Self::MAX_BATCH;
+    /// Bytes of room for replacement and injected packets per call.
+    const EMIT_CAP: u32 = 0;
+    /// Number of output ports.
+    const OUTPUTS: u16 = 1;
+    /// Names of the plugin's counters, scraped by the host (see [`Batch::count`]).
+    const COUNTERS: &'static [&'static str] = &[];
+    /// Version of the bytes `snapshot` produces; 0 means "no state to hand over".
+    const STATE_VERSION: u32 = 0;
+
+    /// Build an instance. `seed` is this instance's seed for a [`Rng`](crate::Rng).
+    fn new(config: Self::Config, seed: u64) -> Result<Self, String>;
+
+    /// Answer one batch: give every packet a verdict (packets left without one are
+    /// dropped by the host and counted as `no_verdict`).
+    fn process(&mut self, batch: &mut Batch<'_>) {
+        for i in 0..batch.len() {
+            batch.forward(i);
+        }
+    }
+
+    /// Called with an empty batch when the time asked for with [`Batch::wake_at`] comes.
+    fn tick(&mut self, _batch: &mut Batch<'_>) {}
+
+    /// State to hand to a new instance on a hot swap (see `STATE_VERSION`).
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Take over state from [`Plugin::snapshot`] of an instance with the same
+    /// `STATE_VERSION`.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What the host knows of one packet of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Full length of the frame, bytes.
+    pub wire_len: u32,
+    /// Bytes of it visible in [`Batch::data`].
+    pub cap_len: u32,
+    pub in_port: u16,
+    /// When the packet reached this plugin, ns on the host clock: when it entered
+    /// synthnet, or the time an earlier stage scheduled it for. Compute delays from this,
+    /// not from `now`, and a chain stays exact whatever the engine's breath timing.
+    pub arrival_ns: u64,
+    pub truncated: bool,
+}
+
+/// One batch of packets, in the shared region. Indices run `0..len()`.
+pub struct Batch<'a> {
+    region: &'a mut [u8],
+    lay: &'a Layout,
+    base: u32,
+    n: u32,
+    now_ns: u64,
+    n_verdicts: u32,
+    emit_used: u32,
+    wake_at_ns: u64,
+    overflow: u64,
+}
+
+impl<'a> Batch<'a> {
+    #[inline(always)]
+    fn rel(&self, addr: usize) -> usize {
+        addr - self.base as usize
+    }
+
+    /// Packets in this batch (0 on a timer tick).
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// The host's clock for this batch, ns.
+    #[inline(always)]
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    #[inline(always)]
+    fn desc_u32(&self, i: usize, field: usize) -> u32 {
+        let at = self.rel(self.lay.desc_addr(i as u32)) + field;
+        le::u32_at(self.region, at).unwrap_or(0)
+    }
+
+    /// Frame length of packet `i`, bytes.
+    #[inline(always)]
+    pub fn wire_len(&self, i: usize) -> u32 {
+        self.desc_u32(i, desc::WIRE_LEN)
+    }
+
+    /// When packet `i` reached this plugin, ns (see [`PacketMeta::arrival_ns`]).
+    #[inline(always)]
+    pub fn arrival_ns(&self, i: usize) -> u64 {
+        let at = self.rel(self.lay.desc_addr(i as u32)) + desc::ARRIVAL_NS;
+        le::u64_at(self.region, at).unwrap_or(0)
+    }
+
+    pub fn meta(&self, i: usize) -> PacketMeta {
+        let at = self.rel(self.lay.desc_addr(i as u32));
+        let flags = le::u16_at(self.region, at + desc::FLAGS).unwrap_or(0);
+        PacketMeta {
+            wire_len: self.desc_u32(i, desc::WIRE_LEN),
+            cap_len: self.desc_u32(i, desc::CAP_LEN),
+            in_port: le::u16_at(self.region, at + desc::IN_PORT).unwrap_or(0),
+            arrival_ns: self.arrival_ns(i),
+            truncated: flags & abi::DF_TRUNCATED != 0,
+        }
+    }
+
+    fn data_range(&self, i: usize) -> core::ops::Range<usize> {
+        if self.lay.access == access::META || i >= self.n as usize {
+            return 0..0;
+        }
+        let start = self.rel(self.lay.slot_addr(i as u32) as usize);
+        let cap = (self.desc_u32(i, desc::CAP_LEN)).min(self.lay.slot_size) as usize;
+        start..start + cap
+    }
+
+    /// The captured bytes of packet `i` (empty with [`Access::Meta`]).
+    pub fn data(&self, i: usize) -> &[u8] {
+        let r = self.data_range(i);
+        &self.region[r]
+    }
+
+    /// The captured bytes of packet `i`, to change in place; then answer with
+    /// [`Batch::send_modified`].
+    pub fn data_mut(&mut self, i: usize) -> &mut [u8] {
+        let r = self.data_range(i);
+        &mut self.region[r]
+    }
+
+    #[inline(always)]
+    fn push_verdict(&mut self, id: u32, port: u16, flags: u16, at_ns: u64, off: u32, len: u32) {
+        if self.n_verdicts >= self.lay.max_verdicts {
+            self.overflow += 1;
+            return;
+        }
+        let at = self.rel(self.lay.verdict_addr(self.n_verdicts));
+        let mut v = [0u8; verdict::LEN];
+        v[verdict::ID..verdict::ID + 4].copy_from_slice(&id.to_le_bytes());
+        v[verdict::PORT..verdict::PORT + 2].copy_from_slice(&port.to_le_bytes());
+        v[verdict::FLAGS..verdict::FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
+        v[verdict::AT_NS..verdict::AT_NS + 8].copy_from_slice(&at_ns.to_le_bytes());
+        v[verdict::DATA_OFF..verdict::DATA_OFF + 4].copy_from_slice(&off.to_le_bytes());
+        v[verdict::DATA_LEN..verdict::DATA_LEN + 4].copy_from_slice(&len.to_le_bytes());
+        if let Some(dst) = self.region.get_mut(at..at + verdict::LEN) {
+            dst.copy_from_slice(&v);
+            self.n_verdicts += 1;
+        }
+    }
+
+    /// Forward packet `i` on port 0, now.
+    #[inline(always)]
+    pub fn forward(&mut self, i: usize) {
+        self.push_verdict(i as u32, 0, 0, 0, 0, 0);
+    }
+
+    /// Send packet `i` on `port`, delivered at `at_ns` (now if in the past). The host
+    /// holds the packet until then: the plugin keeps nothing. Sending the same packet
+    /// twice duplicates it.
+    #[inline(always)]
+    pub fn send(&mut self, i: usize, port: u16, at_ns: u64) {
+        self.push_verdict(i as u32, port, 0, at_ns, 0, 0);
+    }
+
+    /// Drop packet `i`.
+    #[inline(always)]
+    pub fn discard(&mut self, i: usize) {
+        self.push_verdict(i as u32, abi::PORT_DROP, 0, 0, 0, 0);
+    }
+
+    /// Send packet `i` with its captured bytes as changed through [`Batch::data_mut`].
+    pub fn send_modified(&mut self, i: usize, port: u16, at_ns: u64) {
+        let r = self.data_range(i);
+        let addr = self.base + r.start as u32;
+        self.push_verdict(i as u32, port, abi::VF_REPLACE, at_ns, addr, r.len() as u32);
+    }
+
+    fn emit_bytes(&mut self, bytes: &[u8]) -> Option<u32> {
+        let len = bytes.len() as u32;
+        if self.emit_used + len > self.lay.emit_cap {
+            self.overflow += 1;
+            return None;
+        }
+        let addr = self.lay.emit_off + self.emit_used;
+        let at = self.rel(addr as usize);
+        self.region.get_mut(at..at + bytes.len())?.copy_from_slice(bytes);
+        self.emit_used += len;
+        Some(addr)
+    }
+
+    /// Send packet `i` with its captured prefix replaced by `prefix` (which may be
+    /// shorter or longer). Needs room in the emit area (`EMIT_CAP`).
+    pub fn send_replaced(&mut self, i: usize, port: u16, at_ns: u64, prefix: &[u8]) {
+        if let Some(addr) = self.emit_bytes(prefix) {
+            self.push_verdict(i as u32, port, abi::VF_REPLACE, at_ns, addr, prefix.len() as u32);
+        }
+    }
+
+    /// Inject a new packet made of `bytes` on `port` at `at_ns`. Needs `EMIT_CAP`.
+    pub fn inject(&mut self, port: u16, at_ns: u64, bytes: &[u8]) {
+        if let Some(addr) = self.emit_bytes(bytes) {
+            self.push_verdict(abi::ID_NEW, port, 0, at_ns, addr, bytes.len() as u32);
+        }
+    }
+
+    /// Ask for a [`Plugin::tick`] at `at_ns` (the earliest request wins).
+    pub fn wake_at(&mut self, at_ns: u64) {
+        self.wake_at_ns = self.wake_at_ns.min(at_ns);
+    }
+
+    /// Add `delta` to counter `idx` of [`Plugin::COUNTERS`].
+    #[inline(always)]
+    pub fn count(&mut self, idx: usize, delta: u64) {
+        if idx as u32 >= self.lay.n_counters {
+            return;
+        }
+        let at = self.rel(self.lay.counters_off as usize) + idx * 8;
+        let v = le::u64_at(self.region, at).unwrap_or(0);
+        let _ = le::put_u64(self.region, at, v.wrapping_add(delta));
+    }
+
+    /// Write a raw verdict, unchecked. For tests of hosts only: the host must survive
+    /// whatever this writes.
+    #[doc(hidden)]
+    pub fn raw_verdict(&mut self, id: u32, port: u16, flags: u16, at_ns: u64, off: u32, len: u32) {
+        self.push_verdict(id, port, flags, at_ns, off, len);
+    }
+}
+
+/// Counters the SDK itself keeps after the plugin's own.
+const SDK_COUNTERS: [&str; 1] = ["sdk_overflow"];
+
+/// Drives one plugin instance over its region. One per instance.
+pub struct Guest<P: Plugin> {
+    plugin: P,
+    region: Vec<u8>,
+    lay: Layout,
+    base: u32,
+    outbox: Vec<u8>,
+}
+
+fn align8(x: usize) -> usize {
+    (x + 7) & !7
+}
+
+impl<P: Plugin> Guest<P> {
+    /// Parse `config` (JSON; empty means `{}`) and build the plugin and its region.
+    /// `base` is the address the host will see for the region's first byte: its real
+    /// address inside wasm, 0 for a native host.
+    pub fn new(config: &[u8], seed: u64) -> Result<Self, String> {
+        let text: &[u8] = if config.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { config };
+        let cfg: P::Config =
+            serde_json::from_slice(text).map_err(|e| format!("invalid config: {e}"))?;
+        let plugin = P::new(cfg, seed)?;
+        Ok(Self::with_plugin(plugin))
+    }
+
+    fn with_plugin(plugin: P) -> Self {
+        let (access, snap, slot) = match P::ACCESS {
+            Access::Meta => (access::META, 0, 0),
+            Access::Headers(n) => {
+                let n = n.clamp(1, abi::MAX_PACKET);
+                (access::HEADERS, n, n)
+            }
+            Access::Full => (access::FULL, abi::MAX_PACKET, abi::MAX_PACKET),
+        };
+        let max_batch = P::MAX_BATCH.clamp(1, abi::MAX_BATCH_LIMIT);
+        let max_verdicts = P::MAX_VERDICTS.clamp(max_batch, 16 * abi::MAX_BATCH_LIMIT);
+        let mut names = String::new();
+        for n in P::COUNTERS.iter().chain(SDK_COUNTERS.iter()) {
+            names.push_str(n);
+            names.push('\n');
+        }
+        let n_counters = (P::COUNTERS.len() + SDK_COUNTERS.len()) as u32;
+        // Region: header | counters | names | descriptors | verdicts | slots | emit.
+        let counters = abi::hdr::LEN;
+        let names_at = counters + n_counters as usize * 8;
+        let descs = align8(names_at + names.len());
+        let verdicts = descs + max_batch as usize * desc::LEN;
+        let data = align8(verdicts + max_verdicts as usize * verdict::LEN);
+        let emit = data + max_batch as usize * slot as usize;
+        let end = emit + P::EMIT_CAP as usize;
+        let mut region = vec![0u8; end];
+        let base = if cfg!(target_arch = "wasm32") { region.as_ptr() as usize as u32 } else { 0 };
+        let lay = Layout {
+            header: base,
+            max_batch,
+            max_verdicts,
+            access,
+            snap_len: snap,
+            slot_size: slot,
+            n_inputs: 1,
+            n_outputs: P::OUTPUTS.max(1),
+            desc_off: base + descs as u32,
+            verdict_off: base + verdicts as u32,
+            data_off: base + data as u32,
+            emit_off: base + emit as u32,
+            emit_cap: P::EMIT_CAP,
+            counters_off: base + counters as u32,
+            n_counters,
+            names_off: base + names_at as u32,
+            names_len: names.len() as u32,
+            state_version: P::STATE_VERSION,
+            region_len: end as u32,
+        };
+        lay.write_header(&mut region);
+        region[names_at..names_at + names.len()].copy_from_slice(names.as_bytes());
+        Guest { plugin, region, lay, base, outbox: Vec::new() }
+    }
+
+    /// Address of the header (what `synthnet_init` returns).
+    pub fn header_addr(&self) -> u32 {
+        self.base
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.lay
+    }
+
+    /// The region, for a native host to write batches into.
+    pub fn region_mut(&mut self) -> &mut [u8] {
+        &mut self.region
+    }
+
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
+    /// One call of `synthnet_process`: answer `n` packets (0 = timer tick) at `now_ns`.
+    pub fn process(&mut self, n: u32, now_ns: u64) -> u32 {
+        let mut batch = Batch {
+            region: &mut self.region,
+            lay: &self.lay,
+            base: self.base,
+            n: n.min(self.lay.max_batch),
+            now_ns,
+            n_verdicts: 0,
+            emit_used: 0,
+            wake_at_ns: abi::NO_WAKE,
+            overflow: 0,
+        };
+        if batch.n == 0 {
+            self.plugin.tick(&mut batch);
+        } else {
+            self.plugin.process(&mut batch);
+        }
+        let (nv, wake, overflow) = (batch.n_verdicts, batch.wake_at_ns, batch.overflow);
+        let _ = le::put_u64(&mut self.region, abi::hdr::WAKE_AT_NS, wake);
+        if overflow > 0 {
+            // The SDK's own counter sits right after the plugin's.
+            let at = (self.lay.counters_off - self.base) as usize + P::COUNTERS.len() * 8;
+            let v = le::u64_at(&self.region, at).unwrap_or(0);
+            let _ = le::put_u64(&mut self.region, at, v.wrapping_add(overflow));
+        }
+        nv
+    }
+
+    /// The plugin's state, prefixed by nothing: the host pairs it with STATE_VERSION.
+    pub fn snapshot(&mut self) -> &[u8] {
+        self.outbox = self.plugin.snapshot();
+        &self.outbox
+    }
+
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.plugin.restore(state)
+    }
+}

@@ -1,0 +1,145 @@
+//! A native test harness: run a [`Plugin`] with plain `cargo test`, through exactly the
+//! batch encoding the host uses, on a clock the test controls.
+//!
+//! ```
+//! use synthnet_sdk::{Harness, Plugin, Batch};
+//! struct Pass;
+//! impl Plugin for Pass {
+//!     type Config = serde_json::Value;
+//!     fn new(_: Self::Config, _: u64) -> Result<Self, String> { Ok(Pass) }
+//! }
+//! let mut h = Harness::<Pass>::new("{}", 1).unwrap();
+//! h.push(&[0u8; 60], 0);
+//! let out = h.run(1_000);
+//! assert_eq!(out.len(), 1);
+//! assert_eq!(out[0].port, Some(0));
+//! ```
+
+use crate::abi::{self, RawDesc, RawVerdict};
+use crate::guest::{Guest, Plugin};
+
+/// What became of one packet (or an injected one) after a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Index of the input packet in this batch; `None` for an injected packet.
+    pub input: Option<usize>,
+    /// Output port, or `None` when dropped.
+    pub port: Option<u16>,
+    /// When the host would deliver it (≥ the batch's `now`).
+    pub at_ns: u64,
+    /// The packet's bytes as it leaves (empty for drops).
+    pub bytes: Vec<u8>,
+}
+
+/// Runs one plugin instance natively.
+pub struct Harness<P: Plugin> {
+    guest: Guest<P>,
+    pending: Vec<(Vec<u8>, u64)>,
+}
+
+impl<P: Plugin> Harness<P> {
+    pub fn new(config_json: &str, seed: u64) -> Result<Self, String> {
+        Ok(Harness { guest: Guest::new(config_json.as_bytes(), seed)?, pending: Vec::new() })
+    }
+
+    pub fn plugin(&self) -> &P {
+        self.guest.plugin()
+    }
+
+    /// The plugin's state, as a hot swap would hand it over.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        self.guest.snapshot().to_vec()
+    }
+
+    /// Take over state from another instance's [`Harness::snapshot`].
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.guest.restore(state)
+    }
+
+    /// Queue a packet that arrived at `arrival_ns`.
+    pub fn push(&mut self, bytes: &[u8], arrival_ns: u64) {
+        self.pending.push((bytes.to_vec(), arrival_ns));
+    }
+
+    /// Counters the plugin publishes.
+    pub fn counters(&mut self) -> Vec<(String, u64)> {
+        let lay = self.guest.layout().clone();
+        abi::read_counters(self.guest.region_mut(), &lay)
+    }
+
+    /// The time the plugin asked to be woken at, if any.
+    pub fn wake_at(&mut self) -> Option<u64> {
+        let w = abi::le::u64_at(self.guest.region_mut(), abi::hdr::WAKE_AT_NS)?;
+        (w != abi::NO_WAKE).then_some(w)
+    }
+
+    /// Hand the queued packets to the plugin in batches at `now_ns` (a timer tick when
+    /// none are queued) and return every verdict, in order.
+    pub fn run(&mut self, now_ns: u64) -> Vec<Output> {
+        let pending = core::mem::take(&mut self.pending);
+        let lay = self.guest.layout().clone();
+        let mut out = Vec::new();
+        if pending.is_empty() {
+            let n = self.guest.process(0, now_ns);
+            self.collect(&lay, &[], n, now_ns, &mut out);
+        }
+        for chunk in pending.chunks(lay.max_batch as usize) {
+            let mem = self.guest.region_mut();
+            for (i, (bytes, arrival)) in chunk.iter().enumerate() {
+                let (data_off, cap) = if lay.access == abi::access::META {
+                    (0, 0)
+                } else {
+                    let cap = bytes.len().min(lay.snap_len as usize);
+                    let at = lay.slot_addr(i as u32) as usize;
+                    mem[at..at + cap].copy_from_slice(&bytes[..cap]);
+                    (at as u32, cap as u32)
+                };
+                let d = RawDesc {
+                    id: i as u32,
+                    wire_len: bytes.len() as u32,
+                    data_off,
+                    cap_len: cap,
+                    in_port: 0,
+                    flags: if (cap as usize) < bytes.len() && lay.access != abi::access::META {
+                        abi::DF_TRUNCATED
+                    } else {
+                        0
+                    },
+                    arrival_ns: *arrival,
+                };
+                d.write(mem, &lay);
+            }
+            let n = self.guest.process(chunk.len() as u32, now_ns);
+            self.collect(&lay, chunk, n, now_ns, &mut out);
+        }
+        out
+    }
+
+    fn collect(&mut self, lay: &abi::Layout, chunk: &[(Vec<u8>, u64)], n: u32, now: u64, out: &mut Vec<Output>) {
+        let mem = self.guest.region_mut();
+        for j in 0..n.min(lay.max_verdicts) {
+            let Some(v) = RawVerdict::read(mem, lay, j) else { break };
+            let at_ns = v.at_ns.max(now);
+            let port = (v.port != abi::PORT_DROP).then_some(v.port);
+            if v.id == abi::ID_NEW {
+                let bytes = v.bytes(mem, lay).map(<[u8]>::to_vec).unwrap_or_default();
+                out.push(Output { input: None, port, at_ns, bytes });
+                continue;
+            }
+            let Some((orig, _)) = chunk.get(v.id as usize) else { continue };
+            let bytes = if port.is_none() {
+                Vec::new()
+            } else if v.flags & abi::VF_REPLACE != 0 {
+                let cap = (orig.len()).min(lay.snap_len as usize);
+                let mut b = v.bytes(mem, lay).map(<[u8]>::to_vec).unwrap_or_default();
+                if lay.access != abi::access::META {
+                    b.extend_from_slice(&orig[cap..]);
+                }
+                b
+            } else {
+                orig.clone()
+            };
+            out.push(Output { input: Some(v.id as usize), port, at_ns, bytes });
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! # synthnet-sdk: write synthnet packet functions in Rust
+//!
+//! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`] and
+//! compiled to `wasm32-unknown-unknown`. The host hands it *batches* of packets through a
+//! shared region of its linear memory (the link ABI in [`abi`], explained in
+//! `docs/ABI.md`) and the plugin answers each packet with a verdict: forward on a port,
+//! deliver at a later time, drop, duplicate, rewrite, or inject new packets. The host
+//! keeps the packets: a delayed packet sits in a host delay line, not in the plugin.
+//!
+//! Time and randomness come only from the host: every batch carries `now`, every
+//! instance gets a seed for its [`Rng`]. So a plugin is deterministic, runs unchanged on a
+//! virtual clock, and its native build (tested with the [`Harness`]) gives exactly the
+//! verdicts of its wasm build.
+//!
+//! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
+//! - [`checksum`]: internet checksum and incremental updates;
+//! - [`rng`]: the seeded PRNG, integer-only on the hot path.
+
+#![deny(unsafe_code)]
+
+pub mod abi;
+pub mod checksum;
+pub mod export;
+mod guest;
+mod harness;
+pub mod rng;
+pub mod wire;
+
+pub use guest::{Access, Batch, Guest, PacketMeta, Plugin};
+pub use harness::{Harness, Output};
+pub use rng::{Chance, Rng};
+
+/// Nanoseconds per millisecond, for configs given in ms.
+pub const NS_PER_MS: u64 = 1_000_000;
+
+/// Convert a duration in (possibly fractional) milliseconds to whole nanoseconds.
+/// Negative and NaN become 0.
+pub fn ms_to_ns(ms: f64) -> u64 {
+    if ms.is_nan() || ms <= 0.0 {
+        0
+    } else {
+        (ms * NS_PER_MS as f64).round() as u64
+    }
+}
