@@ -1,1 +1,32 @@
+//! # synthnet: a userspace synthetic network
+//!
+//! synthnet sits between two network interfaces and passes every packet through chains
+//! of *packet functions* — latency, jitter, rate limiting, loss, corruption, anything a
+//! user writes — so applications can be tested under the networks they will meet. The
+//! packet functions are WebAssembly plugins fed batches of packets through a shared-memory
+//! link ABI; the native engine owns sockets, buffers, time and randomness.
+//!
+//! The layers, bottom up:
+//!
+//! - [`packet`]: frames live in buffers from a fixed [`packet::PacketPool`] and are named
+//!   by a 32-bit id; no allocation per packet, and the pool bounds memory.
+//! - [`link`]: a bounded ring of packet ids between two apps; full means drop and count.
+//! - [`delay`]: the host-side delay lines where packets wait for their departure time.
+//!   Plugins never hold packets, so a crash or a hot swap loses none.
+//! - [`engine`]: apps joined by links, run one *breath* at a time at a `now` given by the
+//!   caller: a monotonic clock live, a virtual clock in tests and replay.
+//! - [`plugin`]: the host side of the link ABI (`docs/ABI.md`): wasm instances on
+//!   wasmtime (bounded in memory and CPU, restarted with backoff after a fault), native
+//!   instances of the same source for comparison, and the built-in plugins.
+//! - [`apps`]: native helper apps (packet source and sink).
+//! - [`bench`]: the in-memory engine benchmark behind `synthnet bench`.
 
+#![deny(unsafe_code)]
+
+pub mod apps;
+pub mod bench;
+pub mod delay;
+pub mod engine;
+pub mod link;
+pub mod packet;
+pub mod plugin;

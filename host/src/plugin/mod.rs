@@ -1,0 +1,452 @@
+//! Plugins: the host side of the link ABI.
+//!
+//! A [`Factory`] makes [`Instance`]s of one plugin with one configuration: from a wasm
+//! module ([`wasm`]) or from the same plugin source compiled natively ([`native`], for
+//! benchmarks and the native-vs-wasm differential tests). A [`PluginApp`] is the engine
+//! app around an instance: it writes batches into the instance's memory, makes one call
+//! per batch, validates every verdict before applying any, and keeps held packets in its
+//! own [`DelayLine`] — so packets survive an instance that traps, loops, eats memory or
+//! answers garbage (the batch is dropped and counted, the instance is restarted with
+//! backoff), and survive a hot swap to a new instance.
+
+pub mod builtin;
+pub mod native;
+pub mod wasm;
+
+use crate::delay::DelayLine;
+use crate::engine::{App, Counters, Ctx, DropCause};
+use crate::packet::PacketId;
+use std::any::Any;
+use std::sync::Arc;
+use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
+
+/// Why a plugin could not be loaded, configured or instantiated.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("plugin {plugin}: {message}")]
+pub struct PluginError {
+    pub plugin: String,
+    pub message: String,
+}
+
+impl PluginError {
+    pub fn new(plugin: impl Into<String>, message: impl Into<String>) -> Self {
+        PluginError { plugin: plugin.into(), message: message.into() }
+    }
+}
+
+/// Which runtime an instance runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Wasm,
+    Native,
+}
+
+/// One live plugin instance.
+pub trait Instance: Send {
+    /// The validated region layout.
+    fn layout(&self) -> &Layout;
+    /// The memory the layout's addresses refer to.
+    fn memory(&mut self) -> &mut [u8];
+    /// `synthnet_process(n, now_ns)`: the number of verdicts, or why the call failed.
+    fn process(&mut self, n: u32, now_ns: u64) -> Result<u32, String>;
+    /// The plugin's state for a hand-over (empty if it keeps none).
+    fn snapshot(&mut self) -> Result<Vec<u8>, String>;
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+    fn runtime(&self) -> Runtime;
+}
+
+/// Makes instances of one plugin with one configuration.
+pub trait Factory: Send + Sync {
+    /// The plugin's name (built-in name or file path).
+    fn plugin(&self) -> &str;
+    fn runtime(&self) -> Runtime;
+    /// A fresh, initialised instance.
+    fn instantiate(&self, seed: u64) -> Result<Box<dyn Instance>, PluginError>;
+    /// Identity of code + config, to tell whether a reload changed anything.
+    fn fingerprint(&self) -> u64;
+}
+
+/// Backoff before restarting a faulted instance: 1 ms, doubling to 5 s.
+const BACKOFF_MIN_NS: u64 = 1_000_000;
+const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+
+/// Fault and restart bookkeeping of a [`PluginApp`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Health {
+    pub faults: u64,
+    pub restarts: u64,
+    pub swaps: u64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    backoff_ns: u64,
+    #[serde(skip)]
+    retry_at_ns: u64,
+}
+
+/// The engine app that runs one plugin instance.
+pub struct PluginApp {
+    name: String,
+    factory: Arc<dyn Factory>,
+    seed: u64,
+    inst: Option<Box<dyn Instance>>,
+    lay: Layout,
+    wake_at_ns: u64,
+    delay: DelayLine,
+    batch: Vec<PacketId>,
+    refs: Vec<u32>,
+    counters: Counters,
+    health: Health,
+}
+
+/// Default bound on the packets one plugin app may hold in its delay line.
+pub const DEFAULT_HOLD_LIMIT: usize = 1 << 16;
+
+impl PluginApp {
+    /// Instantiate `factory` now; an error here is a configuration error.
+    pub fn new(name: impl Into<String>, factory: Arc<dyn Factory>, seed: u64, hold_limit: usize) -> Result<Self, PluginError> {
+        let inst = factory.instantiate(seed)?;
+        let lay = inst.layout().clone();
+        Ok(PluginApp {
+            name: name.into(),
+            factory,
+            seed,
+            inst: Some(inst),
+            lay,
+            wake_at_ns: abi::NO_WAKE,
+            delay: DelayLine::new(hold_limit),
+            batch: vec![0; abi::MAX_BATCH_LIMIT as usize],
+            refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
+            counters: Counters::default(),
+            health: Health::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn factory(&self) -> &Arc<dyn Factory> {
+        &self.factory
+    }
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+    pub fn is_up(&self) -> bool {
+        self.inst.is_some()
+    }
+
+    /// Replace the instance with one from `factory`, keeping every held packet. State is
+    /// handed over when old and new declare the same non-zero state version. On error
+    /// the running instance is untouched. Call between breaths.
+    pub fn swap(&mut self, factory: Arc<dyn Factory>, seed: u64) -> Result<(), PluginError> {
+        let mut new = factory.instantiate(seed)?;
+        let new_ver = new.layout().state_version;
+        if let Some(old) = self.inst.as_mut() {
+            if new_ver != 0 && old.layout().state_version == new_ver {
+                let state = old.snapshot().map_err(|e| PluginError::new(factory.plugin(), format!("snapshot of the running instance failed: {e}")))?;
+                new.restore(&state).map_err(|e| PluginError::new(factory.plugin(), format!("restoring state failed: {e}")))?;
+            }
+        }
+        self.lay = new.layout().clone();
+        self.inst = Some(new);
+        self.factory = factory;
+        self.seed = seed;
+        self.wake_at_ns = abi::NO_WAKE;
+        self.health.swaps += 1;
+        self.health.backoff_ns = 0;
+        Ok(())
+    }
+
+    fn fault(&mut self, now_ns: u64, msg: String) {
+        log::warn!("plugin app {}: {msg}; restarting", self.name);
+        self.inst = None;
+        self.health.faults += 1;
+        self.health.last_error = Some(msg);
+        self.health.backoff_ns = (self.health.backoff_ns * 2).clamp(BACKOFF_MIN_NS, BACKOFF_MAX_NS);
+        self.health.retry_at_ns = now_ns.saturating_add(self.health.backoff_ns);
+        self.wake_at_ns = abi::NO_WAKE;
+    }
+
+    fn try_restart(&mut self, now_ns: u64) {
+        if self.inst.is_some() || now_ns < self.health.retry_at_ns {
+            return;
+        }
+        match self.factory.instantiate(self.seed) {
+            Ok(i) => {
+                self.lay = i.layout().clone();
+                self.inst = Some(i);
+                self.health.restarts += 1;
+            }
+            Err(e) => self.fault(now_ns, format!("restart failed: {}", e.message)),
+        }
+    }
+
+    /// Move due packets from the delay line to their output ports, while there is room.
+    fn release(&mut self, cx: &mut Ctx<'_>) {
+        while let Some((at, port)) = self.delay.peek() {
+            if at > cx.now_ns || cx.room(port as usize) == 0 {
+                break;
+            }
+            let Some((at, port, p)) = self.delay.pop_due(cx.now_ns) else { break };
+            cx.pool.set_ts_ns(p, at);
+            cx.transmit(port as usize, p, &mut self.counters);
+        }
+    }
+
+    /// Run one batch of `n` packets (0 = timer tick) through the instance.
+    fn run_batch(&mut self, cx: &mut Ctx<'_>, n: usize) {
+        // The instance is out of its slot during the call; it goes back unless it faulted.
+        let Some(mut inst) = self.inst.take() else { return };
+        let lay = self.lay.clone();
+        let lay = &lay;
+        let now = cx.now_ns;
+        {
+            let mem = inst.memory();
+            for i in 0..n {
+                let Some(p) = cx.receive(0) else { break };
+                self.batch[i] = p;
+                let len = cx.pool.len(p);
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += len as u64;
+                let (mut data_off, mut cap, mut flags) = (0, 0, 0);
+                if lay.access != access::META {
+                    cap = len.min(lay.snap_len);
+                    data_off = lay.slot_addr(i as u32);
+                    let at = data_off as usize;
+                    if let Some(dst) = mem.get_mut(at..at + cap as usize) {
+                        dst.copy_from_slice(&cx.pool.data(p)[..cap as usize]);
+                    }
+                    if cap < len {
+                        flags = abi::DF_TRUNCATED;
+                    }
+                }
+                let d = RawDesc { id: i as u32, wire_len: len, data_off, cap_len: cap, in_port: 0, flags, arrival_ns: cx.pool.ts_ns(p) };
+                d.write(mem, lay);
+            }
+        }
+        let result = inst.process(n as u32, now);
+        let nv = match result {
+            Ok(nv) => nv,
+            Err(e) => {
+                self.drop_batch(cx, n, DropCause::PluginFault);
+                self.fault(now, format!("fault: {e}"));
+                return;
+            }
+        };
+        if self.apply(cx, inst.memory(), lay, n, nv) {
+            self.inst = Some(inst);
+        }
+    }
+
+    /// Validate the batch's verdicts, then carry them out. `false` if the plugin answered
+    /// garbage (the batch is dropped and the instance must go).
+    fn apply(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize, nv: u32) -> bool {
+        let now = cx.now_ns;
+        self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS).unwrap_or(abi::NO_WAKE);
+        if let Err(e) = validate(mem, lay, n, nv, cx.pool.slot_size(), &mut self.refs, |i| cx.pool.len(self.batch[i])) {
+            self.drop_batch(cx, n, DropCause::BadVerdict);
+            self.fault(now, format!("garbage verdict: {e}"));
+            return false;
+        }
+        // Packets nobody claimed.
+        for i in 0..n {
+            if self.refs[i] == 0 {
+                cx.pool.free(self.batch[i]);
+                self.counters.drop(DropCause::NoVerdict, 1);
+            }
+        }
+        for j in 0..nv {
+            let Some(v) = RawVerdict::read(mem, lay, j) else { continue };
+            let p = if v.id == abi::ID_NEW {
+                if v.port == abi::PORT_DROP {
+                    continue;
+                }
+                let bytes = v.bytes(mem, lay).unwrap_or(&[]);
+                match cx.pool.alloc_from(bytes, now) {
+                    Some(p) => p,
+                    None => {
+                        self.counters.drop(DropCause::PoolEmpty, 1);
+                        continue;
+                    }
+                }
+            } else {
+                let i = v.id as usize;
+                self.refs[i] -= 1;
+                let orig = self.batch[i];
+                if self.refs[i] > 0 {
+                    match cx.pool.clone_packet(orig) {
+                        Some(p) => p,
+                        None => {
+                            self.counters.drop(DropCause::PoolEmpty, 1);
+                            continue;
+                        }
+                    }
+                } else {
+                    orig
+                }
+            };
+            if v.port == abi::PORT_DROP {
+                cx.pool.free(p);
+                self.counters.drop(DropCause::Plugin, 1);
+                continue;
+            }
+            if v.flags & abi::VF_REPLACE != 0 && v.id != abi::ID_NEW {
+                let old = if lay.access == access::META { 0 } else { cx.pool.len(p).min(lay.snap_len) as usize };
+                let bytes = v.bytes(mem, lay).unwrap_or(&[]);
+                if !cx.pool.replace_prefix(p, old, bytes) {
+                    cx.pool.free(p);
+                    self.counters.drop(DropCause::TooBig, 1);
+                    continue;
+                }
+            }
+            let ts = cx.pool.ts_ns(p).max(v.at_ns);
+            if v.at_ns <= now {
+                if v.at_ns > cx.pool.ts_ns(p) {
+                    cx.pool.set_ts_ns(p, ts);
+                }
+                cx.transmit(v.port as usize, p, &mut self.counters);
+            } else if let Err(p) = self.delay.push(v.at_ns, v.port, p) {
+                cx.pool.free(p);
+                self.counters.drop(DropCause::HoldFull, 1);
+            }
+        }
+        true
+    }
+
+    fn drop_batch(&mut self, cx: &mut Ctx<'_>, n: usize, cause: DropCause) {
+        for &p in &self.batch[..n] {
+            cx.pool.free(p);
+        }
+        self.counters.drop(cause, n as u64);
+    }
+
+    /// Packets held in the delay line.
+    pub fn held_packets(&self) -> usize {
+        self.delay.len()
+    }
+
+    /// The plugin's own counters (names from its header).
+    pub fn plugin_counters(&mut self) -> Vec<(String, u64)> {
+        let lay = self.lay.clone();
+        match self.inst.as_mut() {
+            Some(i) => abi::read_counters(i.memory(), &lay),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Check every verdict of a batch before any is applied; count references per packet.
+fn validate(
+    mem: &[u8],
+    lay: &Layout,
+    n: usize,
+    nv: u32,
+    max_len: usize,
+    refs: &mut [u32],
+    wire_len: impl Fn(usize) -> u32,
+) -> Result<(), String> {
+    if nv > lay.max_verdicts {
+        return Err(format!("{nv} verdicts, more than the {} the header allows", lay.max_verdicts));
+    }
+    refs[..n].fill(0);
+    for j in 0..nv {
+        let v = RawVerdict::read(mem, lay, j).ok_or_else(|| format!("verdict {j} lies outside memory"))?;
+        if v.flags & !abi::VF_KNOWN != 0 {
+            return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
+        }
+        if v.port != abi::PORT_DROP && v.port >= lay.n_outputs {
+            return Err(format!("verdict {j} names output port {} of {}", v.port, lay.n_outputs));
+        }
+        let replaces = v.flags & abi::VF_REPLACE != 0;
+        if v.id == abi::ID_NEW || replaces {
+            let bytes = v.bytes(mem, lay).ok_or_else(|| {
+                format!("verdict {j} points at bytes {:#x}+{} outside the plugin's region", v.data_off, v.data_len)
+            })?;
+            if v.id == abi::ID_NEW && (bytes.is_empty() || bytes.len() > max_len) {
+                return Err(format!("verdict {j} injects a packet of {} bytes", bytes.len()));
+            }
+        }
+        if v.id != abi::ID_NEW {
+            let i = v.id as usize;
+            if i >= n {
+                return Err(format!("verdict {j} names packet {} of a batch of {n}", v.id));
+            }
+            if replaces {
+                let cap = if lay.access == access::META { 0 } else { wire_len(i).min(lay.snap_len) };
+                let new_len = wire_len(i) as u64 - cap as u64 + v.data_len as u64;
+                if new_len > max_len as u64 {
+                    return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
+                }
+            }
+            refs[i] += 1;
+        }
+    }
+    Ok(())
+}
+
+impl App for PluginApp {
+    fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        self.release(cx);
+        if self.inst.is_none() {
+            self.try_restart(cx.now_ns);
+        }
+        if self.inst.is_none() {
+            let mut dropped = 0;
+            while let Some(p) = cx.receive(0) {
+                cx.pool.free(p);
+                dropped += 1;
+            }
+            self.counters.drop(DropCause::PluginDown, dropped);
+            return;
+        }
+        if self.wake_at_ns <= cx.now_ns {
+            self.run_batch(cx, 0);
+        }
+        loop {
+            let n = cx.pending(0).min(self.lay.max_batch as usize);
+            if n == 0 || self.inst.is_none() {
+                break;
+            }
+            self.run_batch(cx, n);
+        }
+        self.release(cx);
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let wake = (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns);
+        let retry = self.inst.is_none().then_some(self.health.retry_at_ns);
+        [self.delay.next_at(), wake, retry].into_iter().flatten().min()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("faults".into(), self.health.faults),
+            ("restarts".into(), self.health.restarts),
+            ("swaps".into(), self.health.swaps),
+        ]
+    }
+
+    fn held(&self) -> usize {
+        self.delay.len()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// FNV-1a over several byte strings: a stable identity for code + config.
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(&[0xFF]) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
