@@ -6,22 +6,55 @@
 //! out-of-order times (reordering jitter) go to a binary heap. Ties leave in the order
 //! they were scheduled. A line holds at most `limit` packets.
 
-use crate::packet::PacketId;
+use crate::packet::Packet;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A held packet; its `ts_ns` is its departure time. 24 bytes: a 10 ms delay line at
+/// 1 Mpps holds 10 000 of these, so size matters for the cache.
+#[derive(Clone, Copy, Debug)]
 struct Held {
-    at_ns: u64,
-    seq: u64,
-    pkt: PacketId,
+    pkt: Packet,
+    /// Scheduling order, for ties; compared with wrap-around.
+    seq: u32,
     port: u16,
+}
+
+impl Held {
+    #[inline(always)]
+    fn before(&self, o: &Held) -> bool {
+        self.pkt.ts_ns < o.pkt.ts_ns || (self.pkt.ts_ns == o.pkt.ts_ns && (self.seq.wrapping_sub(o.seq) as i32) < 0)
+    }
+}
+
+// Min-heap order through `Reverse`: by departure, then scheduling order.
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        !self.before(o) && !o.before(self)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        if self.before(o) {
+            std::cmp::Ordering::Less
+        } else if o.before(self) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }
 }
 
 pub struct DelayLine {
     fifo: VecDeque<Held>,
     heap: BinaryHeap<Reverse<Held>>,
-    seq: u64,
+    seq: u32,
     limit: usize,
 }
 
@@ -39,56 +72,48 @@ impl DelayLine {
 
     /// Hold `pkt` for `port` until `at_ns`; hands it back when the line is full.
     #[inline]
-    pub fn push(&mut self, at_ns: u64, port: u16, pkt: PacketId) -> Result<(), PacketId> {
+    pub fn push(&mut self, at_ns: u64, port: u16, mut pkt: Packet) -> Result<(), Packet> {
         if self.len() >= self.limit {
             return Err(pkt);
         }
-        let h = Held { at_ns, seq: self.seq, pkt, port };
-        self.seq += 1;
+        pkt.ts_ns = at_ns;
+        let h = Held { pkt, seq: self.seq, port };
+        self.seq = self.seq.wrapping_add(1);
         match self.fifo.back() {
-            Some(b) if b.at_ns > at_ns => self.heap.push(Reverse(h)),
+            Some(b) if b.pkt.ts_ns > at_ns => self.heap.push(Reverse(h)),
             _ => self.fifo.push_back(h),
         }
         Ok(())
     }
 
+    #[inline(always)]
+    fn head(&self) -> Option<(bool, &Held)> {
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if a.before(b) { (true, a) } else { (false, b) }),
+            (Some(a), None) => Some((true, a)),
+            (None, Some(Reverse(b))) => Some((false, b)),
+            (None, None) => None,
+        }
+    }
+
     /// Departure time and port of the next packet.
     #[inline]
     pub fn peek(&self) -> Option<(u64, u16)> {
-        match (self.fifo.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(if (a.at_ns, a.seq) <= (b.at_ns, b.seq) { (a.at_ns, a.port) } else { (b.at_ns, b.port) }),
-            (Some(a), None) => Some((a.at_ns, a.port)),
-            (None, Some(Reverse(b))) => Some((b.at_ns, b.port)),
-            (None, None) => None,
-        }
+        self.head().map(|(_, h)| (h.pkt.ts_ns, h.port))
     }
 
     /// Departure time of the next packet.
     #[inline]
     pub fn next_at(&self) -> Option<u64> {
-        match (self.fifo.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(a.at_ns.min(b.at_ns)),
-            (Some(a), None) => Some(a.at_ns),
-            (None, Some(Reverse(b))) => Some(b.at_ns),
-            (None, None) => None,
-        }
+        self.head().map(|(_, h)| h.pkt.ts_ns)
     }
 
-    /// The next packet due at or before `now_ns`: (departure time, port, packet).
+    /// The next packet due at or before `now_ns`, as (departure time, port, packet); the
+    /// packet's `ts_ns` is its departure time.
     #[inline]
-    pub fn pop_due(&mut self, now_ns: u64) -> Option<(u64, u16, PacketId)> {
-        let from_fifo = match (self.fifo.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => (a.at_ns, a.seq) <= (b.at_ns, b.seq),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => return None,
-        };
-        let h = if from_fifo {
-            *self.fifo.front()?
-        } else {
-            self.heap.peek()?.0
-        };
-        if h.at_ns > now_ns {
+    pub fn pop_due(&mut self, now_ns: u64) -> Option<(u64, u16, Packet)> {
+        let (from_fifo, h) = self.head().map(|(f, h)| (f, *h))?;
+        if h.pkt.ts_ns > now_ns {
             return None;
         }
         if from_fifo {
@@ -96,11 +121,37 @@ impl DelayLine {
         } else {
             self.heap.pop();
         }
-        Some((h.at_ns, h.port, h.pkt))
+        Some((h.pkt.ts_ns, h.port, h.pkt))
+    }
+
+    /// Move every packet due by `now_ns` to `out(port, packet)`, stopping early when `out`
+    /// returns false (its port is full; that packet stays held). In-order lines take a
+    /// fast path that never looks at the heap.
+    #[inline]
+    pub fn release(&mut self, now_ns: u64, mut out: impl FnMut(u16, Packet) -> bool) {
+        if self.heap.is_empty() {
+            while let Some(h) = self.fifo.front() {
+                if h.pkt.ts_ns > now_ns || !out(h.port, h.pkt) {
+                    return;
+                }
+                self.fifo.pop_front();
+            }
+            return;
+        }
+        while let Some((from_fifo, h)) = self.head().map(|(f, h)| (f, *h)) {
+            if h.pkt.ts_ns > now_ns || !out(h.port, h.pkt) {
+                return;
+            }
+            if from_fifo {
+                self.fifo.pop_front();
+            } else {
+                self.heap.pop();
+            }
+        }
     }
 
     /// Take every held packet, in departure order (for shutdown and tests).
-    pub fn drain(&mut self) -> Vec<PacketId> {
+    pub fn drain(&mut self) -> Vec<Packet> {
         let mut out = Vec::with_capacity(self.len());
         while let Some((_, _, p)) = self.pop_due(u64::MAX) {
             out.push(p);
@@ -113,27 +164,51 @@ impl DelayLine {
 mod tests {
     use super::*;
 
+    fn pk(id: u32) -> Packet {
+        Packet { id, len: 60, ts_ns: 0 }
+    }
+
     #[test]
     fn releases_in_time_order_with_stable_ties() {
         let mut d = DelayLine::new(10);
         for (at, p) in [(10, 1), (20, 2), (15, 3), (20, 4), (5, 5), (30, 6)] {
-            d.push(at, 0, p).unwrap();
+            d.push(at, 0, pk(p)).unwrap();
         }
         assert_eq!(d.next_at(), Some(5));
         assert_eq!(d.pop_due(4), None);
         let mut got = vec![];
         while let Some((_, _, p)) = d.pop_due(25) {
-            got.push(p);
+            got.push(p.id);
         }
         assert_eq!(got, [5, 1, 3, 2, 4]);
-        assert_eq!(d.drain(), [6]);
+        let mut rest = vec![];
+        d.release(u64::MAX, |_, p| {
+            rest.push((p.id, p.ts_ns));
+            true
+        });
+        assert_eq!(rest, [(6, 30)]);
+        assert!(d.drain().is_empty());
+    }
+
+    #[test]
+    fn release_stops_when_the_output_is_full() {
+        let mut d = DelayLine::new(10);
+        for p in 0..5 {
+            d.push(p as u64, 0, pk(p)).unwrap();
+        }
+        let mut room = 3;
+        d.release(10, |_, _| {
+            room -= 1;
+            room >= 0
+        });
+        assert_eq!(d.len(), 2);
     }
 
     #[test]
     fn refuses_beyond_limit() {
         let mut d = DelayLine::new(2);
-        d.push(1, 0, 1).unwrap();
-        d.push(1, 0, 2).unwrap();
-        assert_eq!(d.push(1, 0, 3), Err(3));
+        d.push(1, 0, pk(1)).unwrap();
+        d.push(1, 0, pk(2)).unwrap();
+        assert_eq!(d.push(1, 0, pk(3)), Err(pk(3)));
     }
 }

@@ -8,7 +8,7 @@
 //! [`Engine::next_deadline`] tells the driver when anything is due next.
 
 use crate::link::{Link, LinkStats};
-use crate::packet::{PacketId, PacketPool};
+use crate::packet::{Packet, PacketPool};
 use serde::Serialize;
 use std::any::Any;
 
@@ -117,7 +117,7 @@ impl Ctx<'_> {
         self.links.get_mut(i)
     }
     #[inline(always)]
-    pub fn receive(&mut self, port: usize) -> Option<PacketId> {
+    pub fn receive(&mut self, port: usize) -> Option<Packet> {
         self.input(port)?.receive()
     }
     /// Packets waiting on input `port`.
@@ -133,11 +133,34 @@ impl Ctx<'_> {
             .and_then(|&i| self.links.get(i))
             .map_or(0, |l| l.capacity() - l.len())
     }
+    /// Send `ps` on output `port`, in order. What does not fit is freed and counted as
+    /// `LinkFull` drops in `counters`.
+    pub fn transmit_all(&mut self, port: usize, ps: &[Packet], counters: &mut Counters) {
+        let sent = match self.outputs.get(port).and_then(|&i| self.links.get_mut(i)) {
+            Some(link) => link.transmit_slice(ps),
+            None => 0,
+        };
+        counters.tx_packets += sent as u64;
+        counters.tx_bytes += ps[..sent].iter().map(|p| p.len as u64).sum::<u64>();
+        for p in &ps[sent..] {
+            self.pool.free(*p);
+        }
+        counters.drop(DropCause::LinkFull, (ps.len() - sent) as u64);
+    }
+
+    /// Move up to `out.len()` packets from input `port` into `out`; returns how many.
+    pub fn receive_into(&mut self, port: usize, out: &mut [Packet]) -> usize {
+        match self.input(port) {
+            Some(link) => link.receive_into(out),
+            None => 0,
+        }
+    }
+
     /// Send `p` on output `port`. A full or unconnected output frees the packet and
     /// counts a `LinkFull` drop in `counters`.
     #[inline(always)]
-    pub fn transmit(&mut self, port: usize, p: PacketId, counters: &mut Counters) {
-        let bytes = self.pool.len(p) as u64;
+    pub fn transmit(&mut self, port: usize, p: Packet, counters: &mut Counters) {
+        let bytes = p.len as u64;
         let sent = match self.outputs.get(port).and_then(|&i| self.links.get_mut(i)) {
             Some(link) => link.transmit(p).is_ok(),
             None => false,
@@ -205,7 +228,7 @@ pub struct Engine {
 
 /// Default link capacity: a few batches, so one breath can never overflow a link in a
 /// chain that runs in order.
-pub const LINK_CAPACITY: usize = 4096;
+pub const LINK_CAPACITY: usize = 2048;
 
 impl Engine {
     pub fn new(pool: PacketPool) -> Self {

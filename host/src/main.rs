@@ -24,6 +24,14 @@ enum Command {
         /// Wall-clock seconds per case.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
+        /// Only cases whose label (`case/runtime/size`, e.g. `qos-chain/wasm/64`)
+        /// contains this.
+        #[arg(long, default_value = "")]
+        only: String,
+        /// Instead of the standard cases, time this chain of built-in plugins (with the
+        /// benchmark's settings), e.g. `latency,jitter`, in wasm and native.
+        #[arg(long, value_delimiter = ',')]
+        chain: Vec<String>,
     },
 }
 
@@ -40,12 +48,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Bench { json, seconds } => {
+        Command::Bench { json, seconds, only, chain } => {
             anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be a positive number");
             if !json {
                 println!("{:<12} {:<7} {:>6} {:>9} {:>9} {:>8}", "case", "runtime", "bytes", "Mpps", "out Mpps", "ns/pkt");
             }
-            let results = bench::run_all(Duration::from_secs_f64(seconds), |r| {
+            let results = bench::run_all(Duration::from_secs_f64(seconds), &only, &chain, |r| {
                 if json {
                     println!("{}", serde_json::to_string(r).unwrap_or_default());
                 } else {

@@ -338,21 +338,42 @@ pub struct RawDesc {
 }
 
 impl RawDesc {
+    /// Encode into one descriptor's bytes.
+    #[inline(always)]
+    pub fn encode(&self, d: &mut [u8; desc::LEN]) {
+        d[0..4].copy_from_slice(&self.id.to_le_bytes());
+        d[4..8].copy_from_slice(&self.wire_len.to_le_bytes());
+        d[8..12].copy_from_slice(&self.data_off.to_le_bytes());
+        d[12..16].copy_from_slice(&self.cap_len.to_le_bytes());
+        d[16..18].copy_from_slice(&self.in_port.to_le_bytes());
+        d[18..20].copy_from_slice(&self.flags.to_le_bytes());
+        d[20..24].copy_from_slice(&0u32.to_le_bytes());
+        d[24..32].copy_from_slice(&self.arrival_ns.to_le_bytes());
+    }
+
     /// Encode into `mem` at descriptor slot `self.id` of `lay`.
     #[inline(always)]
     pub fn write(&self, mem: &mut [u8], lay: &Layout) -> Option<()> {
-        let mut d = [0u8; desc::LEN];
-        d[desc::ID..desc::ID + 4].copy_from_slice(&self.id.to_le_bytes());
-        d[desc::WIRE_LEN..desc::WIRE_LEN + 4].copy_from_slice(&self.wire_len.to_le_bytes());
-        d[desc::DATA_OFF..desc::DATA_OFF + 4].copy_from_slice(&self.data_off.to_le_bytes());
-        d[desc::CAP_LEN..desc::CAP_LEN + 4].copy_from_slice(&self.cap_len.to_le_bytes());
-        d[desc::IN_PORT..desc::IN_PORT + 2].copy_from_slice(&self.in_port.to_le_bytes());
-        d[desc::FLAGS..desc::FLAGS + 2].copy_from_slice(&self.flags.to_le_bytes());
-        d[desc::ARRIVAL_NS..desc::ARRIVAL_NS + 8].copy_from_slice(&self.arrival_ns.to_le_bytes());
         let at = lay.desc_addr(self.id);
-        mem.get_mut(at..at + desc::LEN)?.copy_from_slice(&d);
+        self.encode(mem.get_mut(at..at + desc::LEN)?.try_into().ok()?);
         Some(())
     }
+}
+
+/// The descriptor array of a batch of `n` as `desc::LEN`-byte chunks (`None` if it does
+/// not lie in `mem`): one bounds check for the whole batch.
+#[inline]
+pub fn desc_chunks<'m>(mem: &'m mut [u8], lay: &Layout, n: u32) -> Option<core::slice::ChunksExactMut<'m, u8>> {
+    let a = lay.desc_off as usize;
+    Some(mem.get_mut(a..a + n as usize * desc::LEN)?.chunks_exact_mut(desc::LEN))
+}
+
+/// The first `nv` verdicts as `verdict::LEN`-byte chunks (`None` if they do not lie in
+/// `mem`).
+#[inline]
+pub fn verdict_chunks<'m>(mem: &'m [u8], lay: &Layout, nv: u32) -> Option<core::slice::ChunksExact<'m, u8>> {
+    let a = lay.verdict_off as usize;
+    Some(mem.get(a..a.checked_add(nv as usize * verdict::LEN)?)?.chunks_exact(verdict::LEN))
 }
 
 impl RawVerdict {
@@ -360,15 +381,20 @@ impl RawVerdict {
     #[inline(always)]
     pub fn read(mem: &[u8], lay: &Layout, i: u32) -> Option<RawVerdict> {
         let at = lay.verdict_addr(i);
-        let v: &[u8; verdict::LEN] = mem.get(at..at + verdict::LEN)?.try_into().ok()?;
-        Some(RawVerdict {
+        Some(Self::decode(mem.get(at..at + verdict::LEN)?.try_into().ok()?))
+    }
+
+    /// Decode one verdict's bytes.
+    #[inline(always)]
+    pub fn decode(v: &[u8; verdict::LEN]) -> RawVerdict {
+        RawVerdict {
             id: u32::from_le_bytes([v[0], v[1], v[2], v[3]]),
             port: u16::from_le_bytes([v[4], v[5]]),
             flags: u16::from_le_bytes([v[6], v[7]]),
             at_ns: u64::from_le_bytes([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]),
             data_off: u32::from_le_bytes([v[16], v[17], v[18], v[19]]),
             data_len: u32::from_le_bytes([v[20], v[21], v[22], v[23]]),
-        })
+        }
     }
 
     /// The replacement / new bytes this verdict names, if they lie inside the region.

@@ -83,8 +83,9 @@ impl Rng {
     /// Uniform in `[0, n]` for any `n` (used for nanosecond delays).
     #[inline]
     pub fn up_to(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
+        if n < u32::MAX as u64 {
+            // The common case (under 4.29 s in ns): a 32×32→64 multiply, no float.
+            return (self.next_u32() as u64 * (n + 1)) >> 32;
         }
         // Floating point keeps this free of 128-bit math; f64 has 53 bits, enough for
         // delays up to ~104 days at nanosecond resolution.

@@ -15,7 +15,7 @@ pub mod wasm;
 
 use crate::delay::DelayLine;
 use crate::engine::{App, Counters, Ctx, DropCause};
-use crate::packet::PacketId;
+use crate::packet::Packet;
 use std::any::Any;
 use std::sync::Arc;
 use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
@@ -93,8 +93,10 @@ pub struct PluginApp {
     lay: Layout,
     wake_at_ns: u64,
     delay: DelayLine,
-    batch: Vec<PacketId>,
+    batch: Vec<Packet>,
     refs: Vec<u32>,
+    /// Packets for port 0, now: sent in one go at the end of a batch.
+    staged: Vec<Packet>,
     counters: Counters,
     health: Health,
 }
@@ -115,8 +117,9 @@ impl PluginApp {
             lay,
             wake_at_ns: abi::NO_WAKE,
             delay: DelayLine::new(hold_limit),
-            batch: vec![0; abi::MAX_BATCH_LIMIT as usize],
+            batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
             refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
+            staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
             counters: Counters::default(),
             health: Health::default(),
         })
@@ -183,14 +186,14 @@ impl PluginApp {
 
     /// Move due packets from the delay line to their output ports, while there is room.
     fn release(&mut self, cx: &mut Ctx<'_>) {
-        while let Some((at, port)) = self.delay.peek() {
-            if at > cx.now_ns || cx.room(port as usize) == 0 {
-                break;
+        let counters = &mut self.counters;
+        self.delay.release(cx.now_ns, |port, p| {
+            if cx.room(port as usize) == 0 {
+                return false;
             }
-            let Some((at, port, p)) = self.delay.pop_due(cx.now_ns) else { break };
-            cx.pool.set_ts_ns(p, at);
-            cx.transmit(port as usize, p, &mut self.counters);
-        }
+            cx.transmit(port as usize, p, counters);
+            true
+        });
     }
 
     /// Run one batch of `n` packets (0 = timer tick) through the instance.
@@ -198,34 +201,41 @@ impl PluginApp {
         // The instance is out of its slot during the call; it goes back unless it faulted.
         let Some(mut inst) = self.inst.take() else { return };
         let lay = self.lay.clone();
-        let lay = &lay;
         let now = cx.now_ns;
-        {
-            let mem = inst.memory();
-            for i in 0..n {
-                let Some(p) = cx.receive(0) else { break };
-                self.batch[i] = p;
-                let len = cx.pool.len(p);
-                self.counters.rx_packets += 1;
-                self.counters.rx_bytes += len as u64;
-                let (mut data_off, mut cap, mut flags) = (0, 0, 0);
-                if lay.access != access::META {
-                    cap = len.min(lay.snap_len);
-                    data_off = lay.slot_addr(i as u32);
-                    let at = data_off as usize;
-                    if let Some(dst) = mem.get_mut(at..at + cap as usize) {
-                        dst.copy_from_slice(&cx.pool.data(p)[..cap as usize]);
-                    }
-                    if cap < len {
-                        flags = abi::DF_TRUNCATED;
-                    }
+        let n = cx.receive_into(0, &mut self.batch[..n]);
+        self.counters.rx_packets += n as u64;
+        self.counters.rx_bytes += self.batch[..n].iter().map(|p| p.len as u64).sum::<u64>();
+        let mem = inst.memory();
+        if lay.access != access::META {
+            for (i, p) in self.batch[..n].iter().enumerate() {
+                let cap = p.len.min(lay.snap_len) as usize;
+                let at = lay.slot_addr(i as u32) as usize;
+                if let Some(dst) = mem.get_mut(at..at + cap) {
+                    dst.copy_from_slice(&cx.pool.data(p)[..cap]);
                 }
-                let d = RawDesc { id: i as u32, wire_len: len, data_off, cap_len: cap, in_port: 0, flags, arrival_ns: cx.pool.ts_ns(p) };
-                d.write(mem, lay);
             }
         }
-        let result = inst.process(n as u32, now);
-        let nv = match result {
+        let Some(descs) = abi::desc_chunks(mem, &lay, n as u32) else {
+            // Cannot happen: the layout was validated against this memory.
+            self.drop_batch(cx, n, DropCause::PluginFault);
+            self.fault(now, "descriptor array outside memory".into());
+            return;
+        };
+        for ((i, p), d) in self.batch[..n].iter().enumerate().zip(descs) {
+            let (mut data_off, mut cap, mut flags) = (0, 0, 0);
+            if lay.access != access::META {
+                cap = p.len.min(lay.snap_len);
+                data_off = lay.slot_addr(i as u32);
+                if cap < p.len {
+                    flags = abi::DF_TRUNCATED;
+                }
+            }
+            let desc = RawDesc { id: i as u32, wire_len: p.len, data_off, cap_len: cap, in_port: 0, flags, arrival_ns: p.ts_ns };
+            if let Ok(d) = d.try_into() {
+                desc.encode(d);
+            }
+        }
+        let nv = match inst.process(n as u32, now) {
             Ok(nv) => nv,
             Err(e) => {
                 self.drop_batch(cx, n, DropCause::PluginFault);
@@ -233,21 +243,21 @@ impl PluginApp {
                 return;
             }
         };
-        if self.apply(cx, inst.memory(), lay, n, nv) {
-            self.inst = Some(inst);
-        }
-    }
-
-    /// Validate the batch's verdicts, then carry them out. `false` if the plugin answered
-    /// garbage (the batch is dropped and the instance must go).
-    fn apply(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize, nv: u32) -> bool {
-        let now = cx.now_ns;
+        let mem = inst.memory();
         self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS).unwrap_or(abi::NO_WAKE);
-        if let Err(e) = validate(mem, lay, n, nv, cx.pool.slot_size(), &mut self.refs, |i| cx.pool.len(self.batch[i])) {
+        let checked = validate(mem, &lay, &self.batch[..n], nv, cx.pool.slot_size(), &mut self.refs);
+        if let Err(e) = checked {
             self.drop_batch(cx, n, DropCause::BadVerdict);
             self.fault(now, format!("garbage verdict: {e}"));
-            return false;
+            return;
         }
+        self.apply(cx, mem, &lay, n, nv);
+        self.inst = Some(inst);
+    }
+
+    /// Carry out the batch's `nv` verdicts, already validated.
+    fn apply(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize, nv: u32) {
+        let now = cx.now_ns;
         // Packets nobody claimed.
         for i in 0..n {
             if self.refs[i] == 0 {
@@ -255,14 +265,13 @@ impl PluginApp {
                 self.counters.drop(DropCause::NoVerdict, 1);
             }
         }
-        for j in 0..nv {
-            let Some(v) = RawVerdict::read(mem, lay, j) else { continue };
-            let p = if v.id == abi::ID_NEW {
+        let chunks = abi::verdict_chunks(mem, lay, nv).into_iter().flatten();
+        for v in chunks.filter_map(|c| c.try_into().ok().map(RawVerdict::decode)) {
+            let mut p = if v.id == abi::ID_NEW {
                 if v.port == abi::PORT_DROP {
                     continue;
                 }
-                let bytes = v.bytes(mem, lay).unwrap_or(&[]);
-                match cx.pool.alloc_from(bytes, now) {
+                match cx.pool.alloc_from(v.bytes(mem, lay).unwrap_or(&[]), now) {
                     Some(p) => p,
                     None => {
                         self.counters.drop(DropCause::PoolEmpty, 1);
@@ -270,19 +279,20 @@ impl PluginApp {
                     }
                 }
             } else {
+                // Every verdict naming a packet gets the packet as it arrived: all but
+                // the last get a copy, the last gets the original.
                 let i = v.id as usize;
                 self.refs[i] -= 1;
-                let orig = self.batch[i];
-                if self.refs[i] > 0 {
-                    match cx.pool.clone_packet(orig) {
+                if self.refs[i] == 0 {
+                    self.batch[i]
+                } else {
+                    match cx.pool.clone_packet(&self.batch[i]) {
                         Some(p) => p,
                         None => {
                             self.counters.drop(DropCause::PoolEmpty, 1);
                             continue;
                         }
                     }
-                } else {
-                    orig
                 }
             };
             if v.port == abi::PORT_DROP {
@@ -291,26 +301,27 @@ impl PluginApp {
                 continue;
             }
             if v.flags & abi::VF_REPLACE != 0 && v.id != abi::ID_NEW {
-                let old = if lay.access == access::META { 0 } else { cx.pool.len(p).min(lay.snap_len) as usize };
-                let bytes = v.bytes(mem, lay).unwrap_or(&[]);
-                if !cx.pool.replace_prefix(p, old, bytes) {
+                let old = if lay.access == access::META { 0 } else { p.len.min(lay.snap_len) as usize };
+                if !cx.pool.replace_prefix(&mut p, old, v.bytes(mem, lay).unwrap_or(&[])) {
                     cx.pool.free(p);
                     self.counters.drop(DropCause::TooBig, 1);
                     continue;
                 }
             }
-            let ts = cx.pool.ts_ns(p).max(v.at_ns);
             if v.at_ns <= now {
-                if v.at_ns > cx.pool.ts_ns(p) {
-                    cx.pool.set_ts_ns(p, ts);
+                p.ts_ns = p.ts_ns.max(v.at_ns);
+                if v.port == 0 {
+                    self.staged.push(p);
+                } else {
+                    cx.transmit(v.port as usize, p, &mut self.counters);
                 }
-                cx.transmit(v.port as usize, p, &mut self.counters);
             } else if let Err(p) = self.delay.push(v.at_ns, v.port, p) {
                 cx.pool.free(p);
                 self.counters.drop(DropCause::HoldFull, 1);
             }
         }
-        true
+        cx.transmit_all(0, &self.staged, &mut self.counters);
+        self.staged.clear();
     }
 
     fn drop_batch(&mut self, cx: &mut Ctx<'_>, n: usize, cause: DropCause) {
@@ -335,22 +346,17 @@ impl PluginApp {
     }
 }
 
-/// Check every verdict of a batch before any is applied; count references per packet.
-fn validate(
-    mem: &[u8],
-    lay: &Layout,
-    n: usize,
-    nv: u32,
-    max_len: usize,
-    refs: &mut [u32],
-    wire_len: impl Fn(usize) -> u32,
-) -> Result<(), String> {
+/// Check every verdict of a batch before any is applied, and count in `refs` how many
+/// verdicts name each packet.
+fn validate(mem: &[u8], lay: &Layout, batch: &[Packet], nv: u32, max_len: usize, refs: &mut [u32]) -> Result<(), String> {
     if nv > lay.max_verdicts {
         return Err(format!("{nv} verdicts, more than the {} the header allows", lay.max_verdicts));
     }
+    let n = batch.len();
     refs[..n].fill(0);
-    for j in 0..nv {
-        let v = RawVerdict::read(mem, lay, j).ok_or_else(|| format!("verdict {j} lies outside memory"))?;
+    let chunks = abi::verdict_chunks(mem, lay, nv).ok_or("verdict array lies outside memory")?;
+    for (j, c) in chunks.enumerate() {
+        let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
         if v.flags & !abi::VF_KNOWN != 0 {
             return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
         }
@@ -368,12 +374,12 @@ fn validate(
         }
         if v.id != abi::ID_NEW {
             let i = v.id as usize;
-            if i >= n {
+            let Some(p) = batch.get(i) else {
                 return Err(format!("verdict {j} names packet {} of a batch of {n}", v.id));
-            }
+            };
             if replaces {
-                let cap = if lay.access == access::META { 0 } else { wire_len(i).min(lay.snap_len) };
-                let new_len = wire_len(i) as u64 - cap as u64 + v.data_len as u64;
+                let cap = if lay.access == access::META { 0 } else { p.len.min(lay.snap_len) };
+                let new_len = p.len as u64 - cap as u64 + v.data_len as u64;
                 if new_len > max_len as u64 {
                     return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
                 }

@@ -42,19 +42,34 @@ pub struct Rate {
     tau_ns: u64,
     /// Queue bound expressed as the longest wait, ns.
     limit_ns: u64,
-    /// Theoretical arrival time (GCRA), ns, plus the carried remainder in units of
-    /// 1/rate_bps ns.
+    /// Theoretical arrival time (GCRA), ns, plus the carried fraction of a ns in units
+    /// of 1/`denom`.
     tat_ns: u64,
     tat_rem: u64,
+    /// ns per byte as 32.32 fixed point, when that is exact enough and cannot overflow
+    /// (rates above ~140 kbit/s); 0 means "divide".
+    ns_per_byte_fp: u64,
+    denom: u64,
 }
 
+/// Largest frame charged (a GSO super-packet plus overhead); bounds the fixed-point
+/// product below 2^64.
+const MAX_CHARGED: u64 = 70_000;
+
 impl Rate {
-    /// Time to send `bits`, as (whole ns, remainder in 1/rate_bps ns).
+    /// Time to send `bytes`, as (whole ns, fraction in 1/`denom` ns). A 64-bit division
+    /// per packet cost as much as the rest of the plugin, so the common case multiplies.
     #[inline]
     fn cost(&self, bytes: u64) -> (u64, u64) {
-        // bytes ≤ 64 KiB + overhead, so bytes × 8e9 < 2^63: no overflow, no u128.
-        let num = bytes * 8 * NS_PER_S;
-        (num / self.rate_bps, num % self.rate_bps)
+        if self.ns_per_byte_fp != 0 && bytes <= MAX_CHARGED {
+            let prod = bytes * self.ns_per_byte_fp;
+            (prod >> 32, prod & 0xFFFF_FFFF)
+        } else {
+            // Rare (very low rates, or configuration): bytes ≤ 2^31, so bytes × 8e9 fits.
+            let num = bytes * 8 * NS_PER_S;
+            let frac = ((num % self.rate_bps) as u128 * self.denom as u128) / self.rate_bps as u128;
+            (num / self.rate_bps, frac as u64)
+        }
     }
 }
 
@@ -76,8 +91,22 @@ impl Plugin for Rate {
         if c.overhead_bytes.abs() > 4096 {
             return Err(format!("overhead_bytes: must be within ±4096, got {}", c.overhead_bytes));
         }
-        let mut r = Rate { rate_bps: c.rate_bps, overhead: c.overhead_bytes, tau_ns: 0, limit_ns: 0, tat_ns: 0, tat_rem: 0 };
+        let mut r = Rate {
+            rate_bps: c.rate_bps,
+            overhead: c.overhead_bytes,
+            tau_ns: 0,
+            limit_ns: 0,
+            tat_ns: 0,
+            tat_rem: 0,
+            ns_per_byte_fp: 0,
+            denom: 1 << 32,
+        };
         if c.rate_bps > 0 {
+            // Computed once, at configuration: 128-bit math is fine here.
+            let fp = ((8 * NS_PER_S as u128) << 32) / c.rate_bps as u128;
+            if fp * (MAX_CHARGED as u128) < (1u128 << 64) {
+                r.ns_per_byte_fp = fp as u64;
+            }
             r.tau_ns = r.cost(c.burst_bytes).0;
             r.limit_ns = r.cost(c.queue_bytes).0;
         }
@@ -102,9 +131,9 @@ impl Plugin for Rate {
             let (mut tat, mut tat_rem) = if self.tat_ns < t { (t, 0) } else { (self.tat_ns, self.tat_rem) };
             tat += c;
             tat_rem += rem;
-            if tat_rem >= self.rate_bps {
+            if tat_rem >= self.denom {
                 tat += 1;
-                tat_rem -= self.rate_bps;
+                tat_rem -= self.denom;
             }
             let depart = t.max(tat.saturating_sub(self.tau_ns));
             if depart - t > self.limit_ns {
