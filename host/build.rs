@@ -16,7 +16,10 @@ const TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let ws = manifest.parent().expect("host/ lives in the workspace").to_path_buf();
+    let ws = manifest
+        .parent()
+        .expect("host/ lives in the workspace")
+        .to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     for dir in ["sdk/src", "sdk/Cargo.toml", "plugins", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
@@ -40,7 +43,9 @@ fn main() {
     for p in SHIPPED.iter().chain(TEST_ONLY.iter()) {
         cmd.args(["-p", &format!("synthnet-plugin-{p}")]);
     }
-    let status = cmd.status().unwrap_or_else(|e| fail(&format!("could not run cargo: {e}")));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("could not run cargo: {e}")));
     if !status.success() {
         fail("building the built-in plugins for wasm32-unknown-unknown failed (see above)");
     }
@@ -50,7 +55,10 @@ fn main() {
         let src = built.join(format!("synthnet_plugin_{p}.wasm"));
         let dst = out.join(format!("{p}.wasm"));
         std::fs::copy(&src, &dst).unwrap_or_else(|e| fail(&format!("{}: {e}", src.display())));
-        table.push_str(&format!("    ({p:?}, include_bytes!({:?})),\n", dst.display().to_string()));
+        table.push_str(&format!(
+            "    ({p:?}, include_bytes!({:?})),\n",
+            dst.display().to_string()
+        ));
     }
     table.push_str("];\n");
     std::fs::write(out.join("builtin_wasm.rs"), table).unwrap_or_else(|e| fail(&e.to_string()));
@@ -58,7 +66,11 @@ fn main() {
         let src = built.join(format!("synthnet_plugin_{p}.wasm"));
         let dst = out.join(format!("{p}.wasm"));
         std::fs::copy(&src, &dst).unwrap_or_else(|e| fail(&format!("{}: {e}", src.display())));
-        println!("cargo:rustc-env=SYNTHNET_{}_WASM={}", p.to_uppercase(), dst.display());
+        println!(
+            "cargo:rustc-env=SYNTHNET_{}_WASM={}",
+            p.to_uppercase(),
+            dst.display()
+        );
     }
 }
 
@@ -81,7 +93,9 @@ fn ensure_wasm_target() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok || !has(&sysroot) {
-        fail(&format!("the Rust target {TARGET} is missing. Run:  rustup target add {TARGET}"));
+        fail(&format!(
+            "the Rust target {TARGET} is missing. Run:  rustup target add {TARGET}"
+        ));
     }
 }
 

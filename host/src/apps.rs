@@ -2,6 +2,7 @@
 //! Everything that changes packets on purpose is a plugin, not a native app.
 
 use crate::engine::{App, Counters, Ctx, DropCause};
+use crate::packet::Packet;
 use std::any::Any;
 
 /// Where [`Source`] writes each packet's sequence number (after Ethernet+IPv4+UDP).
@@ -44,12 +45,24 @@ pub struct Source {
     budget: usize,
     seq: u64,
     counters: Counters,
+    staged: Vec<Packet>,
 }
 
 impl Source {
     pub fn new(size: usize, interval_ns: u64, start_ns: u64, count: u64, budget: usize) -> Self {
         let template = udp_template(size);
-        Source { template, write: true, size, interval_ns, next_ns: start_ns, remaining: count, budget, seq: 0, counters: Counters::default() }
+        Source {
+            template,
+            write: true,
+            size,
+            interval_ns,
+            next_ns: start_ns,
+            remaining: count,
+            budget,
+            seq: 0,
+            counters: Counters::default(),
+            staged: Vec::with_capacity(budget),
+        }
     }
     pub fn sent(&self) -> u64 {
         self.seq
@@ -79,12 +92,14 @@ impl App for Source {
                     buf[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&self.seq.to_le_bytes());
                 }
             }
-            self.counters.rx_packets += 1;
-            cx.transmit(0, p, &mut self.counters);
+            self.staged.push(p);
             self.seq += 1;
             self.remaining -= 1;
             self.next_ns += self.interval_ns;
         }
+        self.counters.rx_packets += self.staged.len() as u64;
+        cx.transmit_all(0, &self.staged, &mut self.counters);
+        self.staged.clear();
     }
     fn next_deadline(&self) -> Option<u64> {
         (self.remaining > 0).then_some(self.next_ns)
@@ -120,26 +135,43 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(record: bool) -> Self {
-        Sink { counters: Counters::default(), record, received: Vec::new() }
+        Sink {
+            counters: Counters::default(),
+            record,
+            received: Vec::new(),
+        }
     }
 }
 
 impl App for Sink {
     fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        let mut buf = [Packet::default(); 256];
         for port in 0..cx.n_inputs() {
-            while let Some(p) = cx.receive(port) {
-                let len = p.len;
-                self.counters.rx_packets += 1;
-                self.counters.rx_bytes += len as u64;
-                if self.record {
-                    let d = cx.pool.data(&p);
-                    let seq = d
-                        .get(SEQ_OFFSET..SEQ_OFFSET + 8)
-                        .map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8])));
-                    let head = d[..d.len().min(64)].to_vec();
-                    self.received.push(Received { seq, ts_ns: p.ts_ns, now_ns: cx.now_ns, len, head });
+            loop {
+                let n = cx.receive_into(port, &mut buf);
+                if n == 0 {
+                    break;
                 }
-                cx.pool.free(p);
+                let got = &buf[..n];
+                self.counters.rx_packets += n as u64;
+                self.counters.rx_bytes += got.iter().map(|p| p.len as u64).sum::<u64>();
+                if self.record {
+                    for p in got {
+                        let d = cx.pool.data(p);
+                        let seq = d.get(SEQ_OFFSET..SEQ_OFFSET + 8).map_or(u64::MAX, |b| {
+                            u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8]))
+                        });
+                        let head = d[..d.len().min(64)].to_vec();
+                        self.received.push(Received {
+                            seq,
+                            ts_ns: p.ts_ns,
+                            now_ns: cx.now_ns,
+                            len: p.len,
+                            head,
+                        });
+                    }
+                }
+                cx.pool.free_all(got);
             }
         }
     }

@@ -123,7 +123,10 @@ impl Ctx<'_> {
     /// Packets waiting on input `port`.
     #[inline(always)]
     pub fn pending(&self, port: usize) -> usize {
-        self.inputs.get(port).and_then(|&i| self.links.get(i)).map_or(0, Link::len)
+        self.inputs
+            .get(port)
+            .and_then(|&i| self.links.get(i))
+            .map_or(0, Link::len)
     }
     /// Room left on output `port` (0 if unconnected).
     #[inline(always)]
@@ -232,11 +235,21 @@ pub const LINK_CAPACITY: usize = 2048;
 
 impl Engine {
     pub fn new(pool: PacketPool) -> Self {
-        Engine { pool, links: Vec::new(), nodes: Vec::new(), link_capacity: LINK_CAPACITY }
+        Engine {
+            pool,
+            links: Vec::new(),
+            nodes: Vec::new(),
+            link_capacity: LINK_CAPACITY,
+        }
     }
 
     pub fn add(&mut self, name: impl Into<String>, app: Box<dyn App>) -> AppId {
-        self.nodes.push(Node { name: name.into(), app, inputs: Vec::new(), outputs: Vec::new() });
+        self.nodes.push(Node {
+            name: name.into(),
+            app,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        });
         AppId(self.nodes.len() - 1)
     }
 
@@ -258,16 +271,27 @@ impl Engine {
 
     /// One breath at `now_ns`.
     pub fn breathe(&mut self, now_ns: u64) {
-        let Engine { pool, links, nodes, .. } = self;
+        let Engine {
+            pool, links, nodes, ..
+        } = self;
         for n in nodes.iter_mut() {
-            let mut cx = Ctx { pool, links, inputs: &n.inputs, outputs: &n.outputs, now_ns };
+            let mut cx = Ctx {
+                pool,
+                links,
+                inputs: &n.inputs,
+                outputs: &n.outputs,
+                now_ns,
+            };
             n.app.breathe(&mut cx);
         }
     }
 
     /// When something is next due (held packets, plugin timers, scheduled sources).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.nodes.iter().filter_map(|n| n.app.next_deadline()).min()
+        self.nodes
+            .iter()
+            .filter_map(|n| n.app.next_deadline())
+            .min()
     }
 
     /// Whether any link still holds packets (a further breath has work).
@@ -285,11 +309,18 @@ impl Engine {
 
     /// Typed access to an app (for control operations and tests).
     pub fn app_mut<T: App>(&mut self, id: AppId) -> Option<&mut T> {
-        self.nodes.get_mut(id.0)?.app.as_any_mut().downcast_mut::<T>()
+        self.nodes
+            .get_mut(id.0)?
+            .app
+            .as_any_mut()
+            .downcast_mut::<T>()
     }
 
     pub fn app_ids(&self) -> impl Iterator<Item = (AppId, &str)> {
-        self.nodes.iter().enumerate().map(|(i, n)| (AppId(i), n.name.as_str()))
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (AppId(i), n.name.as_str()))
     }
 
     pub fn link_stats(&self) -> Vec<LinkStats> {
@@ -321,6 +352,7 @@ impl Engine {
 
     /// Packets held anywhere: in links and in apps.
     pub fn packets_in_flight(&self) -> usize {
-        self.links.iter().map(Link::len).sum::<usize>() + self.nodes.iter().map(|n| n.app.held()).sum::<usize>()
+        self.links.iter().map(Link::len).sum::<usize>()
+            + self.nodes.iter().map(|n| n.app.held()).sum::<usize>()
     }
 }

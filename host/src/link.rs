@@ -23,7 +23,13 @@ impl Link {
     /// `capacity` is rounded up to a power of two.
     pub fn new(capacity: usize) -> Self {
         let cap = capacity.max(2).next_power_of_two();
-        Link { ring: vec![Packet::default(); cap].into_boxed_slice(), mask: cap - 1, read: 0, write: 0, stats: LinkStats::default() }
+        Link {
+            ring: vec![Packet::default(); cap].into_boxed_slice(),
+            mask: cap - 1,
+            read: 0,
+            write: 0,
+            stats: LinkStats::default(),
+        }
     }
 
     #[inline(always)]
@@ -113,21 +119,32 @@ mod tests {
 
     #[test]
     fn fifo_then_full_then_counts_drop() {
-        let pk = |id| Packet { id, len: 60, ts_ns: 0 };
+        let pk = |id| Packet {
+            id,
+            len: 60,
+            ts_ns: 0,
+        };
         let mut l = Link::new(3); // rounds to 4
         for p in 0..4 {
             l.transmit(pk(p)).unwrap();
         }
         assert_eq!(l.transmit(pk(9)), Err(pk(9)));
         assert_eq!(l.stats.drops, 1);
-        assert_eq!((0..4).map(|_| l.receive().unwrap().id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            (0..4).map(|_| l.receive().unwrap().id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert_eq!(l.receive(), None);
         assert_eq!((l.stats.tx_packets, l.stats.rx_packets), (4, 4));
     }
 
     #[test]
     fn bulk_operations_wrap_around_the_ring() {
-        let pk = |id| Packet { id, len: 60, ts_ns: 0 };
+        let pk = |id| Packet {
+            id,
+            len: 60,
+            ts_ns: 0,
+        };
         let mut l = Link::new(8);
         for p in 0..6 {
             l.transmit(pk(p)).unwrap();

@@ -60,7 +60,11 @@ impl PacketPool {
     #[inline]
     pub fn alloc(&mut self, len: u32, ts_ns: u64) -> Option<Packet> {
         let id = self.free.pop()?;
-        Some(Packet { id, len: len.min(self.slot as u32), ts_ns })
+        Some(Packet {
+            id,
+            len: len.min(self.slot as u32),
+            ts_ns,
+        })
     }
 
     /// A packet holding a copy of `bytes` (`None` if exhausted or too long).
@@ -77,6 +81,12 @@ impl PacketPool {
     pub fn free(&mut self, p: Packet) {
         debug_assert!(!self.free.contains(&p.id), "double free of packet {}", p.id);
         self.free.push(p.id);
+    }
+
+    /// Free many packets at once.
+    #[inline]
+    pub fn free_all(&mut self, ps: &[Packet]) {
+        self.free.extend(ps.iter().map(|p| p.id));
     }
 
     /// A copy of packet `p` (`None` if exhausted).
@@ -143,7 +153,10 @@ mod tests {
         assert!(pool.replace_prefix(&mut p, 6, b"LONGERHEADER"));
         assert_eq!(pool.data(&p), b"LONGERHEADERPAYLOAD");
         assert_eq!(q.ts_ns, 7);
-        assert!(!pool.replace_prefix(&mut p, 0, &[0u8; 20]), "would exceed the slot");
+        assert!(
+            !pool.replace_prefix(&mut p, 0, &[0u8; 20]),
+            "would exceed the slot"
+        );
         assert_eq!(pool.data(&p), b"LONGERHEADERPAYLOAD");
         assert!(pool.alloc_from(&[0u8; 33], 0).is_none());
     }

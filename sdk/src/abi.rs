@@ -236,7 +236,9 @@ impl Layout {
         let g32 = |o| u32_at(h, o).unwrap_or(0);
         let g16 = |o| u16_at(h, o).unwrap_or(0);
         if g32(hdr::MAGIC) != MAGIC {
-            return Err(err("header has a bad magic number (not a synthnet plugin header)"));
+            return Err(err(
+                "header has a bad magic number (not a synthnet plugin header)",
+            ));
         }
         let (major, minor) = (g16(hdr::ABI_MAJOR), g16(hdr::ABI_MINOR));
         if major != ABI_MAJOR {
@@ -275,7 +277,9 @@ impl Layout {
             )));
         }
         if lay.max_verdicts < lay.max_batch || lay.max_verdicts > 16 * MAX_BATCH_LIMIT {
-            return Err(err("max_verdicts must be at least max_batch and at most 16384"));
+            return Err(err(
+                "max_verdicts must be at least max_batch and at most 16384",
+            ));
         }
         match lay.access {
             access::META => {}
@@ -297,15 +301,29 @@ impl Layout {
         let inside = |off: u32, len: u64, what: &str| -> Result<(), LayoutError> {
             let (o, e) = (off as u64, off as u64 + len);
             if len > 0 && (o < start || e > end) {
-                Err(LayoutError(format!("{what} lies outside the plugin's region")))
+                Err(LayoutError(format!(
+                    "{what} lies outside the plugin's region"
+                )))
             } else {
                 Ok(())
             }
         };
-        inside(lay.desc_off, lay.max_batch as u64 * desc::LEN as u64, "descriptor array")?;
-        inside(lay.verdict_off, lay.max_verdicts as u64 * verdict::LEN as u64, "verdict array")?;
+        inside(
+            lay.desc_off,
+            lay.max_batch as u64 * desc::LEN as u64,
+            "descriptor array",
+        )?;
+        inside(
+            lay.verdict_off,
+            lay.max_verdicts as u64 * verdict::LEN as u64,
+            "verdict array",
+        )?;
         if lay.access != access::META {
-            inside(lay.data_off, lay.max_batch as u64 * lay.slot_size as u64, "data slots")?;
+            inside(
+                lay.data_off,
+                lay.max_batch as u64 * lay.slot_size as u64,
+                "data slots",
+            )?;
         }
         inside(lay.emit_off, lay.emit_cap as u64, "emit area")?;
         inside(lay.counters_off, lay.n_counters as u64 * 8, "counter table")?;
@@ -363,17 +381,31 @@ impl RawDesc {
 /// The descriptor array of a batch of `n` as `desc::LEN`-byte chunks (`None` if it does
 /// not lie in `mem`): one bounds check for the whole batch.
 #[inline]
-pub fn desc_chunks<'m>(mem: &'m mut [u8], lay: &Layout, n: u32) -> Option<core::slice::ChunksExactMut<'m, u8>> {
+pub fn desc_chunks<'m>(
+    mem: &'m mut [u8],
+    lay: &Layout,
+    n: u32,
+) -> Option<core::slice::ChunksExactMut<'m, u8>> {
     let a = lay.desc_off as usize;
-    Some(mem.get_mut(a..a + n as usize * desc::LEN)?.chunks_exact_mut(desc::LEN))
+    Some(
+        mem.get_mut(a..a + n as usize * desc::LEN)?
+            .chunks_exact_mut(desc::LEN),
+    )
 }
 
 /// The first `nv` verdicts as `verdict::LEN`-byte chunks (`None` if they do not lie in
 /// `mem`).
 #[inline]
-pub fn verdict_chunks<'m>(mem: &'m [u8], lay: &Layout, nv: u32) -> Option<core::slice::ChunksExact<'m, u8>> {
+pub fn verdict_chunks<'m>(
+    mem: &'m [u8],
+    lay: &Layout,
+    nv: u32,
+) -> Option<core::slice::ChunksExact<'m, u8>> {
     let a = lay.verdict_off as usize;
-    Some(mem.get(a..a.checked_add(nv as usize * verdict::LEN)?)?.chunks_exact(verdict::LEN))
+    Some(
+        mem.get(a..a.checked_add(nv as usize * verdict::LEN)?)?
+            .chunks_exact(verdict::LEN),
+    )
 }
 
 impl RawVerdict {
@@ -381,7 +413,9 @@ impl RawVerdict {
     #[inline(always)]
     pub fn read(mem: &[u8], lay: &Layout, i: u32) -> Option<RawVerdict> {
         let at = lay.verdict_addr(i);
-        Some(Self::decode(mem.get(at..at + verdict::LEN)?.try_into().ok()?))
+        Some(Self::decode(
+            mem.get(at..at + verdict::LEN)?.try_into().ok()?,
+        ))
     }
 
     /// Decode one verdict's bytes.
@@ -399,7 +433,10 @@ impl RawVerdict {
 
     /// The replacement / new bytes this verdict names, if they lie inside the region.
     pub fn bytes<'m>(&self, mem: &'m [u8], lay: &Layout) -> Option<&'m [u8]> {
-        let (o, e) = (self.data_off as u64, self.data_off as u64 + self.data_len as u64);
+        let (o, e) = (
+            self.data_off as u64,
+            self.data_off as u64 + self.data_len as u64,
+        );
         if o < lay.header as u64 || e > lay.region_end() || self.data_len > MAX_PACKET {
             return None;
         }

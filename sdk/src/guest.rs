@@ -84,9 +84,18 @@ pub struct PacketMeta {
 
 /// One batch of packets, in the shared region. Indices run `0..len()`.
 pub struct Batch<'a> {
-    region: &'a mut [u8],
-    lay: &'a Layout,
-    base: u32,
+    /// The batch's descriptors (`len() × desc::LEN` bytes).
+    descs: &'a [u8],
+    /// The whole verdict area.
+    verdicts: &'a mut [u8],
+    /// The data slots (empty with `Access::Meta`).
+    slots: &'a mut [u8],
+    emit: &'a mut [u8],
+    counters: &'a mut [u8],
+    slot_size: usize,
+    /// Addresses, as the host sees them, of the slots and the emit area.
+    slots_addr: u32,
+    emit_addr: u32,
     n: u32,
     now_ns: u64,
     n_verdicts: u32,
@@ -96,9 +105,33 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    #[inline(always)]
-    fn rel(&self, addr: usize) -> usize {
-        addr - self.base as usize
+    /// Split `region` (whose first byte is at host address `lay.header`) into the parts
+    /// a batch of `n` uses. The parts lie in the region in this order, which the guest
+    /// itself laid out.
+    fn new(region: &'a mut [u8], lay: &Layout, n: u32, now_ns: u64) -> Self {
+        let rel = |addr: u32| (addr - lay.header) as usize;
+        let (head, rest) = region.split_at_mut(rel(lay.desc_off));
+        let counters =
+            &mut head[rel(lay.counters_off)..rel(lay.counters_off) + lay.n_counters as usize * 8];
+        let (descs, rest) = rest.split_at_mut(lay.max_batch as usize * desc::LEN);
+        let (verdicts, rest) = rest.split_at_mut(rel(lay.data_off) - rel(lay.verdict_off));
+        let (slots, emit) = rest.split_at_mut(rel(lay.emit_off) - rel(lay.data_off));
+        Batch {
+            descs: &descs[..n as usize * desc::LEN],
+            verdicts: &mut verdicts[..lay.max_verdicts as usize * verdict::LEN],
+            slots,
+            emit,
+            counters,
+            slot_size: lay.slot_size as usize,
+            slots_addr: lay.data_off,
+            emit_addr: lay.emit_off,
+            n,
+            now_ns,
+            n_verdicts: 0,
+            emit_used: 0,
+            wake_at_ns: abi::NO_WAKE,
+            overflow: 0,
+        }
     }
 
     /// Packets in this batch (0 on a timer tick).
@@ -117,76 +150,78 @@ impl<'a> Batch<'a> {
     }
 
     #[inline(always)]
-    fn desc_u32(&self, i: usize, field: usize) -> u32 {
-        let at = self.rel(self.lay.desc_addr(i as u32)) + field;
-        le::u32_at(self.region, at).unwrap_or(0)
+    fn desc(&self, i: usize) -> &[u8; desc::LEN] {
+        let d = self
+            .descs
+            .get(i * desc::LEN..i * desc::LEN + desc::LEN)
+            .unwrap_or(&[0; desc::LEN]);
+        d.try_into().unwrap_or(&[0; desc::LEN])
     }
 
     /// Frame length of packet `i`, bytes.
     #[inline(always)]
     pub fn wire_len(&self, i: usize) -> u32 {
-        self.desc_u32(i, desc::WIRE_LEN)
+        let d = self.desc(i);
+        u32::from_le_bytes([d[4], d[5], d[6], d[7]])
     }
 
     /// When packet `i` reached this plugin, ns (see [`PacketMeta::arrival_ns`]).
     #[inline(always)]
     pub fn arrival_ns(&self, i: usize) -> u64 {
-        let at = self.rel(self.lay.desc_addr(i as u32)) + desc::ARRIVAL_NS;
-        le::u64_at(self.region, at).unwrap_or(0)
+        let d = self.desc(i);
+        u64::from_le_bytes([d[24], d[25], d[26], d[27], d[28], d[29], d[30], d[31]])
     }
 
     pub fn meta(&self, i: usize) -> PacketMeta {
-        let at = self.rel(self.lay.desc_addr(i as u32));
-        let flags = le::u16_at(self.region, at + desc::FLAGS).unwrap_or(0);
+        let d = self.desc(i);
+        let flags = u16::from_le_bytes([d[desc::FLAGS], d[desc::FLAGS + 1]]);
         PacketMeta {
-            wire_len: self.desc_u32(i, desc::WIRE_LEN),
-            cap_len: self.desc_u32(i, desc::CAP_LEN),
-            in_port: le::u16_at(self.region, at + desc::IN_PORT).unwrap_or(0),
+            wire_len: self.wire_len(i),
+            cap_len: u32::from_le_bytes([d[12], d[13], d[14], d[15]]),
+            in_port: u16::from_le_bytes([d[desc::IN_PORT], d[desc::IN_PORT + 1]]),
             arrival_ns: self.arrival_ns(i),
             truncated: flags & abi::DF_TRUNCATED != 0,
         }
     }
 
     fn data_range(&self, i: usize) -> core::ops::Range<usize> {
-        if self.lay.access == access::META || i >= self.n as usize {
+        if self.slot_size == 0 || i >= self.n as usize {
             return 0..0;
         }
-        let start = self.rel(self.lay.slot_addr(i as u32) as usize);
-        let cap = (self.desc_u32(i, desc::CAP_LEN)).min(self.lay.slot_size) as usize;
+        let start = i * self.slot_size;
+        let cap = (self.meta(i).cap_len as usize).min(self.slot_size);
         start..start + cap
     }
 
     /// The captured bytes of packet `i` (empty with [`Access::Meta`]).
     pub fn data(&self, i: usize) -> &[u8] {
-        let r = self.data_range(i);
-        &self.region[r]
+        self.slots.get(self.data_range(i)).unwrap_or(&[])
     }
 
     /// The captured bytes of packet `i`, to change in place; then answer with
     /// [`Batch::send_modified`].
     pub fn data_mut(&mut self, i: usize) -> &mut [u8] {
         let r = self.data_range(i);
-        &mut self.region[r]
+        self.slots.get_mut(r).unwrap_or(&mut [])
     }
 
     #[inline(always)]
     fn push_verdict(&mut self, id: u32, port: u16, flags: u16, at_ns: u64, off: u32, len: u32) {
-        if self.n_verdicts >= self.lay.max_verdicts {
+        let k = self.n_verdicts as usize;
+        let Some(v) = self
+            .verdicts
+            .get_mut(k * verdict::LEN..k * verdict::LEN + verdict::LEN)
+        else {
             self.overflow += 1;
             return;
-        }
-        let at = self.rel(self.lay.verdict_addr(self.n_verdicts));
-        let mut v = [0u8; verdict::LEN];
-        v[verdict::ID..verdict::ID + 4].copy_from_slice(&id.to_le_bytes());
-        v[verdict::PORT..verdict::PORT + 2].copy_from_slice(&port.to_le_bytes());
-        v[verdict::FLAGS..verdict::FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
-        v[verdict::AT_NS..verdict::AT_NS + 8].copy_from_slice(&at_ns.to_le_bytes());
-        v[verdict::DATA_OFF..verdict::DATA_OFF + 4].copy_from_slice(&off.to_le_bytes());
-        v[verdict::DATA_LEN..verdict::DATA_LEN + 4].copy_from_slice(&len.to_le_bytes());
-        if let Some(dst) = self.region.get_mut(at..at + verdict::LEN) {
-            dst.copy_from_slice(&v);
-            self.n_verdicts += 1;
-        }
+        };
+        v[0..4].copy_from_slice(&id.to_le_bytes());
+        v[4..6].copy_from_slice(&port.to_le_bytes());
+        v[6..8].copy_from_slice(&flags.to_le_bytes());
+        v[8..16].copy_from_slice(&at_ns.to_le_bytes());
+        v[16..20].copy_from_slice(&off.to_le_bytes());
+        v[20..24].copy_from_slice(&len.to_le_bytes());
+        self.n_verdicts += 1;
     }
 
     /// Forward packet `i` on port 0, now.
@@ -212,28 +247,33 @@ impl<'a> Batch<'a> {
     /// Send packet `i` with its captured bytes as changed through [`Batch::data_mut`].
     pub fn send_modified(&mut self, i: usize, port: u16, at_ns: u64) {
         let r = self.data_range(i);
-        let addr = self.base + r.start as u32;
+        let addr = self.slots_addr + r.start as u32;
         self.push_verdict(i as u32, port, abi::VF_REPLACE, at_ns, addr, r.len() as u32);
     }
 
     fn emit_bytes(&mut self, bytes: &[u8]) -> Option<u32> {
-        let len = bytes.len() as u32;
-        if self.emit_used + len > self.lay.emit_cap {
+        let at = self.emit_used as usize;
+        let Some(dst) = self.emit.get_mut(at..at + bytes.len()) else {
             self.overflow += 1;
             return None;
-        }
-        let addr = self.lay.emit_off + self.emit_used;
-        let at = self.rel(addr as usize);
-        self.region.get_mut(at..at + bytes.len())?.copy_from_slice(bytes);
-        self.emit_used += len;
-        Some(addr)
+        };
+        dst.copy_from_slice(bytes);
+        self.emit_used += bytes.len() as u32;
+        Some(self.emit_addr + at as u32)
     }
 
     /// Send packet `i` with its captured prefix replaced by `prefix` (which may be
     /// shorter or longer). Needs room in the emit area (`EMIT_CAP`).
     pub fn send_replaced(&mut self, i: usize, port: u16, at_ns: u64, prefix: &[u8]) {
         if let Some(addr) = self.emit_bytes(prefix) {
-            self.push_verdict(i as u32, port, abi::VF_REPLACE, at_ns, addr, prefix.len() as u32);
+            self.push_verdict(
+                i as u32,
+                port,
+                abi::VF_REPLACE,
+                at_ns,
+                addr,
+                prefix.len() as u32,
+            );
         }
     }
 
@@ -252,12 +292,10 @@ impl<'a> Batch<'a> {
     /// Add `delta` to counter `idx` of [`Plugin::COUNTERS`].
     #[inline(always)]
     pub fn count(&mut self, idx: usize, delta: u64) {
-        if idx as u32 >= self.lay.n_counters {
-            return;
+        if let Some(c) = self.counters.get_mut(idx * 8..idx * 8 + 8) {
+            let v = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            c.copy_from_slice(&v.wrapping_add(delta).to_le_bytes());
         }
-        let at = self.rel(self.lay.counters_off as usize) + idx * 8;
-        let v = le::u64_at(self.region, at).unwrap_or(0);
-        let _ = le::put_u64(self.region, at, v.wrapping_add(delta));
     }
 
     /// Write a raw verdict, unchecked. For tests of hosts only: the host must survive
@@ -289,7 +327,11 @@ impl<P: Plugin> Guest<P> {
     /// `base` is the address the host will see for the region's first byte: its real
     /// address inside wasm, 0 for a native host.
     pub fn new(config: &[u8], seed: u64) -> Result<Self, String> {
-        let text: &[u8] = if config.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { config };
+        let text: &[u8] = if config.iter().all(|b| b.is_ascii_whitespace()) {
+            b"{}"
+        } else {
+            config
+        };
         let cfg: P::Config =
             serde_json::from_slice(text).map_err(|e| format!("invalid config: {e}"))?;
         let plugin = P::new(cfg, seed)?;
@@ -322,7 +364,11 @@ impl<P: Plugin> Guest<P> {
         let emit = data + max_batch as usize * slot as usize;
         let end = emit + P::EMIT_CAP as usize;
         let mut region = vec![0u8; end];
-        let base = if cfg!(target_arch = "wasm32") { region.as_ptr() as usize as u32 } else { 0 };
+        let base = if cfg!(target_arch = "wasm32") {
+            region.as_ptr() as usize as u32
+        } else {
+            0
+        };
         let lay = Layout {
             header: base,
             max_batch,
@@ -346,7 +392,13 @@ impl<P: Plugin> Guest<P> {
         };
         lay.write_header(&mut region);
         region[names_at..names_at + names.len()].copy_from_slice(names.as_bytes());
-        Guest { plugin, region, lay, base, outbox: Vec::new() }
+        Guest {
+            plugin,
+            region,
+            lay,
+            base,
+            outbox: Vec::new(),
+        }
     }
 
     /// Address of the header (what `synthnet_init` returns).
@@ -369,30 +421,23 @@ impl<P: Plugin> Guest<P> {
 
     /// One call of `synthnet_process`: answer `n` packets (0 = timer tick) at `now_ns`.
     pub fn process(&mut self, n: u32, now_ns: u64) -> u32 {
-        let mut batch = Batch {
-            region: &mut self.region,
-            lay: &self.lay,
-            base: self.base,
-            n: n.min(self.lay.max_batch),
+        let mut batch = Batch::new(
+            &mut self.region,
+            &self.lay,
+            n.min(self.lay.max_batch),
             now_ns,
-            n_verdicts: 0,
-            emit_used: 0,
-            wake_at_ns: abi::NO_WAKE,
-            overflow: 0,
-        };
+        );
         if batch.n == 0 {
             self.plugin.tick(&mut batch);
         } else {
             self.plugin.process(&mut batch);
         }
         let (nv, wake, overflow) = (batch.n_verdicts, batch.wake_at_ns, batch.overflow);
-        let _ = le::put_u64(&mut self.region, abi::hdr::WAKE_AT_NS, wake);
         if overflow > 0 {
             // The SDK's own counter sits right after the plugin's.
-            let at = (self.lay.counters_off - self.base) as usize + P::COUNTERS.len() * 8;
-            let v = le::u64_at(&self.region, at).unwrap_or(0);
-            let _ = le::put_u64(&mut self.region, at, v.wrapping_add(overflow));
+            batch.count(P::COUNTERS.len(), overflow);
         }
+        let _ = le::put_u64(&mut self.region, abi::hdr::WAKE_AT_NS, wake);
         nv
     }
 

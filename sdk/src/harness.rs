@@ -39,7 +39,10 @@ pub struct Harness<P: Plugin> {
 
 impl<P: Plugin> Harness<P> {
     pub fn new(config_json: &str, seed: u64) -> Result<Self, String> {
-        Ok(Harness { guest: Guest::new(config_json.as_bytes(), seed)?, pending: Vec::new() })
+        Ok(Harness {
+            guest: Guest::new(config_json.as_bytes(), seed)?,
+            pending: Vec::new(),
+        })
     }
 
     pub fn plugin(&self) -> &P {
@@ -115,18 +118,34 @@ impl<P: Plugin> Harness<P> {
         out
     }
 
-    fn collect(&mut self, lay: &abi::Layout, chunk: &[(Vec<u8>, u64)], n: u32, now: u64, out: &mut Vec<Output>) {
+    fn collect(
+        &mut self,
+        lay: &abi::Layout,
+        chunk: &[(Vec<u8>, u64)],
+        n: u32,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
         let mem = self.guest.region_mut();
         for j in 0..n.min(lay.max_verdicts) {
-            let Some(v) = RawVerdict::read(mem, lay, j) else { break };
+            let Some(v) = RawVerdict::read(mem, lay, j) else {
+                break;
+            };
             let at_ns = v.at_ns.max(now);
             let port = (v.port != abi::PORT_DROP).then_some(v.port);
             if v.id == abi::ID_NEW {
                 let bytes = v.bytes(mem, lay).map(<[u8]>::to_vec).unwrap_or_default();
-                out.push(Output { input: None, port, at_ns, bytes });
+                out.push(Output {
+                    input: None,
+                    port,
+                    at_ns,
+                    bytes,
+                });
                 continue;
             }
-            let Some((orig, _)) = chunk.get(v.id as usize) else { continue };
+            let Some((orig, _)) = chunk.get(v.id as usize) else {
+                continue;
+            };
             let bytes = if port.is_none() {
                 Vec::new()
             } else if v.flags & abi::VF_REPLACE != 0 {
@@ -139,7 +158,12 @@ impl<P: Plugin> Harness<P> {
             } else {
                 orig.clone()
             };
-            out.push(Output { input: Some(v.id as usize), port, at_ns, bytes });
+            out.push(Output {
+                input: Some(v.id as usize),
+                port,
+                at_ns,
+                bytes,
+            });
         }
     }
 }

@@ -128,12 +128,21 @@ impl Chance {
     /// `p` is clamped to `[0, 1]`; NaN means never.
     pub fn new(p: f64) -> Self {
         if p.is_nan() || p <= 0.0 {
-            Chance { threshold: 0, always: false }
+            Chance {
+                threshold: 0,
+                always: false,
+            }
         } else if p >= 1.0 {
-            Chance { threshold: u64::MAX, always: true }
+            Chance {
+                threshold: u64::MAX,
+                always: true,
+            }
         } else {
             // 2^64 as f64 is exact; the product is < 2^64 so the cast cannot saturate.
-            Chance { threshold: (p * 18_446_744_073_709_551_616.0) as u64, always: false }
+            Chance {
+                threshold: (p * 18_446_744_073_709_551_616.0) as u64,
+                always: false,
+            }
         }
     }
 

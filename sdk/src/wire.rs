@@ -355,7 +355,9 @@ mod tests {
     #[test]
     fn parse_udp_over_ipv4() {
         let mut buf = UDP4;
-        Ipv4Packet::new_checked(&mut buf[14..]).unwrap().fill_checksum();
+        Ipv4Packet::new_checked(&mut buf[14..])
+            .unwrap()
+            .fill_checksum();
         let eth = EthernetFrame::new_checked(&buf[..]).unwrap();
         assert_eq!(eth.ethertype(), ethertype::IPV4);
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
@@ -380,7 +382,10 @@ mod tests {
 
     #[test]
     fn truncated_buffers_are_refused() {
-        assert_eq!(EthernetFrame::new_checked(&UDP4[..13]).err(), Some(Truncated));
+        assert_eq!(
+            EthernetFrame::new_checked(&UDP4[..13]).err(),
+            Some(Truncated)
+        );
         assert!(Ipv4Packet::new_checked(&UDP4[14..30]).is_err());
         assert!(Ipv6Packet::new_checked(&UDP4[14..]).is_err()); // version 4
         let mut bad = UDP4;

@@ -14,7 +14,10 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// The embedded wasm module of built-in plugin `name`.
 pub fn wasm(name: &str) -> Option<&'static [u8]> {
-    BUILTIN_WASM.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    BUILTIN_WASM
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
 }
 
 /// A native factory for built-in plugin `name` with `config` (JSON).

@@ -30,7 +30,10 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(plugin: impl Into<String>, message: impl Into<String>) -> Self {
-        PluginError { plugin: plugin.into(), message: message.into() }
+        PluginError {
+            plugin: plugin.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -106,7 +109,12 @@ pub const DEFAULT_HOLD_LIMIT: usize = 1 << 16;
 
 impl PluginApp {
     /// Instantiate `factory` now; an error here is a configuration error.
-    pub fn new(name: impl Into<String>, factory: Arc<dyn Factory>, seed: u64, hold_limit: usize) -> Result<Self, PluginError> {
+    pub fn new(
+        name: impl Into<String>,
+        factory: Arc<dyn Factory>,
+        seed: u64,
+        hold_limit: usize,
+    ) -> Result<Self, PluginError> {
         let inst = factory.instantiate(seed)?;
         let lay = inst.layout().clone();
         Ok(PluginApp {
@@ -146,8 +154,15 @@ impl PluginApp {
         let new_ver = new.layout().state_version;
         if let Some(old) = self.inst.as_mut() {
             if new_ver != 0 && old.layout().state_version == new_ver {
-                let state = old.snapshot().map_err(|e| PluginError::new(factory.plugin(), format!("snapshot of the running instance failed: {e}")))?;
-                new.restore(&state).map_err(|e| PluginError::new(factory.plugin(), format!("restoring state failed: {e}")))?;
+                let state = old.snapshot().map_err(|e| {
+                    PluginError::new(
+                        factory.plugin(),
+                        format!("snapshot of the running instance failed: {e}"),
+                    )
+                })?;
+                new.restore(&state).map_err(|e| {
+                    PluginError::new(factory.plugin(), format!("restoring state failed: {e}"))
+                })?;
             }
         }
         self.lay = new.layout().clone();
@@ -185,21 +200,34 @@ impl PluginApp {
     }
 
     /// Move due packets from the delay line to their output ports, while there is room.
+    /// Port 0 (every built-in plugin's only port) goes out in one bulk transmit.
     fn release(&mut self, cx: &mut Ctx<'_>) {
-        let counters = &mut self.counters;
+        let room0 = cx.room(0);
+        let (counters, staged) = (&mut self.counters, &mut self.staged);
         self.delay.release(cx.now_ns, |port, p| {
-            if cx.room(port as usize) == 0 {
-                return false;
+            if port == 0 {
+                if staged.len() >= room0 {
+                    return false;
+                }
+                staged.push(p);
+            } else {
+                if cx.room(port as usize) == 0 {
+                    return false;
+                }
+                cx.transmit(port as usize, p, counters);
             }
-            cx.transmit(port as usize, p, counters);
             true
         });
+        cx.transmit_all(0, staged, counters);
+        staged.clear();
     }
 
     /// Run one batch of `n` packets (0 = timer tick) through the instance.
     fn run_batch(&mut self, cx: &mut Ctx<'_>, n: usize) {
         // The instance is out of its slot during the call; it goes back unless it faulted.
-        let Some(mut inst) = self.inst.take() else { return };
+        let Some(mut inst) = self.inst.take() else {
+            return;
+        };
         let lay = self.lay.clone();
         let now = cx.now_ns;
         let n = cx.receive_into(0, &mut self.batch[..n]);
@@ -230,7 +258,15 @@ impl PluginApp {
                     flags = abi::DF_TRUNCATED;
                 }
             }
-            let desc = RawDesc { id: i as u32, wire_len: p.len, data_off, cap_len: cap, in_port: 0, flags, arrival_ns: p.ts_ns };
+            let desc = RawDesc {
+                id: i as u32,
+                wire_len: p.len,
+                data_off,
+                cap_len: cap,
+                in_port: 0,
+                flags,
+                arrival_ns: p.ts_ns,
+            };
             if let Ok(d) = d.try_into() {
                 desc.encode(d);
             }
@@ -244,15 +280,55 @@ impl PluginApp {
             }
         };
         let mem = inst.memory();
-        self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS).unwrap_or(abi::NO_WAKE);
-        let checked = validate(mem, &lay, &self.batch[..n], nv, cx.pool.slot_size(), &mut self.refs);
-        if let Err(e) = checked {
-            self.drop_batch(cx, n, DropCause::BadVerdict);
-            self.fault(now, format!("garbage verdict: {e}"));
-            return;
+        self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS)
+            .unwrap_or(abi::NO_WAKE);
+        match validate(
+            mem,
+            &lay,
+            &self.batch[..n],
+            nv,
+            cx.pool.slot_size(),
+            &mut self.refs,
+        ) {
+            Ok(true) => self.apply_in_order(cx, mem, &lay, n),
+            Ok(false) => self.apply(cx, mem, &lay, n, nv),
+            Err(e) => {
+                self.drop_batch(cx, n, DropCause::BadVerdict);
+                self.fault(now, format!("garbage verdict: {e}"));
+                return;
+            }
         }
-        self.apply(cx, mem, &lay, n, nv);
         self.inst = Some(inst);
+    }
+
+    /// [`PluginApp::apply`] for the common shape: verdict `j` is packet `j`'s only one.
+    fn apply_in_order(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize) {
+        let now = cx.now_ns;
+        let Some(chunks) = abi::verdict_chunks(mem, lay, n as u32) else {
+            return;
+        };
+        let mut dropped = 0;
+        let Self {
+            batch,
+            staged,
+            delay,
+            counters,
+            ..
+        } = self;
+        let mut out = Out {
+            staged,
+            delay,
+            counters,
+            dropped: &mut dropped,
+        };
+        for (c, &p) in chunks.zip(&batch[..n]) {
+            let Ok(c) = c.try_into() else { continue };
+            let v = RawVerdict::decode(c);
+            out.place(cx, now, v.port, v.at_ns, p);
+        }
+        self.counters.drop(DropCause::Plugin, dropped);
+        cx.transmit_all(0, &self.staged, &mut self.counters);
+        self.staged.clear();
     }
 
     /// Carry out the batch's `nv` verdicts, already validated.
@@ -265,8 +341,13 @@ impl PluginApp {
                 self.counters.drop(DropCause::NoVerdict, 1);
             }
         }
-        let chunks = abi::verdict_chunks(mem, lay, nv).into_iter().flatten();
-        for v in chunks.filter_map(|c| c.try_into().ok().map(RawVerdict::decode)) {
+        let Some(chunks) = abi::verdict_chunks(mem, lay, nv) else {
+            return;
+        };
+        let mut dropped = 0;
+        for c in chunks {
+            let Ok(c) = c.try_into() else { continue };
+            let v = RawVerdict::decode(c);
             let mut p = if v.id == abi::ID_NEW {
                 if v.port == abi::PORT_DROP {
                     continue;
@@ -295,31 +376,30 @@ impl PluginApp {
                     }
                 }
             };
-            if v.port == abi::PORT_DROP {
-                cx.pool.free(p);
-                self.counters.drop(DropCause::Plugin, 1);
-                continue;
-            }
-            if v.flags & abi::VF_REPLACE != 0 && v.id != abi::ID_NEW {
-                let old = if lay.access == access::META { 0 } else { p.len.min(lay.snap_len) as usize };
-                if !cx.pool.replace_prefix(&mut p, old, v.bytes(mem, lay).unwrap_or(&[])) {
+            if v.flags & abi::VF_REPLACE != 0 && v.id != abi::ID_NEW && v.port != abi::PORT_DROP {
+                let old = if lay.access == access::META {
+                    0
+                } else {
+                    p.len.min(lay.snap_len) as usize
+                };
+                if !cx
+                    .pool
+                    .replace_prefix(&mut p, old, v.bytes(mem, lay).unwrap_or(&[]))
+                {
                     cx.pool.free(p);
                     self.counters.drop(DropCause::TooBig, 1);
                     continue;
                 }
             }
-            if v.at_ns <= now {
-                p.ts_ns = p.ts_ns.max(v.at_ns);
-                if v.port == 0 {
-                    self.staged.push(p);
-                } else {
-                    cx.transmit(v.port as usize, p, &mut self.counters);
-                }
-            } else if let Err(p) = self.delay.push(v.at_ns, v.port, p) {
-                cx.pool.free(p);
-                self.counters.drop(DropCause::HoldFull, 1);
+            Out {
+                staged: &mut self.staged,
+                delay: &mut self.delay,
+                counters: &mut self.counters,
+                dropped: &mut dropped,
             }
+            .place(cx, now, v.port, v.at_ns, p);
         }
+        self.counters.drop(DropCause::Plugin, dropped);
         cx.transmit_all(0, &self.staged, &mut self.counters);
         self.staged.clear();
     }
@@ -346,39 +426,100 @@ impl PluginApp {
     }
 }
 
+/// Where a verdict's packet goes: staged for port 0, another port, the delay line, or
+/// dropped.
+struct Out<'a> {
+    staged: &'a mut Vec<Packet>,
+    delay: &'a mut DelayLine,
+    counters: &'a mut Counters,
+    dropped: &'a mut u64,
+}
+
+impl Out<'_> {
+    /// Send, hold or drop one packet per its verdict. Packets for port 0 due now are
+    /// staged and go out in one bulk transmit.
+    #[inline(always)]
+    fn place(&mut self, cx: &mut Ctx<'_>, now: u64, port: u16, at_ns: u64, mut p: Packet) {
+        if port == abi::PORT_DROP {
+            cx.pool.free(p);
+            *self.dropped += 1;
+        } else if at_ns <= now {
+            p.ts_ns = p.ts_ns.max(at_ns);
+            if port == 0 {
+                self.staged.push(p);
+            } else {
+                cx.transmit(port as usize, p, self.counters);
+            }
+        } else if let Err(p) = self.delay.push(at_ns, port, p) {
+            cx.pool.free(p);
+            self.counters.drop(DropCause::HoldFull, 1);
+        }
+    }
+}
+
 /// Check every verdict of a batch before any is applied, and count in `refs` how many
-/// verdicts name each packet.
-fn validate(mem: &[u8], lay: &Layout, batch: &[Packet], nv: u32, max_len: usize, refs: &mut [u32]) -> Result<(), String> {
+/// verdicts name each packet. `Ok(true)` when the answer is the common shape — verdict
+/// `j` names packet `j`, one each, nothing replaced — which [`PluginApp::apply`] takes on
+/// a fast path.
+fn validate(
+    mem: &[u8],
+    lay: &Layout,
+    batch: &[Packet],
+    nv: u32,
+    max_len: usize,
+    refs: &mut [u32],
+) -> Result<bool, String> {
     if nv > lay.max_verdicts {
-        return Err(format!("{nv} verdicts, more than the {} the header allows", lay.max_verdicts));
+        return Err(format!(
+            "{nv} verdicts, more than the {} the header allows",
+            lay.max_verdicts
+        ));
     }
     let n = batch.len();
     refs[..n].fill(0);
+    let mut in_order = nv as usize == n;
     let chunks = abi::verdict_chunks(mem, lay, nv).ok_or("verdict array lies outside memory")?;
     for (j, c) in chunks.enumerate() {
         let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
+        in_order &= v.id as usize == j && v.flags == 0;
         if v.flags & !abi::VF_KNOWN != 0 {
             return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
         }
         if v.port != abi::PORT_DROP && v.port >= lay.n_outputs {
-            return Err(format!("verdict {j} names output port {} of {}", v.port, lay.n_outputs));
+            return Err(format!(
+                "verdict {j} names output port {} of {}",
+                v.port, lay.n_outputs
+            ));
         }
         let replaces = v.flags & abi::VF_REPLACE != 0;
         if v.id == abi::ID_NEW || replaces {
             let bytes = v.bytes(mem, lay).ok_or_else(|| {
-                format!("verdict {j} points at bytes {:#x}+{} outside the plugin's region", v.data_off, v.data_len)
+                format!(
+                    "verdict {j} points at bytes {:#x}+{} outside the plugin's region",
+                    v.data_off, v.data_len
+                )
             })?;
             if v.id == abi::ID_NEW && (bytes.is_empty() || bytes.len() > max_len) {
-                return Err(format!("verdict {j} injects a packet of {} bytes", bytes.len()));
+                return Err(format!(
+                    "verdict {j} injects a packet of {} bytes",
+                    bytes.len()
+                ));
             }
         }
         if v.id != abi::ID_NEW {
             let i = v.id as usize;
             let Some(p) = batch.get(i) else {
-                return Err(format!("verdict {j} names packet {} of a batch of {n}", v.id));
+                return Err(format!(
+                    "verdict {j} names packet {} of a batch of {n}",
+                    v.id
+                ));
             };
             if replaces {
-                let cap = if lay.access == access::META { 0 } else { p.len.min(lay.snap_len) };
+                let cap = if lay.access == access::META {
+                    0
+                } else {
+                    p.len.min(lay.snap_len)
+                };
                 let new_len = p.len as u64 - cap as u64 + v.data_len as u64;
                 if new_len > max_len as u64 {
                     return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
@@ -387,7 +528,7 @@ fn validate(mem: &[u8], lay: &Layout, batch: &[Packet], nv: u32, max_len: usize,
             refs[i] += 1;
         }
     }
-    Ok(())
+    Ok(in_order)
 }
 
 impl App for PluginApp {
@@ -421,7 +562,10 @@ impl App for PluginApp {
     fn next_deadline(&self) -> Option<u64> {
         let wake = (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns);
         let retry = self.inst.is_none().then_some(self.health.retry_at_ns);
-        [self.delay.next_at(), wake, retry].into_iter().flatten().min()
+        [self.delay.next_at(), wake, retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn counters(&self) -> &Counters {

@@ -41,7 +41,11 @@ pub struct NativeFactory<P> {
 
 impl<P: Plugin + Send + 'static> NativeFactory<P> {
     pub fn new(name: &str, config: &[u8]) -> Self {
-        NativeFactory { name: name.to_string(), config: config.to_vec(), _p: std::marker::PhantomData }
+        NativeFactory {
+            name: name.to_string(),
+            config: config.to_vec(),
+            _p: std::marker::PhantomData,
+        }
     }
 }
 
@@ -53,9 +57,11 @@ impl<P: Plugin + Send + 'static> Factory for NativeFactory<P> {
         Runtime::Native
     }
     fn instantiate(&self, seed: u64) -> Result<Box<dyn Instance>, PluginError> {
-        let mut guest = Guest::<P>::new(&self.config, seed).map_err(|e| PluginError::new(&self.name, e))?;
+        let mut guest =
+            Guest::<P>::new(&self.config, seed).map_err(|e| PluginError::new(&self.name, e))?;
         let addr = guest.header_addr();
-        let lay = Layout::parse(guest.region_mut(), addr).map_err(|e| PluginError::new(&self.name, e.0))?;
+        let lay = Layout::parse(guest.region_mut(), addr)
+            .map_err(|e| PluginError::new(&self.name, e.0))?;
         Ok(Box::new(NativeInstance { guest, lay }))
     }
     fn fingerprint(&self) -> u64 {

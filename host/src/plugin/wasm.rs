@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthnet_sdk::abi::{self, Layout};
-use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
+use wasmtime::{
+    Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
 
 /// Epoch tick period.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -47,15 +50,22 @@ impl WasmRuntime {
                     e.increment_epoch();
                 }
             })
-            .map_err(|e| PluginError::new("wasmtime", format!("cannot start the epoch ticker: {e}")))?;
+            .map_err(|e| {
+                PluginError::new("wasmtime", format!("cannot start the epoch ticker: {e}"))
+            })?;
         Ok(Arc::new(WasmRuntime { engine, stop }))
     }
 
     /// Compile and check a module: it must be valid wasm, speak link ABI v1 and export
     /// what v1 requires. `name` is used in messages (a built-in name or a path).
-    pub fn load(self: &Arc<Self>, name: &str, bytes: &[u8]) -> Result<Arc<WasmModule>, PluginError> {
+    pub fn load(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<WasmModule>, PluginError> {
         let err = |m: String| PluginError::new(name, m);
-        let module = Module::new(&self.engine, bytes).map_err(|e| err(format!("not a valid wasm module: {e:#}")))?;
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| err(format!("not a valid wasm module: {e:#}")))?;
         let versions: Vec<String> = module
             .exports()
             .map(|e| e.name().to_string())
@@ -73,20 +83,36 @@ impl WasmRuntime {
                 )
             }));
         }
-        for need in [abi::EXPORT_ALLOC, abi::EXPORT_INIT, abi::EXPORT_PROCESS, abi::EXPORT_ERROR, "memory"] {
+        for need in [
+            abi::EXPORT_ALLOC,
+            abi::EXPORT_INIT,
+            abi::EXPORT_PROCESS,
+            abi::EXPORT_ERROR,
+            "memory",
+        ] {
             if module.get_export(need).is_none() {
-                return Err(err(format!("missing the `{need}` export that link ABI v1 requires")));
+                return Err(err(format!(
+                    "missing the `{need}` export that link ABI v1 requires"
+                )));
             }
         }
         let mut linker = Linker::<HostState>::new(&self.engine);
         linker
             .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, host_log)
             .map_err(|e| err(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| err(format!("cannot link: {e:#} (a plugin may import only synthnet.log)")))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            err(format!(
+                "cannot link: {e:#} (a plugin may import only synthnet.log)"
+            ))
+        })?;
         let hash = super::fingerprint(&[b"wasm", bytes]);
-        Ok(Arc::new(WasmModule { name: name.to_string(), pre, engine: self.engine.clone(), hash, _rt: self.clone() }))
+        Ok(Arc::new(WasmModule {
+            name: name.to_string(),
+            pre,
+            engine: self.engine.clone(),
+            hash,
+            _rt: self.clone(),
+        }))
     }
 }
 
@@ -124,11 +150,17 @@ struct HostState {
 }
 
 fn host_log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) {
-    let Some(mem) = caller.get_export("memory").and_then(|e| e.into_memory()) else { return };
+    let Some(mem) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return;
+    };
     let msg = {
         let data = mem.data(&caller);
         let (a, n) = (ptr as usize, (len as usize).min(1024));
-        String::from_utf8_lossy(data.get(a..a.saturating_add(n)).unwrap_or(b"<log message outside memory>")).into_owned()
+        String::from_utf8_lossy(
+            data.get(a..a.saturating_add(n))
+                .unwrap_or(b"<log message outside memory>"),
+        )
+        .into_owned()
     };
     let st = caller.data_mut();
     if st.log_window.elapsed() >= Duration::from_secs(1) {
@@ -156,7 +188,10 @@ fn host_log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) {
 /// Why a call failed, in words a user can act on.
 fn describe(e: wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("ran past its CPU deadline ({} ms)", DEADLINE_TICKS * TICK.as_millis() as u64),
+        Some(Trap::Interrupt) => format!(
+            "ran past its CPU deadline ({} ms)",
+            DEADLINE_TICKS * TICK.as_millis() as u64
+        ),
         Some(t) => format!("trapped: {t}"),
         None => format!("{e:#}"),
     }
@@ -184,7 +219,12 @@ pub struct WasmInstance {
 }
 
 impl WasmInstance {
-    fn new(module: &WasmModule, config: &[u8], seed: u64, memory_limit: usize) -> Result<Self, String> {
+    fn new(
+        module: &WasmModule,
+        config: &[u8],
+        seed: u64,
+        memory_limit: usize,
+    ) -> Result<Self, String> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_limit)
             .instances(1)
@@ -192,23 +232,45 @@ impl WasmInstance {
             .tables(4)
             .trap_on_grow_failure(true)
             .build();
-        let state = HostState { limits, name: module.name.as_str().into(), log_window: Instant::now(), log_lines: 0, log_dropped: 0 };
+        let state = HostState {
+            limits,
+            name: module.name.as_str().into(),
+            log_window: Instant::now(),
+            log_lines: 0,
+            log_dropped: 0,
+        };
         let mut store = Store::new(&module.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(DEADLINE_TICKS);
         let instance = module.pre.instantiate(&mut store).map_err(describe)?;
-        let memory = instance.get_memory(&mut store, "memory").ok_or("exports no memory")?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("exports no memory")?;
         let f = |e: wasmtime::Error| format!("wrong export signature: {e:#}");
-        let alloc = instance.get_typed_func::<u32, u32>(&mut store, abi::EXPORT_ALLOC).map_err(f)?;
-        let init = instance.get_typed_func::<(u32, u32, u64), u32>(&mut store, abi::EXPORT_INIT).map_err(f)?;
-        let process = instance.get_typed_func::<(u32, u64), u32>(&mut store, abi::EXPORT_PROCESS).map_err(f)?;
-        let error = instance.get_typed_func::<(), u32>(&mut store, abi::EXPORT_ERROR).map_err(f)?;
-        let snapshot = instance.get_typed_func::<(), u32>(&mut store, abi::EXPORT_SNAPSHOT).ok();
-        let restore = instance.get_typed_func::<(u32, u32), u32>(&mut store, abi::EXPORT_RESTORE).ok();
+        let alloc = instance
+            .get_typed_func::<u32, u32>(&mut store, abi::EXPORT_ALLOC)
+            .map_err(f)?;
+        let init = instance
+            .get_typed_func::<(u32, u32, u64), u32>(&mut store, abi::EXPORT_INIT)
+            .map_err(f)?;
+        let process = instance
+            .get_typed_func::<(u32, u64), u32>(&mut store, abi::EXPORT_PROCESS)
+            .map_err(f)?;
+        let error = instance
+            .get_typed_func::<(), u32>(&mut store, abi::EXPORT_ERROR)
+            .map_err(f)?;
+        let snapshot = instance
+            .get_typed_func::<(), u32>(&mut store, abi::EXPORT_SNAPSHOT)
+            .ok();
+        let restore = instance
+            .get_typed_func::<(u32, u32), u32>(&mut store, abi::EXPORT_RESTORE)
+            .ok();
         let len = u32::try_from(config.len()).map_err(|_| "config too large")?;
         let ptr = alloc.call(&mut store, len).map_err(describe)?;
-        memory.write(&mut store, ptr as usize, config).map_err(|_| "config buffer lies outside memory")?;
+        memory
+            .write(&mut store, ptr as usize, config)
+            .map_err(|_| "config buffer lies outside memory")?;
         store.set_epoch_deadline(DEADLINE_TICKS);
         let hdr = init.call(&mut store, (ptr, len, seed)).map_err(describe)?;
         if hdr == 0 {
@@ -217,7 +279,16 @@ impl WasmInstance {
             return Err(String::from_utf8_lossy(&msg).into_owned());
         }
         let lay = Layout::parse(memory.data(&store), hdr).map_err(|e| e.0)?;
-        Ok(WasmInstance { store, memory, process, alloc, error, snapshot, restore, lay })
+        Ok(WasmInstance {
+            store,
+            memory,
+            process,
+            alloc,
+            error,
+            snapshot,
+            restore,
+            lay,
+        })
     }
 }
 
@@ -232,20 +303,29 @@ impl Instance for WasmInstance {
     #[inline]
     fn process(&mut self, n: u32, now_ns: u64) -> Result<u32, String> {
         self.store.set_epoch_deadline(DEADLINE_TICKS);
-        self.process.call(&mut self.store, (n, now_ns)).map_err(describe)
+        self.process
+            .call(&mut self.store, (n, now_ns))
+            .map_err(describe)
     }
     fn snapshot(&mut self) -> Result<Vec<u8>, String> {
-        let Some(f) = &self.snapshot else { return Ok(Vec::new()) };
+        let Some(f) = &self.snapshot else {
+            return Ok(Vec::new());
+        };
         self.store.set_epoch_deadline(DEADLINE_TICKS);
         let ptr = f.call(&mut self.store, ()).map_err(describe)?;
-        read_blob(self.memory.data(&self.store), ptr).ok_or_else(|| "snapshot lies outside memory".into())
+        read_blob(self.memory.data(&self.store), ptr)
+            .ok_or_else(|| "snapshot lies outside memory".into())
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let Some(f) = self.restore.clone() else { return Ok(()) };
+        let Some(f) = self.restore.clone() else {
+            return Ok(());
+        };
         self.store.set_epoch_deadline(DEADLINE_TICKS);
         let len = u32::try_from(state.len()).map_err(|_| "state too large")?;
         let ptr = self.alloc.call(&mut self.store, len).map_err(describe)?;
-        self.memory.write(&mut self.store, ptr as usize, state).map_err(|_| "state buffer lies outside memory")?;
+        self.memory
+            .write(&mut self.store, ptr as usize, state)
+            .map_err(|_| "state buffer lies outside memory")?;
         if f.call(&mut self.store, (ptr, len)).map_err(describe)? != 0 {
             let eptr = self.error.call(&mut self.store, ()).map_err(describe)?;
             let msg = read_blob(self.memory.data(&self.store), eptr).unwrap_or_default();
@@ -267,7 +347,11 @@ pub struct WasmFactory {
 
 impl WasmFactory {
     pub fn new(module: Arc<WasmModule>, config: &[u8], memory_limit: usize) -> Self {
-        WasmFactory { module, config: config.to_vec(), memory_limit }
+        WasmFactory {
+            module,
+            config: config.to_vec(),
+            memory_limit,
+        }
     }
 }
 
@@ -284,6 +368,10 @@ impl Factory for WasmFactory {
             .map_err(|e| PluginError::new(&self.module.name, e))
     }
     fn fingerprint(&self) -> u64 {
-        super::fingerprint(&[&self.module.hash.to_le_bytes(), &self.config, &self.memory_limit.to_le_bytes()])
+        super::fingerprint(&[
+            &self.module.hash.to_le_bytes(),
+            &self.config,
+            &self.memory_limit.to_le_bytes(),
+        ])
     }
 }

@@ -17,7 +17,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { ratio: 0.0, skip_bytes: 14 }
+        Config {
+            ratio: 0.0,
+            skip_bytes: 14,
+        }
     }
 }
 
@@ -38,7 +41,11 @@ impl Plugin for Corrupt {
         if !(0.0..=1.0).contains(&c.ratio) {
             return Err(format!("ratio: must be within 0..=1, got {}", c.ratio));
         }
-        Ok(Corrupt { chance: Chance::new(c.ratio), skip: c.skip_bytes, rng: Rng::new(seed) })
+        Ok(Corrupt {
+            chance: Chance::new(c.ratio),
+            skip: c.skip_bytes,
+            rng: Rng::new(seed),
+        })
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
@@ -76,7 +83,12 @@ mod tests {
         for o in h.run(0) {
             assert_eq!(o.bytes.len(), pkt.len());
             assert_eq!(&o.bytes[..14], &pkt[..14]);
-            let flipped: u32 = o.bytes.iter().zip(&pkt).map(|(a, b)| (a ^ b).count_ones()).sum();
+            let flipped: u32 = o
+                .bytes
+                .iter()
+                .zip(&pkt)
+                .map(|(a, b)| (a ^ b).count_ones())
+                .sum();
             assert_eq!(flipped, 1);
         }
     }

@@ -19,7 +19,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { jitter_ms: 0.0, strength: 1.0, reorder: false }
+        Config {
+            jitter_ms: 0.0,
+            strength: 1.0,
+            reorder: false,
+        }
     }
 }
 
@@ -38,10 +42,16 @@ impl Plugin for Jitter {
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
         if !(c.jitter_ms >= 0.0 && c.jitter_ms.is_finite()) {
-            return Err(format!("jitter_ms: must be a finite number ≥ 0, got {}", c.jitter_ms));
+            return Err(format!(
+                "jitter_ms: must be a finite number ≥ 0, got {}",
+                c.jitter_ms
+            ));
         }
         if !(0.0..=1.0).contains(&c.strength) {
-            return Err(format!("strength: must be within 0..=1, got {}", c.strength));
+            return Err(format!(
+                "strength: must be within 0..=1, got {}",
+                c.strength
+            ));
         }
         Ok(Jitter {
             max_ns: ms_to_ns(c.jitter_ms),
@@ -73,7 +83,12 @@ impl Plugin for Jitter {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut v: Vec<u8> = self.rng.state().iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut v: Vec<u8> = self
+            .rng
+            .state()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
         v.extend_from_slice(&self.last_departure_ns.to_le_bytes());
         v
     }
@@ -104,7 +119,10 @@ mod tests {
         }
         let out = h.run(0);
         assert!(out.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
-        assert!(out.iter().enumerate().all(|(i, o)| o.at_ns >= i as u64 * 10_000));
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, o)| o.at_ns >= i as u64 * 10_000));
     }
 
     #[test]
@@ -116,9 +134,19 @@ mod tests {
             h.push(&[0; 60], t * 1000);
         }
         let out = h.run(0);
-        let delayed = out.iter().enumerate().filter(|(i, o)| o.at_ns > *i as u64 * 1000).count();
-        assert!(out.iter().enumerate().all(|(i, o)| o.at_ns - i as u64 * 1000 <= 2_000_000));
+        let delayed = out
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| o.at_ns > *i as u64 * 1000)
+            .count();
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, o)| o.at_ns - i as u64 * 1000 <= 2_000_000));
         let sigma = (n as f64 * 0.3 * 0.7).sqrt();
-        assert!((delayed as f64 - 0.3 * n as f64).abs() < 3.0 * sigma, "delayed {delayed}");
+        assert!(
+            (delayed as f64 - 0.3 * n as f64).abs() < 3.0 * sigma,
+            "delayed {delayed}"
+        );
     }
 }

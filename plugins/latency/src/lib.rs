@@ -24,9 +24,15 @@ impl Plugin for Latency {
 
     fn new(config: Config, _seed: u64) -> Result<Self, String> {
         if !(config.delay_ms >= 0.0 && config.delay_ms.is_finite()) {
-            return Err(format!("delay_ms: must be a finite number ≥ 0, got {}", config.delay_ms));
+            return Err(format!(
+                "delay_ms: must be a finite number ≥ 0, got {}",
+                config.delay_ms
+            ));
         }
-        Ok(Latency { delay_ns: ms_to_ns(config.delay_ms), last_departure_ns: 0 })
+        Ok(Latency {
+            delay_ns: ms_to_ns(config.delay_ms),
+            last_departure_ns: 0,
+        })
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
@@ -42,7 +48,9 @@ impl Plugin for Latency {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let b: [u8; 8] = state.try_into().map_err(|_| "latency state must be 8 bytes".to_string())?;
+        let b: [u8; 8] = state
+            .try_into()
+            .map_err(|_| "latency state must be 8 bytes".to_string())?;
         self.last_departure_ns = u64::from_le_bytes(b);
         Ok(())
     }
@@ -81,9 +89,13 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused_with_the_field_name() {
-        let e = Harness::<Latency>::new(r#"{"delay_ms": -1}"#, 1).err().unwrap();
+        let e = Harness::<Latency>::new(r#"{"delay_ms": -1}"#, 1)
+            .err()
+            .unwrap();
         assert!(e.contains("delay_ms"), "{e}");
-        let e = Harness::<Latency>::new(r#"{"dealy_ms": 1}"#, 1).err().unwrap();
+        let e = Harness::<Latency>::new(r#"{"dealy_ms": 1}"#, 1)
+            .err()
+            .unwrap();
         assert!(e.contains("dealy_ms"), "{e}");
     }
 }

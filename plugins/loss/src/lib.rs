@@ -24,9 +24,15 @@ impl Plugin for Loss {
 
     fn new(config: Config, seed: u64) -> Result<Self, String> {
         if !(0.0..=1.0).contains(&config.loss_ratio) {
-            return Err(format!("loss_ratio: must be within 0..=1, got {}", config.loss_ratio));
+            return Err(format!(
+                "loss_ratio: must be within 0..=1, got {}",
+                config.loss_ratio
+            ));
         }
-        Ok(Loss { chance: Chance::new(config.loss_ratio), rng: Rng::new(seed) })
+        Ok(Loss {
+            chance: Chance::new(config.loss_ratio),
+            rng: Rng::new(seed),
+        })
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
@@ -43,7 +49,11 @@ impl Plugin for Loss {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        self.rng.state().iter().flat_map(|w| w.to_le_bytes()).collect()
+        self.rng
+            .state()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect()
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
@@ -79,13 +89,18 @@ mod tests {
         }
         let dropped = h.run(n).iter().filter(|o| o.port.is_none()).count() as f64;
         let sigma = (n as f64 * 0.1 * 0.9).sqrt();
-        assert!((dropped - 0.1 * n as f64).abs() < 3.0 * sigma, "dropped {dropped}");
+        assert!(
+            (dropped - 0.1 * n as f64).abs() < 3.0 * sigma,
+            "dropped {dropped}"
+        );
         assert_eq!(h.counters()[0], ("lost".to_string(), dropped as u64));
     }
 
     #[test]
     fn out_of_range_ratio_is_refused() {
-        let e = Harness::<Loss>::new(r#"{"loss_ratio": 1.5}"#, 1).err().unwrap();
+        let e = Harness::<Loss>::new(r#"{"loss_ratio": 1.5}"#, 1)
+            .err()
+            .unwrap();
         assert!(e.contains("loss_ratio"), "{e}");
     }
 }

@@ -28,7 +28,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { rate_bps: 0, burst_bytes: 1514, queue_bytes: 256 * 1024, overhead_bytes: 0 }
+        Config {
+            rate_bps: 0,
+            burst_bytes: 1514,
+            queue_bytes: 256 * 1024,
+            overhead_bytes: 0,
+        }
     }
 }
 
@@ -80,16 +85,28 @@ impl Plugin for Rate {
 
     fn new(c: Config, _seed: u64) -> Result<Self, String> {
         if c.rate_bps > 0 && c.rate_bps < 8 {
-            return Err(format!("rate_bps: must be 0 (unlimited) or ≥ 8, got {}", c.rate_bps));
+            return Err(format!(
+                "rate_bps: must be 0 (unlimited) or ≥ 8, got {}",
+                c.rate_bps
+            ));
         }
         if c.burst_bytes == 0 || c.burst_bytes > 1 << 30 {
-            return Err(format!("burst_bytes: must be within 1..=2^30, got {}", c.burst_bytes));
+            return Err(format!(
+                "burst_bytes: must be within 1..=2^30, got {}",
+                c.burst_bytes
+            ));
         }
         if c.queue_bytes > 1 << 34 {
-            return Err(format!("queue_bytes: must be at most 2^34, got {}", c.queue_bytes));
+            return Err(format!(
+                "queue_bytes: must be at most 2^34, got {}",
+                c.queue_bytes
+            ));
         }
         if c.overhead_bytes.abs() > 4096 {
-            return Err(format!("overhead_bytes: must be within ±4096, got {}", c.overhead_bytes));
+            return Err(format!(
+                "overhead_bytes: must be within ±4096, got {}",
+                c.overhead_bytes
+            ));
         }
         let mut r = Rate {
             rate_bps: c.rate_bps,
@@ -128,7 +145,11 @@ impl Plugin for Rate {
             // After this packet the theoretical time advances by its cost; it may leave
             // as soon as that is no more than one bucket (tau) ahead: exactly when a
             // token bucket of burst_bytes would hold its bytes.
-            let (mut tat, mut tat_rem) = if self.tat_ns < t { (t, 0) } else { (self.tat_ns, self.tat_rem) };
+            let (mut tat, mut tat_rem) = if self.tat_ns < t {
+                (t, 0)
+            } else {
+                (self.tat_ns, self.tat_rem)
+            };
             tat += c;
             tat_rem += rem;
             if tat_rem >= self.denom {

@@ -52,7 +52,12 @@ impl Plugin for Testbed {
     const EMIT_CAP: u32 = 4096;
 
     fn new(c: Config, _seed: u64) -> Result<Self, String> {
-        Ok(Testbed { mode: c.mode, after: c.after, seen: 0, hoard: Vec::new() })
+        Ok(Testbed {
+            mode: c.mode,
+            after: c.after,
+            seen: 0,
+            hoard: Vec::new(),
+        })
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
