@@ -144,6 +144,9 @@ fn sent(engine: &Engine, src: AppId) -> u64 {
 /// interleaved so drift on a shared machine hits all cases alike. A case is labelled
 /// `case/runtime/size`, e.g. `qos-chain/wasm/64`.
 /// Cases whose name contains `filter` (all when empty).
+/// A case: name, runtime, chain of (plugin, config).
+type Case<'a> = (&'a str, BenchRuntime, &'a [(&'a str, &'a str)]);
+
 /// With a non-empty `custom` chain (built-in names), only that chain is timed. All cases
 /// run `rounds` times, interleaved, and each reports its best round: on a shared machine
 /// the neighbours only ever make a run slower, so the best is the least disturbed.
@@ -168,7 +171,7 @@ pub fn run_all(
                 })
         })
         .collect::<Result<_, _>>()?;
-    let cases: Vec<(&str, BenchRuntime, &[(&str, &str)])> = if custom.is_empty() {
+    let cases: Vec<Case> = if custom.is_empty() {
         vec![
             ("passthrough", BenchRuntime::None, &[][..]),
             ("qos-chain", BenchRuntime::Wasm, &QOS_CHAIN[..]),

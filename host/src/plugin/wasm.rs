@@ -77,7 +77,7 @@ impl WasmRuntime {
             } else {
                 format!(
                     "built for link ABI {}, but this synthnet speaks v{}: rebuild it against synthnet-sdk {}",
-                    versions.iter().map(|v| v.trim_start_matches(abi::EXPORT_VERSION_PREFIX)).collect::<Vec<_>>().join(", v"),
+                    versions.iter().map(|v| format!("v{}", v.trim_start_matches(abi::EXPORT_VERSION_PREFIX))).collect::<Vec<_>>().join(", "),
                     abi::ABI_MAJOR,
                     env!("CARGO_PKG_VERSION")
                 )
@@ -193,7 +193,15 @@ fn describe(e: wasmtime::Error) -> String {
             DEADLINE_TICKS * TICK.as_millis() as u64
         ),
         Some(t) => format!("trapped: {t}"),
-        None => format!("{e:#}"),
+        // One line: the root cause (e.g. the memory cap), not the wasm backtrace.
+        None => {
+            let root = e.root_cause().to_string();
+            if root.contains("growing memory") {
+                format!("exceeded its memory limit ({root})")
+            } else {
+                root
+            }
+        }
     }
 }
 

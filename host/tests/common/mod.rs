@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: build engines from built-in or test plugins,
+//! wasm or native, and run them on a virtual clock.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use synthnet::apps::{Received, Sink, Source};
+use synthnet::engine::{AppId, Engine};
+use synthnet::packet::PacketPool;
+use synthnet::plugin::wasm::{WasmFactory, WasmRuntime, DEFAULT_MEMORY_LIMIT};
+use synthnet::plugin::{builtin, Factory, PluginApp};
+
+pub fn runtime() -> Arc<WasmRuntime> {
+    static RT: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
+    RT.get_or_init(|| WasmRuntime::new().expect("wasmtime starts"))
+        .clone()
+}
+
+/// A wasm factory for a built-in plugin.
+pub fn wasm(name: &str, config: &str) -> Arc<dyn Factory> {
+    let module = runtime()
+        .load(name, builtin::wasm(name).expect("built-in"))
+        .expect("loads");
+    Arc::new(WasmFactory::new(
+        module,
+        config.as_bytes(),
+        DEFAULT_MEMORY_LIMIT,
+    ))
+}
+
+/// A wasm factory for the misbehaving test plugin, with a small memory cap.
+pub fn testbed(config: &str) -> Arc<dyn Factory> {
+    let bytes =
+        std::fs::read(env!("SYNTHNET_TESTBED_WASM")).expect("testbed.wasm was built by build.rs");
+    let module = runtime().load("testbed", &bytes).expect("loads");
+    Arc::new(WasmFactory::new(module, config.as_bytes(), 16 << 20))
+}
+
+pub fn native(name: &str, config: &str) -> Arc<dyn Factory> {
+    builtin::native(name, config.as_bytes()).expect("built-in")
+}
+
+/// source → plugins… → recording sink. Returns (engine, source, sink).
+pub struct Line {
+    pub engine: Engine,
+    pub source: AppId,
+    pub sink: AppId,
+    pub plugins: Vec<AppId>,
+    pub now: u64,
+}
+
+impl Line {
+    /// `count` packets of `size` bytes, one every `interval_ns`, through `chain`.
+    pub fn new(
+        chain: Vec<(&str, Arc<dyn Factory>)>,
+        size: usize,
+        interval_ns: u64,
+        count: u64,
+    ) -> Line {
+        let mut engine = Engine::new(PacketPool::new(1 << 16, 2048));
+        let source = engine.add(
+            "source",
+            Box::new(Source::new(size, interval_ns, 0, count, 256)),
+        );
+        Self::finish(engine, source, chain)
+    }
+
+    pub fn finish(mut engine: Engine, source: AppId, chain: Vec<(&str, Arc<dyn Factory>)>) -> Line {
+        let mut ids = vec![source];
+        let mut plugins = vec![];
+        for (i, (name, f)) in chain.into_iter().enumerate() {
+            let app = PluginApp::new(name, f, 1000 + i as u64, 1 << 20).expect("instantiates");
+            let id = engine.add(name, Box::new(app));
+            plugins.push(id);
+            ids.push(id);
+        }
+        let sink = engine.add("sink", Box::new(Sink::new(true)));
+        ids.push(sink);
+        engine.chain(&ids);
+        Line {
+            engine,
+            source,
+            sink,
+            plugins,
+            now: 0,
+        }
+    }
+
+    pub fn run_until(&mut self, end_ns: u64) {
+        self.engine.run_virtual(&mut self.now, end_ns);
+    }
+
+    pub fn received(&mut self) -> &[Received] {
+        &self
+            .engine
+            .app_mut::<Sink>(self.sink)
+            .expect("sink")
+            .received
+    }
+
+    pub fn plugin(&mut self, i: usize) -> &mut PluginApp {
+        let id = self.plugins[i];
+        self.engine.app_mut::<PluginApp>(id).expect("plugin app")
+    }
+}
+
+/// |observed − expected| < 3σ for a binomial count.
+pub fn within_3_sigma(hits: u64, n: u64, p: f64) -> bool {
+    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+    (hits as f64 - n as f64 * p).abs() < 3.0 * sigma
+}
