@@ -3,9 +3,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use synthnet::bench;
+use synthnet::network::{self, Loader};
+use synthnet::plugin::wasm::WasmRuntime;
+use synthnet::spec::{self, Direction};
+use synthnet::{bench, replay, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +24,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a spec and print the resolved plan (every chain, setting and unit).
+    Check {
+        /// The spec (JSON); `-` for the built-in default spec.
+        spec: PathBuf,
+    },
+    /// Run one direction of a spec offline over a capture, on a virtual clock.
+    Replay {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long, value_enum)]
+        direction: Direction,
+        /// pcap or pcapng capture (Ethernet).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write what leaves (nanosecond pcap).
+        #[arg(long = "out")]
+        output: PathBuf,
+        /// Override the spec's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plugin authoring.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// In-memory engine benchmark (no sockets, virtual clock, one core).
     Bench {
         /// One JSON object per line and case.
@@ -42,6 +75,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a ready-to-build plugin crate that forwards every packet.
+    New {
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+fn load_plan(path: &std::path::Path) -> Result<spec::Plan> {
+    if path.as_os_str() == "-" {
+        return Ok(spec::parse(spec::DEFAULT_SPEC, std::path::Path::new("."))?);
+    }
+    spec::load(path).with_context(|| format!("invalid spec {}", path.display()))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run(Cli::parse()) {
@@ -55,6 +106,56 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Check { spec } => {
+            let plan = load_plan(&spec)?;
+            // Instantiate every plugin once: its own validation of its config runs too.
+            let mut loader = Loader::new(WasmRuntime::new()?);
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let d = plan.direction(dir);
+                for chain in d.flows.iter().map(|f| &f.chain).chain([&d.default]) {
+                    network::chain_apps(&plan, dir, chain, &mut loader)
+                        .with_context(|| format!("invalid spec {}", spec.display()))?;
+                }
+            }
+            print!("{}", spec::describe(&plan));
+            println!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            spec,
+            direction,
+            input,
+            output,
+            seed,
+            json,
+        } => {
+            let mut plan = load_plan(&spec)?;
+            if let Some(s) = seed {
+                plan.seed = s;
+            }
+            let frames = replay::read_capture(&input)?;
+            let (out, summary) = replay::replay(&plan, direction, frames)?;
+            replay::write_pcap(&output, &out)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{summary}");
+                println!("wrote {}", output.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::New { name, dir },
+        } => {
+            let root = scaffold::new_plugin(&name, &dir)?;
+            println!("created {}", root.display());
+            println!(
+                "build it:  cd {} && cargo build --release --target wasm32-unknown-unknown",
+                root.display()
+            );
+            println!("then name target/wasm32-unknown-unknown/release/{}.wasm in a spec (see its README.md)", name.replace('-', "_"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             json,
             seconds,

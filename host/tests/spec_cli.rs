@@ -1,0 +1,111 @@
+//! `synthnet check`: accepts every example spec and both synthetic-network shapes,
+//! rejects impossible values and misspelt fields with a message naming the field.
+
+use std::process::Command;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn check_text(text: &str) -> (bool, String) {
+    let dir = tempdir();
+    let p = dir.join("spec.json");
+    std::fs::write(&p, text).unwrap();
+    check(&p)
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "synthnet-spec-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn every_example_spec_is_accepted() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let (ok, out) = check(&p);
+            assert!(ok, "{}: {out}", p.display());
+            assert!(out.contains("ingress (outer → inner)"), "{out}");
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn both_synthetic_network_shapes_are_accepted() {
+    let (ok, out) = check_text(
+        r#"{"ingress": {"rate": 1000000, "loss": 0.1, "latency": 20, "jitter": 5, "jitter_strength": 0.5, "reorder_packets": true}, "egress": {}}"#,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("rate_bps=1000000 bit/s") && out.contains("delay_ms=20.0 ms"),
+        "{out}"
+    );
+    let (ok, out) = check_text(
+        r#"{"default_link": {"ingress": {"latency": 10}, "egress": {"latency": 10}},
+            "flows": [{"label": "dns", "flow": {"ip": 167772161, "protocol": 17, "port_min": 53, "port_max": 53},
+                       "link": {"ingress": {"loss": 0.5}, "egress": {}}}]}"#,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(r#"flow "dns" (source 10.0.0.1/32, udp, source port 53)"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"flow "dns" (destination 10.0.0.1/32, udp, destination port 53)"#),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_specs_are_refused_naming_the_field() {
+    for (spec, field) in [
+        (
+            r#"{"ingress": {"loss": 1.5}}"#,
+            "ingress.loss: must be within 0..=1, got 1.5",
+        ),
+        (
+            r#"{"egress": {"latency": -20}}"#,
+            "egress.latency: must be a number ≥ 0",
+        ),
+        (
+            r#"{"ingress": {"latnecy": 20}}"#,
+            "ingress.latnecy: unknown field `latnecy`",
+        ),
+        (
+            r#"{"ingress": [{"plugin": "latency", "config": {"delay": 5}}]}"#,
+            "unknown field `delay`",
+        ),
+        (
+            r#"{"ingress": [{"plugin": "missing.wasm"}]}"#,
+            "missing.wasm: cannot read",
+        ),
+    ] {
+        let (ok, out) = check_text(spec);
+        assert!(!ok, "{spec} was accepted");
+        assert!(out.contains(field), "{spec}: {out}");
+    }
+}
