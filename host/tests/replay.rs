@@ -221,7 +221,7 @@ fn flows_split_a_capture() {
     let mut input = frames(1000, 100, 1_000_000);
     // Every other packet from source port 53.
     for (k, (_, f)) in input.iter_mut().enumerate() {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             f[34..36].copy_from_slice(&53u16.to_be_bytes());
         }
     }
@@ -232,7 +232,7 @@ fn flows_split_a_capture() {
     let (out, _) = replay(&dir, spec, &pcap, "out.pcap", None);
     for (ts, f) in read(&out) {
         let k = index(&f) as usize;
-        let want = if k % 2 == 0 { 50 } else { 5 };
+        let want = if k.is_multiple_of(2) { 50 } else { 5 };
         assert_eq!(ts - input[k].0, want * MS, "packet {k}");
     }
 }
