@@ -349,13 +349,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
         let mut labels = std::collections::HashSet::new();
         for (i, f) in spec.flows.iter().enumerate() {
             let at = format!("flows[{i}]");
-            check_label(&f.label, &format!("{at}.label"))?;
-            if !labels.insert(f.label.clone()) {
-                return Err(err(
-                    format!("{at}.label"),
-                    format!("duplicate label {:?}", f.label),
-                ));
-            }
+            check_label(&f.label, &format!("{at}.label"), &mut labels)?;
             let prefix = match &f.flow.ip {
                 IpField::Any | IpField::Number(0) => None,
                 IpField::Number(n) => Some(Prefix {
@@ -431,7 +425,12 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, SpecError> {
     })
 }
 
-fn check_label(label: &str, at: &str) -> Result<(), SpecError> {
+/// A flow label: its characters, not `default`, and unique among `seen`.
+fn check_label(
+    label: &str,
+    at: &str,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(), SpecError> {
     if label.is_empty()
         || !label
             .chars()
@@ -444,6 +443,9 @@ fn check_label(label: &str, at: &str) -> Result<(), SpecError> {
     }
     if label == "default" {
         return Err(err(at, "\"default\" is reserved"));
+    }
+    if !seen.insert(label.to_string()) {
+        return Err(err(at, format!("duplicate label {label:?}")));
     }
     Ok(())
 }
@@ -645,13 +647,7 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
     let mut labels = std::collections::HashSet::new();
     for (i, f) in spec.flows.iter().enumerate() {
         let at = format!("flows[{i}]");
-        check_label(&f.label, &format!("{at}.label"))?;
-        if !labels.insert(f.label.clone()) {
-            return Err(err(
-                format!("{at}.label"),
-                format!("duplicate label {:?}", f.label),
-            ));
-        }
+        check_label(&f.label, &format!("{at}.label"), &mut labels)?;
         let m = &f.matcher;
         let prefix =
             m.ip.as_deref()
