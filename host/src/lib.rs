@@ -19,6 +19,13 @@
 //!   wasmtime (bounded in memory and CPU, restarted with backoff after a fault), native
 //!   instances of the same source for comparison, and the built-in plugins.
 //! - [`apps`]: native helper apps (packet source and sink).
+//! - [`spec`]: the JSON specs users write (synthetic-network's two shapes and the native
+//!   form), validated into a [`spec::Plan`] with typed units; only a plan reaches the
+//!   engine.
+//! - [`network`]: a plan wired into an engine: plugin loading, per-instance seeds, the
+//!   flow classifier (IPv4 and IPv6).
+//! - [`replay`]: a spec run offline over a pcap/pcapng capture on a virtual clock.
+//! - [`scaffold`]: `synthnet plugin new`.
 //! - [`bench`]: the in-memory engine benchmark behind `synthnet bench`.
 
 #![deny(unsafe_code)]
