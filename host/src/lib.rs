@@ -26,7 +26,7 @@
 //!   flow classifier (IPv4 and IPv6).
 //! - [`replay`]: a spec run offline over a pcap/pcapng capture on a virtual clock.
 //! - [`scaffold`]: `synthnet plugin new`.
-//! - [`bench`]: the in-memory engine benchmark behind `synthnet bench`.
+//! - [`bench`](mod@bench): the in-memory engine benchmark behind `synthnet bench`.
 
 #![deny(unsafe_code)]
 
