@@ -207,12 +207,6 @@ impl DelayLine {
         self.len -= 1;
     }
 
-    /// Departure time and port of the next packet.
-    #[inline]
-    pub fn peek(&self) -> Option<(u64, u16)> {
-        self.head().map(|(p, port, _)| (p.ts_ns, port))
-    }
-
     /// Departure time of the next packet.
     #[inline]
     pub fn next_at(&self) -> Option<u64> {

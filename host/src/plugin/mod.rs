@@ -556,7 +556,6 @@ impl App for PluginApp {
             }
             self.run_batch(cx, n);
         }
-        self.release(cx);
     }
 
     fn next_deadline(&self) -> Option<u64> {
