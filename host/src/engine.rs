@@ -34,12 +34,14 @@ pub enum DropCause {
     PoolEmpty,
     /// The packet did not fit (too long for a buffer, or refused by the interface).
     TooBig,
-    /// Anything the I/O layer refused.
+    /// Anything the I/O layer refused (link down, no buffers, …).
     Io,
+    /// The kernel's receive ring was full (counted by the kernel).
+    RingFull,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 10] = [
+    pub const ALL: [DropCause; 11] = [
         DropCause::LinkFull,
         DropCause::Plugin,
         DropCause::NoVerdict,
@@ -50,6 +52,7 @@ impl DropCause {
         DropCause::PoolEmpty,
         DropCause::TooBig,
         DropCause::Io,
+        DropCause::RingFull,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +66,7 @@ impl DropCause {
             DropCause::PoolEmpty => "pool_empty",
             DropCause::TooBig => "too_big",
             DropCause::Io => "io",
+            DropCause::RingFull => "ring_full",
         }
     }
 }
@@ -195,6 +199,10 @@ pub trait App: Any {
     fn held(&self) -> usize {
         0
     }
+    /// Give up every held packet, in departure order (the app is being removed).
+    fn drain_held(&mut self) -> Vec<Packet> {
+        Vec::new()
+    }
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -207,6 +215,18 @@ struct Node {
     app: Box<dyn App>,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
+    /// Breathes after every other app (transmitters: what the chains produced this
+    /// breath leaves in this breath).
+    late: bool,
+}
+
+/// What [`Engine::dismantle`] hands back: every app, and every packet that was still on
+/// a link, with the app and input port it was going to.
+pub struct Parts {
+    pub apps: Vec<(String, Box<dyn App>, bool)>,
+    pub in_links: Vec<(String, usize, Vec<Packet>)>,
+    /// For each app, the apps its outputs fed, by port.
+    pub downstream: Vec<(String, Vec<String>)>,
 }
 
 /// A snapshot of one app's counters, for reports.
@@ -249,8 +269,69 @@ impl Engine {
             app,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            late: false,
         });
         AppId(self.nodes.len() - 1)
+    }
+
+    /// Add an app that breathes after all others, whenever it was added.
+    pub fn add_late(&mut self, name: impl Into<String>, app: Box<dyn App>) -> AppId {
+        let id = self.add(name, app);
+        self.nodes[id.0].late = true;
+        id
+    }
+
+    /// Take the graph apart, keeping the pool: every app and every packet still on a
+    /// link come back, to be put together again (a reload that changes the graph).
+    pub fn dismantle(&mut self) -> Parts {
+        let nodes = std::mem::take(&mut self.nodes);
+        let links = std::mem::take(&mut self.links);
+        let mut feeds: Vec<Option<(usize, usize)>> = vec![None; links.len()];
+        for (ni, n) in nodes.iter().enumerate() {
+            for (port, &l) in n.inputs.iter().enumerate() {
+                feeds[l] = Some((ni, port));
+            }
+        }
+        let downstream = nodes
+            .iter()
+            .map(|n| {
+                let names = n
+                    .outputs
+                    .iter()
+                    .filter_map(|&l| feeds[l].map(|(ni, _)| nodes[ni].name.clone()))
+                    .collect();
+                (n.name.clone(), names)
+            })
+            .collect();
+        let mut in_links = Vec::new();
+        for (mut link, feed) in links.into_iter().zip(feeds) {
+            let mut ps = Vec::with_capacity(link.len());
+            while let Some(p) = link.receive() {
+                ps.push(p);
+            }
+            match feed {
+                Some((ni, port)) if !ps.is_empty() => {
+                    in_links.push((nodes[ni].name.clone(), port, ps))
+                }
+                _ => self.pool.free_all(&ps),
+            }
+        }
+        Parts {
+            apps: nodes.into_iter().map(|n| (n.name, n.app, n.late)).collect(),
+            in_links,
+            downstream,
+        }
+    }
+
+    /// Put `ps` on input `port` of app `to`, in order. What does not fit (or has no such
+    /// input) is freed; returns how many were placed.
+    pub fn deliver(&mut self, to: AppId, port: usize, ps: &[Packet]) -> usize {
+        let sent = match self.nodes[to.0].inputs.get(port) {
+            Some(&l) => self.links[l].transmit_slice(ps),
+            None => 0,
+        };
+        self.pool.free_all(&ps[sent..]);
+        sent
     }
 
     /// Link `from`'s next output port to `to`'s next input port.
@@ -274,15 +355,17 @@ impl Engine {
         let Engine {
             pool, links, nodes, ..
         } = self;
-        for n in nodes.iter_mut() {
-            let mut cx = Ctx {
-                pool,
-                links,
-                inputs: &n.inputs,
-                outputs: &n.outputs,
-                now_ns,
-            };
-            n.app.breathe(&mut cx);
+        for late in [false, true] {
+            for n in nodes.iter_mut().filter(|n| n.late == late) {
+                let mut cx = Ctx {
+                    pool,
+                    links,
+                    inputs: &n.inputs,
+                    outputs: &n.outputs,
+                    now_ns,
+                };
+                n.app.breathe(&mut cx);
+            }
         }
     }
 

@@ -13,10 +13,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use synthnet_sdk::wire::{ethertype, ipproto, EthernetFrame, Ipv4Packet, Ipv6Packet};
 
-/// Loads plugin modules, once each, and makes factories for stages.
+/// Loads plugin modules and makes factories for stages. Built-in modules are compiled
+/// once; a `.wasm` file is read again on every load and recompiled only when its bytes
+/// changed, so a reload picks up a rebuilt plugin and leaves the others alone.
 pub struct Loader {
     rt: Arc<WasmRuntime>,
-    modules: HashMap<PluginRef, Arc<WasmModule>>,
+    modules: HashMap<PluginRef, (u64, Arc<WasmModule>)>,
 }
 
 impl Loader {
@@ -27,30 +29,30 @@ impl Loader {
         }
     }
 
-    /// Forget cached file modules, so a reload re-reads changed `.wasm` files.
-    pub fn forget_files(&mut self) {
-        self.modules
-            .retain(|k, _| matches!(k, PluginRef::Builtin(_)));
-    }
-
     pub fn module(&mut self, plugin: &PluginRef) -> Result<Arc<WasmModule>, PluginError> {
-        if let Some(m) = self.modules.get(plugin) {
-            return Ok(m.clone());
-        }
-        let m = match plugin {
+        let (hash, m) = match plugin {
             PluginRef::Builtin(name) => {
+                if let Some((_, m)) = self.modules.get(plugin) {
+                    return Ok(m.clone());
+                }
                 let bytes = builtin::wasm(name)
                     .ok_or_else(|| PluginError::new(name, "not a built-in plugin"))?;
-                self.rt.load(name, bytes)?
+                (0, self.rt.load(name, bytes)?)
             }
             PluginRef::File(path) => {
                 let shown = path.display().to_string();
                 let bytes = std::fs::read(path)
                     .map_err(|e| PluginError::new(&shown, format!("cannot read: {e}")))?;
-                self.rt.load(&shown, &bytes)?
+                let hash = crate::plugin::fingerprint(&[&bytes]);
+                if let Some((h, m)) = self.modules.get(plugin) {
+                    if *h == hash {
+                        return Ok(m.clone());
+                    }
+                }
+                (hash, self.rt.load(&shown, &bytes)?)
             }
         };
-        self.modules.insert(plugin.clone(), m.clone());
+        self.modules.insert(plugin.clone(), (hash, m.clone()));
         Ok(m)
     }
 
@@ -129,14 +131,45 @@ pub fn wire(
     loader: &mut Loader,
 ) -> Result<Wired, PluginError> {
     let d = plan.direction(dir);
-    let mut wired = Wired::default();
-    let mut chains: Vec<&[Stage]> = d.flows.iter().map(|f| &f.chain[..]).collect();
-    chains.push(&d.default);
     // Build every app first, so an error leaves the engine untouched.
-    let built: Vec<Vec<(String, PluginApp)>> = chains
+    let mut apps: HashMap<String, Box<dyn App>> = HashMap::new();
+    for chain in d.flows.iter().map(|f| &f.chain[..]).chain([&d.default[..]]) {
+        for (name, app) in chain_apps(plan, dir, chain, loader)? {
+            apps.insert(name, Box::new(app));
+        }
+    }
+    Ok(wire_apps(engine, plan, dir, source, sink, &mut apps))
+}
+
+/// The app names of direction `dir`'s chains, in order: one list per flow, then the
+/// default chain.
+pub fn chain_names(plan: &Plan, dir: Direction) -> Vec<Vec<String>> {
+    let d = plan.direction(dir);
+    d.flows
         .iter()
-        .map(|c| chain_apps(plan, dir, c, loader))
-        .collect::<Result<_, _>>()?;
+        .map(|f| &f.chain[..])
+        .chain([&d.default[..]])
+        .map(|c| {
+            c.iter()
+                .map(|s| format!("{}.{}", dir_name(dir), s.name))
+                .collect()
+        })
+        .collect()
+}
+
+/// Wire direction `dir` of `plan` from apps already built, taken out of `apps` by name
+/// (see [`chain_names`]); infallible, so a reload can build everything first. A name
+/// missing from `apps` is a bug of the caller and panics.
+pub fn wire_apps(
+    engine: &mut Engine,
+    plan: &Plan,
+    dir: Direction,
+    source: AppId,
+    sink: AppId,
+    apps: &mut HashMap<String, Box<dyn App>>,
+) -> Wired {
+    let d = plan.direction(dir);
+    let mut wired = Wired::default();
     let head = if d.flows.is_empty() {
         source
     } else {
@@ -146,17 +179,20 @@ pub fn wire(
         wired.classifier = Some(id);
         id
     };
-    for apps in built {
+    for chain in chain_names(plan, dir) {
         let mut prev = head;
-        for (name, app) in apps {
-            let id = engine.add(name.clone(), Box::new(app));
+        for name in chain {
+            let app = apps
+                .remove(&name)
+                .unwrap_or_else(|| panic!("wire_apps: no app named {name}"));
+            let id = engine.add(name.clone(), app);
             engine.connect(prev, id);
             wired.plugins.push((name, id));
             prev = id;
         }
         engine.connect(prev, sink);
     }
-    Ok(wired)
+    wired
 }
 
 /// The fields flows match on, parsed from a frame.

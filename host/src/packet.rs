@@ -6,6 +6,13 @@
 //! delay can never grow memory: when the pool is empty, new packets are dropped and
 //! counted.
 //!
+//! Buffers come in two classes: *small* slots for frames up to an MTU (most traffic),
+//! and a few *large* slots for GSO/GRO super-packets of up to 64 KiB. So the memory bound
+//! is `small × small slot + large × large slot`, not `packets × 64 KiB`. Every slot
+//! starts with [`HEADROOM`] bytes that carry the packet's offload header (a
+//! `virtio_net_hdr`: GSO type and size, checksum start and offset) right before the
+//! frame, so the raw-socket apps read and write header + frame in one piece.
+//!
 //! A [`Packet`] is a 16-byte handle passed by value: buffer id, length, and `ts_ns`, the
 //! exact time the packet reached the stage that holds it (capture time, or the time a
 //! delay line scheduled it for). Links and delay lines carry the handle, so moving a
@@ -23,55 +30,204 @@ pub struct Packet {
     pub ts_ns: u64,
 }
 
+/// Bytes in front of every frame; the offload header occupies the last [`VNET_HDR_LEN`].
+pub const HEADROOM: usize = 16;
+/// `sizeof(struct virtio_net_hdr)`.
+pub const VNET_HDR_LEN: usize = 10;
+const VNET_AT: usize = HEADROOM - VNET_HDR_LEN;
+
+/// `virtio_net_hdr` fields (little-endian on every host synthnet runs on).
+pub mod vnet {
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_ECN: u8 = 0x80;
+}
+
+/// The offload header of a packet, decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn decode(b: &[u8]) -> VnetHdr {
+        let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+    pub fn encode(&self, b: &mut [u8]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+    }
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !vnet::GSO_ECN != vnet::GSO_NONE
+    }
+    /// Bytes the frame puts on the wire once segmented: every segment repeats the
+    /// headers (`hdr_len`, or `csum_start + 20` for TCP when the sender left it 0).
+    pub fn wire_bytes(&self, len: u32) -> u32 {
+        if !self.is_gso() || self.gso_size == 0 {
+            return len;
+        }
+        let hdr = if self.hdr_len != 0 {
+            self.hdr_len as u32
+        } else {
+            self.csum_start as u32 + 20
+        }
+        .min(len);
+        let payload = len - hdr;
+        let segs = payload.div_ceil(self.gso_size as u32).max(1);
+        len + (segs - 1) * hdr
+    }
+}
+
+/// One size class of slots.
+#[derive(Clone, Copy, Debug)]
+struct Class {
+    first: PacketId,
+    count: usize,
+    /// Bytes from one slot to the next (headroom + frame, cache-line aligned).
+    stride: usize,
+    /// Largest frame a slot holds.
+    max_len: usize,
+    /// Offset of the class's first slot in `data`.
+    base: usize,
+}
+
+impl Class {
+    fn new(first: PacketId, count: usize, max_len: usize, base: usize) -> Class {
+        Class {
+            first,
+            count,
+            stride: (HEADROOM + max_len).next_multiple_of(64),
+            max_len,
+            base,
+        }
+    }
+    fn bytes(&self) -> usize {
+        self.count * self.stride
+    }
+}
+
 pub struct PacketPool {
     data: Vec<u8>,
-    slot: usize,
-    capacity: usize,
+    small: Class,
+    large: Class,
     free: Vec<PacketId>,
+    free_large: Vec<PacketId>,
 }
 
 impl PacketPool {
-    /// A pool of `capacity` packets of at most `slot_size` bytes each.
-    pub fn new(capacity: usize, slot_size: usize) -> Self {
-        assert!(capacity > 0 && capacity <= u32::MAX as usize && slot_size > 0);
+    /// A pool of `capacity` packets of at most `max_len` bytes each (one class).
+    pub fn new(capacity: usize, max_len: usize) -> Self {
+        Self::with_large(capacity, max_len, 0, 0)
+    }
+
+    /// `small` slots of up to `small_len` bytes and `large` slots of up to `large_len`.
+    /// A packet goes to a large slot when it does not fit a small one (or is asked for).
+    pub fn with_large(small: usize, small_len: usize, large: usize, large_len: usize) -> Self {
+        assert!(small > 0 && small_len > 0);
+        assert!(small + large <= u32::MAX as usize);
+        let s = Class::new(0, small, small_len, 0);
+        let l = Class::new(small as PacketId, large, large_len.max(small_len), s.bytes());
         PacketPool {
-            data: vec![0u8; capacity * slot_size],
-            slot: slot_size,
-            capacity,
+            data: vec![0u8; s.bytes() + l.bytes()],
+            small: s,
+            large: l,
             // Pop from the end: hand out low ids first (warmer memory).
-            free: (0..capacity as PacketId).rev().collect(),
+            free: (0..small as PacketId).rev().collect(),
+            free_large: (small as PacketId..(small + large) as PacketId)
+                .rev()
+                .collect(),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.small.count + self.large.count
     }
-    pub fn slot_size(&self) -> usize {
-        self.slot
+    /// The longest frame any slot holds.
+    pub fn max_len(&self) -> usize {
+        if self.large.count > 0 {
+            self.large.max_len
+        } else {
+            self.small.max_len
+        }
+    }
+    /// The longest frame a small slot holds.
+    pub fn small_len(&self) -> usize {
+        self.small.max_len
     }
     pub fn available(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.free_large.len()
     }
     pub fn in_use(&self) -> usize {
-        self.capacity - self.free.len()
+        self.capacity() - self.available()
+    }
+    /// Bytes the pool reserves: the most its slots can ever make resident.
+    pub fn reserved_bytes(&self) -> usize {
+        self.data.len()
     }
 
-    /// A packet of `len` bytes with stale contents, or `None` when the pool is exhausted.
+    #[inline(always)]
+    fn class(&self, id: PacketId) -> &Class {
+        if id < self.large.first {
+            &self.small
+        } else {
+            &self.large
+        }
+    }
+    #[inline(always)]
+    fn slot(&self, id: PacketId) -> (usize, usize) {
+        let c = self.class(id);
+        (c.base + (id - c.first) as usize * c.stride, c.max_len)
+    }
+    /// Whether `p` sits in a large slot (only those can carry a GSO header).
+    #[inline(always)]
+    pub fn is_large(&self, p: &Packet) -> bool {
+        p.id >= self.large.first
+    }
+
+    /// A packet of `len` bytes with stale contents and no offload header, or `None` when
+    /// the pool (the class `len` needs) is exhausted or `len` fits no slot.
     #[inline]
     pub fn alloc(&mut self, len: u32, ts_ns: u64) -> Option<Packet> {
-        let id = self.free.pop()?;
-        Some(Packet {
-            id,
-            len: len.min(self.slot as u32),
-            ts_ns,
-        })
+        let id = if len as usize <= self.small.max_len {
+            self.free.pop()?
+        } else if len as usize <= self.large.max_len {
+            self.free_large.pop()?
+        } else {
+            return None;
+        };
+        let (at, _) = self.slot(id);
+        self.data[at + VNET_AT..at + HEADROOM].fill(0);
+        Some(Packet { id, len, ts_ns })
+    }
+
+    /// A packet in a large slot (for GSO frames, whatever their length).
+    pub fn alloc_large(&mut self, len: u32, ts_ns: u64) -> Option<Packet> {
+        if len as usize > self.large.max_len {
+            return None;
+        }
+        let id = self.free_large.pop()?;
+        Some(Packet { id, len, ts_ns })
     }
 
     /// A packet holding a copy of `bytes` (`None` if exhausted or too long).
     pub fn alloc_from(&mut self, bytes: &[u8], ts_ns: u64) -> Option<Packet> {
-        if bytes.len() > self.slot {
-            return None;
-        }
         let p = self.alloc(bytes.len() as u32, ts_ns)?;
         self.buf_mut(p.id)[..bytes.len()].copy_from_slice(bytes);
         Some(p)
@@ -79,44 +235,94 @@ impl PacketPool {
 
     #[inline]
     pub fn free(&mut self, p: Packet) {
-        debug_assert!(!self.free.contains(&p.id), "double free of packet {}", p.id);
-        self.free.push(p.id);
+        debug_assert!(
+            !self.free.contains(&p.id) && !self.free_large.contains(&p.id),
+            "double free of packet {}",
+            p.id
+        );
+        if p.id < self.large.first {
+            self.free.push(p.id);
+        } else {
+            self.free_large.push(p.id);
+        }
     }
 
     /// Free many packets at once.
     #[inline]
     pub fn free_all(&mut self, ps: &[Packet]) {
-        self.free.extend(ps.iter().map(|p| p.id));
+        for p in ps {
+            self.free(*p);
+        }
     }
 
-    /// A copy of packet `p` (`None` if exhausted).
+    /// A copy of packet `p`, offload header included (`None` if exhausted).
     pub fn clone_packet(&mut self, p: &Packet) -> Option<Packet> {
-        let q = self.alloc(p.len, p.ts_ns)?;
-        let (a, b) = (p.id as usize * self.slot, q.id as usize * self.slot);
-        self.data.copy_within(a..a + p.len as usize, b);
+        let q = if self.is_large(p) {
+            self.alloc_large(p.len, p.ts_ns)?
+        } else {
+            self.alloc(p.len, p.ts_ns)?
+        };
+        let ((a, _), (b, _)) = (self.slot(p.id), self.slot(q.id));
+        self.data
+            .copy_within(a + VNET_AT..a + HEADROOM + p.len as usize, b + VNET_AT);
         Some(q)
     }
 
     /// The packet's bytes.
     #[inline(always)]
     pub fn data(&self, p: &Packet) -> &[u8] {
-        let a = p.id as usize * self.slot;
-        &self.data[a..a + (p.len as usize).min(self.slot)]
+        let (a, max) = self.slot(p.id);
+        &self.data[a + HEADROOM..a + HEADROOM + (p.len as usize).min(max)]
     }
     /// The buffer's whole capacity, to write into before setting a packet's length.
     #[inline(always)]
     pub fn buf_mut(&mut self, id: PacketId) -> &mut [u8] {
-        let a = id as usize * self.slot;
-        &mut self.data[a..a + self.slot]
+        let (a, max) = self.slot(id);
+        &mut self.data[a + HEADROOM..a + HEADROOM + max]
+    }
+    /// Offload header and buffer, contiguous: what a `PACKET_VNET_HDR` socket reads
+    /// and writes.
+    #[inline(always)]
+    pub fn vnet_buf_mut(&mut self, id: PacketId) -> &mut [u8] {
+        let (a, max) = self.slot(id);
+        &mut self.data[a + VNET_AT..a + HEADROOM + max]
+    }
+    /// Offload header followed by the packet's bytes.
+    #[inline(always)]
+    pub fn vnet_frame(&self, p: &Packet) -> &[u8] {
+        let (a, max) = self.slot(p.id);
+        &self.data[a + VNET_AT..a + HEADROOM + (p.len as usize).min(max)]
+    }
+    /// The packet's offload header (all zero: none).
+    pub fn vnet(&self, p: &Packet) -> VnetHdr {
+        let (a, _) = self.slot(p.id);
+        VnetHdr::decode(&self.data[a + VNET_AT..a + HEADROOM])
+    }
+    pub fn set_vnet(&mut self, p: &Packet, h: &VnetHdr) {
+        let (a, _) = self.slot(p.id);
+        h.encode(&mut self.data[a + VNET_AT..a + HEADROOM]);
+    }
+
+    /// Bytes `p` puts on the wire: its length, or for a GSO super-packet the sum of its
+    /// segments. Small slots never hold GSO packets, so those cost no buffer access.
+    #[inline(always)]
+    pub fn wire_len(&self, p: &Packet) -> u32 {
+        if self.is_large(p) {
+            self.vnet(p).wire_bytes(p.len)
+        } else {
+            p.len
+        }
     }
 
     /// Replace the first `old_prefix` bytes of `p` with `prefix`, keeping the rest. Fails
-    /// (and changes nothing) if the result would not fit.
+    /// (and changes nothing) if the result would not fit. An offload header's offsets
+    /// move with the payload.
     pub fn replace_prefix(&mut self, p: &mut Packet, old_prefix: usize, prefix: &[u8]) -> bool {
         let len = p.len as usize;
         let old_prefix = old_prefix.min(len);
         let new_len = len - old_prefix + prefix.len();
-        if new_len > self.slot {
+        let (_, max) = self.slot(p.id);
+        if new_len > max {
             return false;
         }
         let buf = self.buf_mut(p.id);
@@ -125,6 +331,20 @@ impl PacketPool {
         }
         buf[..prefix.len()].copy_from_slice(prefix);
         p.len = new_len as u32;
+        let delta = prefix.len() as i64 - old_prefix as i64;
+        if delta != 0 {
+            let mut h = self.vnet(p);
+            if h != VnetHdr::default() {
+                let shift = |v: u16| (v as i64 + delta).clamp(0, u16::MAX as i64) as u16;
+                if h.csum_start != 0 {
+                    h.csum_start = shift(h.csum_start);
+                }
+                if h.hdr_len != 0 {
+                    h.hdr_len = shift(h.hdr_len);
+                }
+                self.set_vnet(p, &h);
+            }
+        }
         true
     }
 }
@@ -159,5 +379,37 @@ mod tests {
         );
         assert_eq!(pool.data(&p), b"LONGERHEADERPAYLOAD");
         assert!(pool.alloc_from(&[0u8; 33], 0).is_none());
+    }
+
+    #[test]
+    fn two_classes_and_offload_headers() {
+        let mut pool = PacketPool::with_large(2, 100, 1, 1000);
+        let a = pool.alloc(100, 0).unwrap();
+        let b = pool.alloc(101, 0).unwrap();
+        assert!(!pool.is_large(&a) && pool.is_large(&b));
+        assert!(pool.alloc(500, 0).is_none(), "the one large slot is taken");
+        assert!(pool.alloc(1001, 0).is_none(), "fits no slot");
+        let h = VnetHdr {
+            flags: vnet::F_NEEDS_CSUM,
+            gso_type: 1,
+            hdr_len: 54,
+            gso_size: 100,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        pool.set_vnet(&b, &h);
+        assert_eq!(pool.vnet(&b), h);
+        // 101 bytes = 54 of headers + 47 of payload: one segment.
+        assert_eq!(pool.wire_len(&b), 101);
+        pool.free(b);
+        let big = pool.alloc_large(54 + 250, 0).unwrap();
+        pool.set_vnet(&big, &h);
+        // 250 bytes of payload in 100-byte segments: 3 segments, headers twice more.
+        assert_eq!(pool.wire_len(&big), 304 + 2 * 54);
+        assert_eq!(pool.clone_packet(&big), None, "no large slot left");
+        pool.free(big);
+        let c = pool.alloc(60, 0).unwrap();
+        assert_eq!(pool.vnet(&c), VnetHdr::default(), "a fresh packet has no offload");
+        assert_eq!(pool.vnet_frame(&c).len(), VNET_HDR_LEN + 60);
     }
 }

@@ -137,7 +137,7 @@ impl App for CaptureSource {
             match cx.pool.alloc_from(&data, ts) {
                 Some(p) => cx.transmit(0, p, &mut self.counters),
                 None => self.counters.drop(
-                    if data.len() > cx.pool.slot_size() {
+                    if data.len() > cx.pool.max_len() {
                         DropCause::TooBig
                     } else {
                         DropCause::PoolEmpty

@@ -174,6 +174,8 @@ pub struct Limits {
     /// Packet buffers in flight across the whole engine (each up to 64 KiB + headroom
     /// virtual, touched only as far as used). Bounds memory under any flood.
     pub pool_packets: usize,
+    /// Large buffers (64 KiB each) for GSO/GRO super-packets, within the bridge's pool.
+    pub pool_large_packets: usize,
     /// Packets one plugin may hold in its delay line.
     pub hold_packets: usize,
     /// Linear memory cap per plugin instance, MiB.
@@ -184,6 +186,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             pool_packets: 65_536,
+            pool_large_packets: 512,
             hold_packets: 65_536,
             plugin_memory_mib: 64,
         }
@@ -624,6 +627,12 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
             format!("must be within 1024..=4194304, got {}", l.pool_packets),
         ));
     }
+    if !(16..=65_536).contains(&l.pool_large_packets) {
+        return Err(err(
+            "limits.pool_large_packets",
+            format!("must be within 16..=65536, got {}", l.pool_large_packets),
+        ));
+    }
     if !(1..=1 << 24).contains(&l.hold_packets) {
         return Err(err(
             "limits.hold_packets",
@@ -724,8 +733,8 @@ pub fn describe(plan: &Plan) -> String {
     out.push_str(&format!("shape: {shape}\nseed: {}\n", plan.seed));
     let l = &plan.limits;
     out.push_str(&format!(
-        "limits: pool_packets={} packets, hold_packets={} packets per plugin, plugin_memory_mib={} MiB\n",
-        l.pool_packets, l.hold_packets, l.plugin_memory_mib
+        "limits: pool_packets={} packets (+{} large), hold_packets={} packets per plugin, plugin_memory_mib={} MiB\n",
+        l.pool_packets, l.pool_large_packets, l.hold_packets, l.plugin_memory_mib
     ));
     for (dir, d, key) in [
         ("ingress (outer → inner)", &plan.ingress, "source"),

@@ -87,6 +87,14 @@ pub struct Health {
     retry_at_ns: u64,
 }
 
+/// A new instance ready to replace a running one ([`PluginApp::prepare_swap`]).
+pub struct PreparedSwap {
+    inst: Box<dyn Instance>,
+    factory: Arc<dyn Factory>,
+    seed: u64,
+    handed_over: bool,
+}
+
 /// The engine app that runs one plugin instance.
 pub struct PluginApp {
     name: String,
@@ -150,8 +158,22 @@ impl PluginApp {
     /// handed over when old and new declare the same non-zero state version. On error
     /// the running instance is untouched. Call between breaths.
     pub fn swap(&mut self, factory: Arc<dyn Factory>, seed: u64) -> Result<(), PluginError> {
+        let prepared = self.prepare_swap(factory, seed)?;
+        self.commit_swap(prepared);
+        Ok(())
+    }
+
+    /// The fallible half of [`PluginApp::swap`]: a new instance, with the running one's
+    /// state handed over when both support it. Changes nothing here, so a reload can
+    /// prepare every swap first and commit them all or none.
+    pub fn prepare_swap(
+        &mut self,
+        factory: Arc<dyn Factory>,
+        seed: u64,
+    ) -> Result<PreparedSwap, PluginError> {
         let mut new = factory.instantiate(seed)?;
         let new_ver = new.layout().state_version;
+        let mut handed_over = false;
         if let Some(old) = self.inst.as_mut() {
             if new_ver != 0 && old.layout().state_version == new_ver {
                 let state = old.snapshot().map_err(|e| {
@@ -163,16 +185,32 @@ impl PluginApp {
                 new.restore(&state).map_err(|e| {
                     PluginError::new(factory.plugin(), format!("restoring state failed: {e}"))
                 })?;
+                handed_over = true;
             }
         }
-        self.lay = new.layout().clone();
-        self.inst = Some(new);
-        self.factory = factory;
-        self.seed = seed;
+        Ok(PreparedSwap {
+            inst: new,
+            factory,
+            seed,
+            handed_over,
+        })
+    }
+
+    /// The infallible half of [`PluginApp::swap`]. Returns whether state was handed over.
+    pub fn commit_swap(&mut self, p: PreparedSwap) -> bool {
+        self.lay = p.inst.layout().clone();
+        self.inst = Some(p.inst);
+        self.factory = p.factory;
+        self.seed = p.seed;
         self.wake_at_ns = abi::NO_WAKE;
         self.health.swaps += 1;
         self.health.backoff_ns = 0;
-        Ok(())
+        p.handed_over
+    }
+
+    /// The seed the running instance was made with.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     fn fault(&mut self, now_ns: u64, msg: String) {
@@ -260,7 +298,7 @@ impl PluginApp {
             }
             let desc = RawDesc {
                 id: i as u32,
-                wire_len: p.len,
+                wire_len: cx.pool.wire_len(p),
                 data_off,
                 cap_len: cap,
                 in_port: 0,
@@ -287,7 +325,7 @@ impl PluginApp {
             &lay,
             &self.batch[..n],
             nv,
-            cx.pool.slot_size(),
+            cx.pool.max_len(),
             &mut self.refs,
         ) {
             Ok(true) => self.apply_in_order(cx, mem, &lay, n),
@@ -581,6 +619,10 @@ impl App for PluginApp {
 
     fn held(&self) -> usize {
         self.delay.len()
+    }
+
+    fn drain_held(&mut self) -> Vec<Packet> {
+        self.delay.drain()
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
