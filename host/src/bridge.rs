@@ -133,7 +133,12 @@ pub struct Bridge {
     pub reloads: u64,
     pub reload_errors: u64,
     stats: StatsState,
+    /// How long before a deadline to wake up: the timer's measured lateness.
+    early_ns: u64,
 }
+
+/// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
+const MAX_EARLY_NS: u64 = 500_000;
 
 const OUTER_RX: &str = "outer.rx";
 const INNER_RX: &str = "inner.rx";
@@ -182,6 +187,7 @@ impl Bridge {
             reloads: 0,
             reload_errors: 0,
             stats: StatsState::default(),
+            early_ns: 50_000,
         };
         Ok(b)
     }
@@ -272,16 +278,24 @@ impl Bridge {
                 deadline = deadline.min(now + 10_000_000);
             }
             let now = self.now_ns();
-            if deadline <= now {
+            // Closer to the deadline than a wake-up takes: stay awake (keep breathing).
+            if deadline <= now + self.early_ns {
                 continue;
             }
-            self.sleep(ctl, deadline - now);
+            let target = deadline - self.early_ns;
+            if !self.sleep(ctl, target - now) {
+                // Woken by the timer: learn how late timer wake-ups come on this machine
+                // (moving average), to wake that much earlier next time.
+                let late = self.now_ns().saturating_sub(target).min(MAX_EARLY_NS);
+                self.early_ns = (self.early_ns * 7 + late) / 8;
+            }
         }
         Ok(())
     }
 
-    /// Block in `ppoll` on both rings and the control socket for at most `ns`.
-    fn sleep(&mut self, ctl: &Control, ns: u64) {
+    /// Block in `ppoll` on both rings and the control socket for at most `ns`. Returns
+    /// whether something other than the timeout woke us.
+    fn sleep(&mut self, ctl: &Control, ns: u64) -> bool {
         let rx: Vec<Option<i32>> = self
             .rx
             .iter()
@@ -312,7 +326,7 @@ impl Bridge {
             )
         };
         if r <= 0 {
-            return;
+            return false;
         }
         let now = self.now_ns();
         for pfd in &fds {
@@ -331,6 +345,7 @@ impl Bridge {
         if fds.last().is_some_and(|f| f.revents != 0) {
             ctl.drain();
         }
+        true
     }
 
     fn housekeeping(&mut self, now: u64) {

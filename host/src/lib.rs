@@ -32,7 +32,8 @@
 //! - [`bridge`]: `synthnet bridge`: two interfaces, the spec's chains between them,
 //!   signals, hot reload, stats.
 //! - [`netns`]: network namespaces and veth pairs for `synthnet demo`, the tests and the
-//!   forwarding benchmark.
+//!   forwarding benchmark; [`traffic`]: UDP streams, verified TCP transfers and floods
+//!   across them.
 
 #![deny(unsafe_code)]
 
@@ -52,3 +53,4 @@ pub mod raw;
 pub mod replay;
 pub mod scaffold;
 pub mod spec;
+pub mod traffic;

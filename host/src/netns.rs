@@ -77,6 +77,19 @@ impl Netns {
         ip(&a)
     }
 
+    /// The MAC address of interface `dev`.
+    pub fn mac(&self, dev: &str) -> Result<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show", dev])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no MAC address for {dev} in {}: {text}", self.name))
+    }
+
     /// A command run inside the namespace (`ip netns exec`).
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -193,6 +206,23 @@ impl Topology {
             ns.ip(&["link", "set", "eth0", "up"])?;
         }
         Ok(t)
+    }
+
+    /// Permanent neighbour entries in A and B for each other (IPv4 and IPv6), so no
+    /// ARP or neighbour discovery has to cross the link: measurements then see only
+    /// the traffic they send (a lost ARP request under a loss test would stall a
+    /// stream for a second, and packets queued behind ARP resolution leave out of
+    /// order).
+    pub fn pin_neighbours(&self) -> Result<()> {
+        let (ma, mb) = (self.a.mac("eth0")?, self.b.mac("eth0")?);
+        for (ns, mac, v4, v6) in [(&self.a, &mb, B_V4, B_V6), (&self.b, &ma, A_V4, A_V6)] {
+            for addr in [v4, v6] {
+                ns.ip(&[
+                    "neigh", "replace", addr, "lladdr", mac, "dev", "eth0", "nud", "permanent",
+                ])?;
+            }
+        }
+        Ok(())
     }
 
     /// The middle namespace (panics for a direct topology).
