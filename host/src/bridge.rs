@@ -135,10 +135,13 @@ pub struct Bridge {
     stats: StatsState,
     /// How long before a deadline to wake up: the timer's measured lateness.
     early_ns: u64,
+    runtime: Arc<WasmRuntime>,
 }
 
 /// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
 const MAX_EARLY_NS: u64 = 500_000;
+/// Sleeps longer than this pause the wasm epoch ticker.
+const LONG_SLEEP_NS: u64 = 5_000_000;
 
 const OUTER_RX: &str = "outer.rx";
 const INNER_RX: &str = "inner.rx";
@@ -173,9 +176,18 @@ impl Bridge {
         let irx = engine.add(INNER_RX, Box::new(open_rx("inner", &opts.inner)?));
         let otx = engine.add_late(OUTER_TX, Box::new(open_tx("outer", &opts.outer)?));
         let itx = engine.add_late(INNER_TX, Box::new(open_tx("inner", &opts.inner)?));
-        network::wire(&mut engine, &plan, Direction::Ingress, orx, itx, &mut loader)?;
+        network::wire(
+            &mut engine,
+            &plan,
+            Direction::Ingress,
+            orx,
+            itx,
+            &mut loader,
+        )?;
         network::wire(&mut engine, &plan, Direction::Egress, irx, otx, &mut loader)?;
+        let runtime = loader.runtime().clone();
         let b = Bridge {
+            runtime,
             opts,
             engine,
             plan,
@@ -223,7 +235,13 @@ impl Bridge {
             ),
             (
                 "delay lines",
-                plugins * self.plan.limits.hold_packets.min(self.engine.pool.capacity()) * 16,
+                plugins
+                    * self
+                        .plan
+                        .limits
+                        .hold_packets
+                        .min(self.engine.pool.capacity())
+                    * 16,
             ),
             // Code, wasmtime's compiled modules, heap: measured ~40 MiB; with margin.
             ("program", 96 << 20),
@@ -269,7 +287,11 @@ impl Bridge {
             if self.engine.links_busy() {
                 continue;
             }
-            let mut deadline = self.engine.next_deadline().unwrap_or(u64::MAX).min(next_house);
+            let mut deadline = self
+                .engine
+                .next_deadline()
+                .unwrap_or(u64::MAX)
+                .min(next_house);
             if let Some(t) = next_stats {
                 deadline = deadline.min(t);
             }
@@ -283,7 +305,16 @@ impl Bridge {
                 continue;
             }
             let target = deadline - self.early_ns;
-            if !self.sleep(ctl, target - now) {
+            // A long sleep: let the wasm epoch ticker sleep too (no call runs meanwhile).
+            let long = target - now > LONG_SLEEP_NS;
+            if long {
+                self.runtime.pause();
+            }
+            let woken = self.sleep(ctl, target - now);
+            if long {
+                self.runtime.resume();
+            }
+            if !woken {
                 // Woken by the timer: learn how late timer wake-ups come on this machine
                 // (moving average), to wake that much earlier next time.
                 let late = self.now_ns().saturating_sub(target).min(MAX_EARLY_NS);
@@ -504,7 +535,11 @@ impl Bridge {
 
     /// Rebuild the graph for `plan` from the running apps plus `fresh` ones. Packets on
     /// links and in removed stages move to the next stage that still exists.
-    fn rewire(&mut self, plan: &Plan, fresh: HashMap<String, Box<dyn crate::engine::App>>) -> usize {
+    fn rewire(
+        &mut self,
+        plan: &Plan,
+        fresh: HashMap<String, Box<dyn crate::engine::App>>,
+    ) -> usize {
         let parts = self.engine.dismantle();
         let downstream: HashMap<String, Vec<String>> = parts.downstream.into_iter().collect();
         let mut apps: HashMap<String, Box<dyn crate::engine::App>> = HashMap::new();
@@ -527,8 +562,22 @@ impl Bridge {
                 }
             }
         }
-        network::wire_apps(&mut self.engine, plan, Direction::Ingress, orx, itx, &mut chain_apps);
-        network::wire_apps(&mut self.engine, plan, Direction::Egress, irx, otx, &mut chain_apps);
+        network::wire_apps(
+            &mut self.engine,
+            plan,
+            Direction::Ingress,
+            orx,
+            itx,
+            &mut chain_apps,
+        );
+        network::wire_apps(
+            &mut self.engine,
+            plan,
+            Direction::Egress,
+            irx,
+            otx,
+            &mut chain_apps,
+        );
         // Where a packet bound for `name` goes now: `name`, or the first app after it
         // (in the old graph) that still exists.
         let engine = &self.engine;
@@ -566,7 +615,10 @@ impl Bridge {
                 Some(id) => {
                     let sent = self.engine.deliver(id, 0, &ps);
                     if sent < ps.len() {
-                        log::warn!("reload: {} packets did not fit their new link", ps.len() - sent);
+                        log::warn!(
+                            "reload: {} packets did not fit their new link",
+                            ps.len() - sent
+                        );
                     }
                 }
                 None => self.engine.pool.free_all(&ps),
@@ -605,13 +657,13 @@ fn load(
         let d = plan.direction(dir);
         for s in d.flows.iter().flat_map(|f| &f.chain).chain(&d.default) {
             let name = format!("{}.{}", dir_name(dir), s.name);
-            let factory = loader
-                .factory(s, &plan.limits)
-                .map_err(|e| e.to_string())?;
+            let factory = loader.factory(s, &plan.limits).map_err(|e| e.to_string())?;
             let seed = seed_for(plan.seed, dir, &s.name);
             if running.get(&name) != Some(&(factory.fingerprint(), seed)) {
                 // Validate the config with the plugin itself, here, off the packet path.
-                factory.instantiate(seed).map_err(|e| format!("{name}: {e}"))?;
+                factory
+                    .instantiate(seed)
+                    .map_err(|e| format!("{name}: {e}"))?;
             }
             stages.insert(name, Ready { factory, seed });
         }

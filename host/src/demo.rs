@@ -29,7 +29,8 @@ pub fn expected(plan: &Plan) -> (f64, f64) {
             let PluginRef::Builtin(name) = &s.plugin else {
                 continue;
             };
-            let num = |k: &str, default: f64| s.config.get(k).and_then(|v| v.as_f64()).unwrap_or(default);
+            let num =
+                |k: &str, default: f64| s.config.get(k).and_then(|v| v.as_f64()).unwrap_or(default);
             match name.as_str() {
                 "latency" => rtt += num("delay_ms", 0.0),
                 // Uniform in [0, jitter_ms] for a `strength` share of packets.

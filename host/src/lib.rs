@@ -43,6 +43,7 @@ pub mod bridge;
 pub mod delay;
 pub mod demo;
 pub mod engine;
+pub mod fwdbench;
 pub mod link;
 pub mod netns;
 pub mod network;

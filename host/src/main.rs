@@ -6,11 +6,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use synthnet::bridge::{Bridge, Control, Options};
 use synthnet::network::{self, Loader};
 use synthnet::plugin::wasm::WasmRuntime;
 use synthnet::spec::{self, Direction};
-use synthnet::bridge::{Bridge, Control, Options};
-use synthnet::{bench, demo, replay, scaffold};
+use synthnet::{bench, demo, fwdbench, replay, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +76,21 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forwarding benchmark on real veths in namespaces (needs root): synthnet with no
+    /// plugins and with the four QoS plugins against the kernel's veth and veth+bridge
+    /// paths, measured side by side: 64 B and 1500 B floods (rate and forwarder CPU per
+    /// packet), TCP throughput, idle CPU and RTT.
+    BenchBridge {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Only tests whose name contains this: flood-64, flood-1500, tcp, idle.
+        #[arg(long, default_value = "")]
+        only: String,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -172,7 +187,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log::info!("  {line}");
             }
             b.run(&ctl)?;
-            log::info!("stopped; {} reloads applied, {} refused", b.reloads, b.reload_errors);
+            log::info!(
+                "stopped; {} reloads applied, {} refused",
+                b.reloads,
+                b.reload_errors
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchBridge {
+            seconds,
+            only,
+            json,
+        } => {
+            let exe = std::env::current_exe().context("locate the synthnet binary")?;
+            if !json {
+                println!(
+                    "test        path                      forwarded / throughput   synthnet CPU"
+                );
+            }
+            fwdbench::run(
+                &fwdbench::BenchOptions {
+                    seconds: seconds.max(0.5),
+                    exe,
+                    only,
+                },
+                |r| {
+                    if json {
+                        println!("{}", serde_json::to_string(r).unwrap_or_default());
+                    } else {
+                        println!("{}", fwdbench::format_row(r));
+                    }
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

@@ -218,7 +218,15 @@ impl Topology {
         for (ns, mac, v4, v6) in [(&self.a, &mb, B_V4, B_V6), (&self.b, &ma, A_V4, A_V6)] {
             for addr in [v4, v6] {
                 ns.ip(&[
-                    "neigh", "replace", addr, "lladdr", mac, "dev", "eth0", "nud", "permanent",
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
                 ])?;
             }
         }

@@ -29,6 +29,10 @@ impl Loader {
         }
     }
 
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.rt
+    }
+
     pub fn module(&mut self, plugin: &PluginRef) -> Result<Arc<WasmModule>, PluginError> {
         let (hash, m) = match plugin {
             PluginRef::Builtin(name) => {

@@ -143,7 +143,12 @@ impl PacketPool {
         assert!(small > 0 && small_len > 0);
         assert!(small + large <= u32::MAX as usize);
         let s = Class::new(0, small, small_len, 0);
-        let l = Class::new(small as PacketId, large, large_len.max(small_len), s.bytes());
+        let l = Class::new(
+            small as PacketId,
+            large,
+            large_len.max(small_len),
+            s.bytes(),
+        );
         PacketPool {
             data: vec![0u8; s.bytes() + l.bytes()],
             small: s,
@@ -409,7 +414,11 @@ mod tests {
         assert_eq!(pool.clone_packet(&big), None, "no large slot left");
         pool.free(big);
         let c = pool.alloc(60, 0).unwrap();
-        assert_eq!(pool.vnet(&c), VnetHdr::default(), "a fresh packet has no offload");
+        assert_eq!(
+            pool.vnet(&c),
+            VnetHdr::default(),
+            "a fresh packet has no offload"
+        );
         assert_eq!(pool.vnet_frame(&c).len(), VNET_HDR_LEN + 60);
     }
 }

@@ -80,7 +80,11 @@ pub fn ifindex(name: &str) -> Option<i32> {
 }
 
 /// A packet socket bound to `ifindex`, receiving every protocol when `receive`.
-fn packet_socket(ifindex: i32, setup: impl FnOnce(RawFd) -> io::Result<()>, receive: bool) -> io::Result<OwnedFd> {
+fn packet_socket(
+    ifindex: i32,
+    setup: impl FnOnce(RawFd) -> io::Result<()>,
+    receive: bool,
+) -> io::Result<OwnedFd> {
     // Protocol 0: receive nothing until bound to the one interface.
     // SAFETY: plain syscall.
     let fd = unsafe {
@@ -97,12 +101,21 @@ fn packet_socket(ifindex: i32, setup: impl FnOnce(RawFd) -> io::Result<()>, rece
         } else {
             ""
         };
-        return Err(io::Error::new(e.kind(), format!("AF_PACKET socket: {e}{hint}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("AF_PACKET socket: {e}{hint}"),
+        ));
     }
     // SAFETY: we own the new descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    setopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one, "PACKET_VNET_HDR")?;
+    setopt(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_VNET_HDR,
+        &one,
+        "PACKET_VNET_HDR",
+    )?;
     setup(fd.as_raw_fd())?;
     // SAFETY: zeroed sockaddr_ll is valid; we fill the fields bind needs.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -167,14 +180,40 @@ impl RxRing {
             ifindex,
             |fd| {
                 let v = TPACKET_V2;
-                setopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v, "PACKET_VERSION")?;
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_VERSION,
+                    &v,
+                    "PACKET_VERSION",
+                )?;
                 let one: libc::c_int = 1;
                 // Frames that do not fit a ring frame (GSO) are queued whole on the socket.
-                setopt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &one, "PACKET_COPY_THRESH")?;
-                setopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one, "PACKET_IGNORE_OUTGOING")?;
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_COPY_THRESH,
+                    &one,
+                    "PACKET_COPY_THRESH",
+                )?;
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_IGNORE_OUTGOING,
+                    &one,
+                    "PACKET_IGNORE_OUTGOING",
+                )?;
                 // Room for the super-packets queued beside the ring.
                 let rcvbuf: libc::c_int = 16 << 20;
-                if setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf, "SO_RCVBUFFORCE").is_err() {
+                if setopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &rcvbuf,
+                    "SO_RCVBUFFORCE",
+                )
+                .is_err()
+                {
                     setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf, "SO_RCVBUF")?;
                 }
                 let req = libc::tpacket_req {
@@ -183,7 +222,13 @@ impl RxRing {
                     tp_frame_size: FRAME_SIZE as u32,
                     tp_frame_nr: frames as u32,
                 };
-                setopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req, "PACKET_RX_RING")
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    &req,
+                    "PACKET_RX_RING",
+                )
             },
             true,
         )?;
@@ -209,7 +254,13 @@ impl RxRing {
             mr_alen: 0,
             mr_address: [0; 8],
         };
-        setopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP")?;
+        setopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+            "PACKET_ADD_MEMBERSHIP",
+        )?;
         Ok(RxRing {
             fd,
             map: map as *mut u8,
@@ -325,7 +376,10 @@ impl RawRx {
     /// Open `ifname` with a ring of about `frames` frames.
     pub fn open(port: &str, ifname: &str, frames: usize) -> io::Result<RawRx> {
         let idx = ifindex(ifname).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no interface named {ifname:?}"))
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname:?}"),
+            )
         })?;
         let ring = RxRing::open(idx, frames)?;
         Ok(RawRx {
@@ -363,7 +417,8 @@ impl RawRx {
 
     fn lost(&mut self, now_ns: u64) {
         self.ring = None;
-        self.watch.trouble("interface gone; waiting for it to come back".into());
+        self.watch
+            .trouble("interface gone; waiting for it to come back".into());
         self.watch.retry_at_ns = now_ns + REOPEN_NS;
     }
 
@@ -398,7 +453,6 @@ impl RawRx {
             Err(e) => self.watch.trouble(format!("cannot reopen: {e}")),
         }
     }
-
 }
 
 /// Take a frame the kernel queued whole on the socket (`TP_STATUS_COPY`).
@@ -407,7 +461,14 @@ fn recv_whole(cx: &mut Ctx<'_>, fd: RawFd, counters: &mut Counters) -> Option<Pa
         let Some(p) = cx.pool.alloc_large(0, cx.now_ns) else {
             // Take it off the queue anyway, or the ring and the queue fall out of step.
             // SAFETY: a zero-length read with MSG_TRUNC discards one datagram.
-            unsafe { libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+            unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
             counters.drop(DropCause::PoolEmpty, 1);
             return None;
         };
@@ -423,7 +484,14 @@ fn recv_whole(cx: &mut Ctx<'_>, fd: RawFd, counters: &mut Counters) -> Option<Pa
         };
         if n < 0 || (n as usize) < VNET_HDR_LEN || n as usize > buf.len() {
             cx.pool.free(p);
-            counters.drop(if n < 0 { DropCause::Io } else { DropCause::TooBig }, 1);
+            counters.drop(
+                if n < 0 {
+                    DropCause::Io
+                } else {
+                    DropCause::TooBig
+                },
+                1,
+            );
             return None;
         }
         Some(Packet {
@@ -584,9 +652,23 @@ fn tx_socket(ifindex: i32) -> io::Result<OwnedFd> {
         |fd| {
             let one: libc::c_int = 1;
             // veth and most virtual interfaces queue nothing anyway.
-            let _ = setopt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one, "PACKET_QDISC_BYPASS");
+            let _ = setopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                &one,
+                "PACKET_QDISC_BYPASS",
+            );
             let sndbuf: libc::c_int = 16 << 20;
-            if setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf, "SO_SNDBUFFORCE").is_err() {
+            if setopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &sndbuf,
+                "SO_SNDBUFFORCE",
+            )
+            .is_err()
+            {
                 setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF")?;
             }
             Ok(())
@@ -598,7 +680,10 @@ fn tx_socket(ifindex: i32) -> io::Result<OwnedFd> {
 impl RawTx {
     pub fn open(port: &str, ifname: &str) -> io::Result<RawTx> {
         let idx = ifindex(ifname).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no interface named {ifname:?}"))
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname:?}"),
+            )
         })?;
         let fd = tx_socket(idx)?;
         Ok(RawTx {
@@ -619,7 +704,8 @@ impl RawTx {
         if self.fd.is_some() {
             if !self.watch.same_interface() {
                 self.fd = None;
-                self.watch.trouble("interface gone; waiting for it to come back".into());
+                self.watch
+                    .trouble("interface gone; waiting for it to come back".into());
                 self.watch.retry_at_ns = now_ns + REOPEN_NS;
             }
             return;

@@ -110,7 +110,10 @@ impl BridgeProc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "bridge ignored SIGTERM");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "bridge ignored SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -137,12 +140,6 @@ impl SpecFile {
         std::fs::write(&path, json).unwrap();
         SpecFile { dir, path }
     }
-    fn write(&self, json: &str) {
-        // Write-and-rename, as editors do: the reader never sees half a file.
-        let tmp = self.dir.join("spec.json.tmp");
-        std::fs::write(&tmp, json).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
 }
 
 impl Drop for SpecFile {
@@ -155,7 +152,17 @@ impl Drop for SpecFile {
 fn ping(ns: &netns::Netns, target: &str, count: u32, interval: &str) -> (u32, u32, Option<f64>) {
     let out = ns
         .command("ping")
-        .args(["-q", "-n", "-c", &count.to_string(), "-i", interval, "-W", "2", target])
+        .args([
+            "-q",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "2",
+            target,
+        ])
         .output()
         .expect("run ping");
     synthnet::demo::parse_ping(&String::from_utf8_lossy(&out.stdout)).expect("ping output")
@@ -169,6 +176,15 @@ fn a_to_b(port: u16, v6: bool) -> SocketAddr {
 fn b_to_a(port: u16, v6: bool) -> SocketAddr {
     let ip: IpAddr = if v6 { netns::A_V6 } else { netns::A_V4 }.parse().unwrap();
     SocketAddr::new(ip, port)
+}
+
+fn stream(count: u64, pps: u64, size: usize, linger_ms: u64) -> traffic::Stream {
+    traffic::Stream {
+        count,
+        pps,
+        size,
+        linger: Duration::from_millis(linger_ms),
+    }
 }
 
 fn empty_spec() -> PathBuf {
@@ -190,8 +206,8 @@ fn root_forwards_both_ways_ipv4_ipv6_icmp_udp_tcp() {
         assert_eq!(ping(&topo.a, to_b, 3, "0.1").1, 3, "ping A→B (v6: {v6})");
         assert_eq!(ping(&topo.b, to_a, 3, "0.1").1, 3, "ping B→A (v6: {v6})");
         for (from, to, dst) in [(a, b, a_to_b(7001, v6)), (b, a, b_to_a(7002, v6))] {
-            let r = traffic::udp_stream(from, to, dst, 2000, 20_000, 200, Duration::from_millis(300), |_| {})
-                .unwrap();
+            let r =
+                traffic::udp_stream(from, to, dst, stream(2000, 20_000, 200, 300), |_| {}).unwrap();
             assert_eq!(r.lost(), 0, "UDP {from}→{to} v6={v6}: lost packets");
             assert!(r.in_order() && r.duplicates() == 0);
             // 64 MiB of TCP, every byte checked, with the veths' offloads on.
@@ -201,6 +217,7 @@ fn root_forwards_both_ways_ipv4_ipv6_icmp_udp_tcp() {
                 SocketAddr::new(dst.ip(), dst.port() + 100),
                 64 << 20,
                 None,
+                true,
             )
             .unwrap();
             assert_eq!(tcp.bytes, 64 << 20);
@@ -221,7 +238,10 @@ fn root_latency_and_loss_are_accurate() {
     assert_eq!(recv, sent);
     let avg = avg.unwrap();
     eprintln!("10 ms each way: mean RTT {avg:.3} ms");
-    assert!((avg - 20.0).abs() < 0.3, "mean RTT {avg} ms, configured 20 ms");
+    assert!(
+        (avg - 20.0).abs() < 0.3,
+        "mean RTT {avg} ms, configured 20 ms"
+    );
     drop(bridge);
 
     // Loss 20% on ingress, seeded: within 3σ of 20% over 5000 datagrams.
@@ -230,11 +250,21 @@ fn root_latency_and_loss_are_accurate() {
     );
     let _bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     let n = 5000;
-    let r = traffic::udp_stream(&topo.a.name, &topo.b.name, a_to_b(7100, false), n, 20_000, 100, Duration::from_millis(300), |_| {})
-        .unwrap();
+    let r = traffic::udp_stream(
+        &topo.a.name,
+        &topo.b.name,
+        a_to_b(7100, false),
+        stream(n, 20_000, 100, 300),
+        |_| {},
+    )
+    .unwrap();
     let p = r.lost() as f64 / n as f64;
     let sigma = (0.2 * 0.8 / n as f64).sqrt();
-    eprintln!("loss 20%: measured {:.2}% (3σ = {:.2}%)", p * 100.0, 3.0 * sigma * 100.0);
+    eprintln!(
+        "loss 20%: measured {:.2}% (3σ = {:.2}%)",
+        p * 100.0,
+        3.0 * sigma * 100.0
+    );
     assert!((p - 0.2).abs() < 3.0 * sigma, "loss {p}");
     assert!(r.in_order());
 }
@@ -273,10 +303,7 @@ fn root_reload_under_traffic_loses_nothing_and_bad_reload_keeps_running() {
         &topo.a.name,
         &topo.b.name,
         a_to_b(7200, false),
-        8000,
-        2000,
-        100,
-        Duration::from_millis(600),
+        stream(8000, 2000, 100, 600),
         move |el| {
             if next < steps.len() && el.as_secs_f64() >= steps[next].0 {
                 let tmp = path.with_extension("tmp");
@@ -292,9 +319,16 @@ fn root_reload_under_traffic_loses_nothing_and_bad_reload_keeps_running() {
     let applied = bridge.count("reload: applied");
     let failed = bridge.count("reload failed");
     eprintln!("{}", bridge.lines().join("\n"));
-    assert_eq!((applied, failed), (3, 1), "three reloads applied, one refused");
+    assert_eq!(
+        (applied, failed),
+        (3, 1),
+        "three reloads applied, one refused"
+    );
     assert!(
-        bridge.lines().iter().any(|l| l.contains("ingress.latency: must be")),
+        bridge
+            .lines()
+            .iter()
+            .any(|l| l.contains("ingress.latency: must be")),
         "the refusal names the field"
     );
     assert_eq!(r.lost(), 0, "a reload lost packets");
@@ -306,7 +340,10 @@ fn root_reload_under_traffic_loses_nothing_and_bad_reload_keeps_running() {
         .map(|(i, w)| (i, w[0], w[1]))
         .take(10)
         .collect();
-    assert!(inversions.is_empty(), "a reload reordered packets: {inversions:?}");
+    assert!(
+        inversions.is_empty(),
+        "a reload reordered packets: {inversions:?}"
+    );
     assert_eq!(r.duplicates(), 0);
     assert!(bridge.stop().success());
 }
@@ -323,18 +360,25 @@ fn root_interface_down_up_and_recreated() {
     s.ip(&["link", "set", "outer", "up"]).unwrap();
     let t = Instant::now();
     while ping(&topo.a, netns::B_V4, 1, "0.1").1 == 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "no forwarding after link up");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no forwarding after link up"
+        );
     }
     // Delete the outer veth pair (both ends go) and make it again.
     s.ip(&["link", "del", "outer"]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(bridge.alive(), "bridge died when its interface vanished");
     topo.a
-        .ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "outer", "netns", &s.name])
+        .ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "outer", "netns", &s.name,
+        ])
         .unwrap();
     s.sysctl("net.ipv6.conf.outer.disable_ipv6", "1").unwrap();
     s.ip(&["link", "set", "outer", "up"]).unwrap();
-    topo.a.ip(&["addr", "add", &format!("{}/24", netns::A_V4), "dev", "eth0"]).unwrap();
+    topo.a
+        .ip(&["addr", "add", &format!("{}/24", netns::A_V4), "dev", "eth0"])
+        .unwrap();
     topo.a.ip(&["link", "set", "eth0", "up"]).unwrap();
     let t = Instant::now();
     while ping(&topo.a, netns::B_V4, 1, "0.1").1 == 0 {
@@ -344,8 +388,14 @@ fn root_interface_down_up_and_recreated() {
             bridge.lines().join("\n")
         );
     }
-    assert!(bridge.count("interface gone") >= 1, "the loss of the interface is logged");
-    assert!(bridge.count("forwarding again") >= 1, "the recovery is logged");
+    assert!(
+        bridge.count("interface gone") >= 1,
+        "the loss of the interface is logged"
+    );
+    assert!(
+        bridge.count("forwarding again") >= 1,
+        "the recovery is logged"
+    );
     assert!(bridge.alive());
     assert!(bridge.stop().success());
 }
@@ -376,10 +426,19 @@ fn root_flood_into_long_delay_stays_under_the_memory_bound() {
     // 64 B datagrams as fast as one sender goes, for 2 s, into a 100 ms delay: far more
     // than the 16384 buffers can hold.
     let (a, b) = (topo.a.name.clone(), topo.b.name.clone());
-    let _ = traffic::udp_stream(&a, &b, a_to_b(7300, false), 400_000, 200_000, 22, Duration::from_millis(300), |_| {});
+    let _ = traffic::udp_stream(
+        &a,
+        &b,
+        a_to_b(7300, false),
+        stream(400_000, 200_000, 22, 300),
+        |_| {},
+    );
     let hwm = vm_hwm(bridge.child.id());
     eprintln!("peak RSS {} MiB, bound {bound_mib} MiB", hwm >> 20);
-    assert!(hwm < bound_mib << 20, "peak RSS {hwm} over the bound {bound_mib} MiB");
+    assert!(
+        hwm < bound_mib << 20,
+        "peak RSS {hwm} over the bound {bound_mib} MiB"
+    );
     bridge.wait_for("pool_empty=", Duration::from_secs(3));
     // Still forwarding, with the configured delay, once the flood is over.
     std::thread::sleep(Duration::from_millis(300));
@@ -404,8 +463,15 @@ fn root_demo_pings_and_cleans_up_also_on_ctrl_c() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("IPv4 RTT") && text.contains("IPv6 loss"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("IPv4 RTT") && text.contains("IPv6 loss"),
+        "{text}"
+    );
     // Interrupted mid-ping: still cleans up.
     let mut child = Command::new(env!("CARGO_BIN_EXE_synthnet"))
         .args(["demo", "--count", "1000", "--interval", "0.05"])
@@ -416,7 +482,10 @@ fn root_demo_pings_and_cleans_up_also_on_ctrl_c() {
     let pid = child.id();
     let t = Instant::now();
     while ours(pid) < 3 {
-        assert!(t.elapsed() < Duration::from_secs(20), "demo made no namespaces");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "demo made no namespaces"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -427,5 +496,8 @@ fn root_demo_pings_and_cleans_up_also_on_ctrl_c() {
     }
     let status = child.wait().unwrap();
     assert_eq!(ours(pid), 0, "demo left namespaces behind after Ctrl-C");
-    assert!(status.code().is_some(), "demo exited (not killed) on SIGINT");
+    assert!(
+        status.code().is_some(),
+        "demo exited (not killed) on SIGINT"
+    );
 }

@@ -31,6 +31,9 @@ const LOG_LINES_PER_SEC: u32 = 20;
 pub struct WasmRuntime {
     engine: Engine,
     stop: Arc<AtomicBool>,
+    /// The ticker parks while this is set (an idle bridge need not wake 500×/s).
+    paused: Arc<AtomicBool>,
+    ticker: std::thread::Thread,
 }
 
 impl WasmRuntime {
@@ -41,19 +44,44 @@ impl WasmRuntime {
         c.max_wasm_stack(512 << 10);
         let engine = Engine::new(&c).map_err(|e| PluginError::new("wasmtime", format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (engine.clone(), stop.clone());
-        std::thread::Builder::new()
+        let paused = Arc::new(AtomicBool::new(false));
+        let (e, s, p) = (engine.clone(), stop.clone(), paused.clone());
+        let ticker = std::thread::Builder::new()
             .name("synthnet-epoch".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
+                    if p.load(Ordering::Acquire) {
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(TICK);
                     e.increment_epoch();
                 }
             })
             .map_err(|e| {
                 PluginError::new("wasmtime", format!("cannot start the epoch ticker: {e}"))
-            })?;
-        Ok(Arc::new(WasmRuntime { engine, stop }))
+            })?
+            .thread()
+            .clone();
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            stop,
+            paused,
+            ticker,
+        }))
+    }
+
+    /// Stop ticking until [`WasmRuntime::resume`]: call before a long idle sleep, when no
+    /// plugin call can run. (Each tick is a wake-up of the machine.)
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Tick again (before the next plugin call).
+    pub fn resume(&self) {
+        if self.paused.swap(false, Ordering::AcqRel) {
+            self.ticker.unpark();
+        }
     }
 
     /// Compile and check a module: it must be valid wasm, speak link ABI v1 and export
