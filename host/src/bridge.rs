@@ -140,8 +140,11 @@ pub struct Bridge {
 
 /// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
 const MAX_EARLY_NS: u64 = 500_000;
-/// Sleeps longer than this pause the wasm epoch ticker.
-const LONG_SLEEP_NS: u64 = 5_000_000;
+/// Sleeps longer than this pause the wasm epoch ticker. Long enough that a bridge with
+/// packets in its delay lines keeps ticking (waking the ticker costs a context switch,
+/// which would land on a held packet's departure), short enough that an idle bridge
+/// does not tick at all.
+const LONG_SLEEP_NS: u64 = 30_000_000;
 
 const OUTER_RX: &str = "outer.rx";
 const INNER_RX: &str = "inner.rx";

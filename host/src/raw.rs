@@ -136,6 +136,13 @@ fn packet_socket(
     Ok(fd)
 }
 
+/// The wall clock (`CLOCK_REALTIME`, the clock of ring timestamps), ns.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Read and clear a socket's pending error (`SO_ERROR`).
 fn take_error(fd: RawFd) -> Option<i32> {
     let mut e: libc::c_int = 0;
@@ -530,6 +537,22 @@ impl App for RawRx {
         let fd = ring.fd.as_raw_fd();
         let budget = cx.room(0).min(RX_BUDGET);
         let now = cx.now_ns;
+        if !ring.ready() {
+            return;
+        }
+        // The kernel stamps each frame (wall clock) when it arrives; a packet's time is
+        // that, on the engine's clock, so the time we took to wake up is not added to
+        // its delay. The offset is read now, right after the engine read its clock.
+        let offset = realtime_ns().wrapping_sub(now);
+        let arrival = |h: &libc::tpacket2_hdr| -> u64 {
+            let t = (h.tp_sec as u64 * 1_000_000_000 + h.tp_nsec as u64).wrapping_sub(offset);
+            // Not in the future, and not absurdly old (a stepped wall clock).
+            if t > now || now - t > 1_000_000_000 {
+                now
+            } else {
+                t
+            }
+        };
         let mut got = 0;
         while got < budget {
             let i = ring.next;
@@ -541,13 +564,14 @@ impl App for RawRx {
             let f = ring.frame(i);
             // SAFETY: the frame is ours until released; its header is a tpacket2_hdr.
             let h = unsafe { &*(f as *const libc::tpacket2_hdr) };
+            let ts = arrival(h);
             let p = if status & libc::TP_STATUS_COPY != 0 {
                 ring.release(i);
                 let Some(p) = recv_whole(cx, fd, counters) else {
                     continue;
                 };
                 *supers += 1;
-                p
+                Packet { ts_ns: ts, ..p }
             } else if h.tp_snaplen < h.tp_len || (h.tp_mac as usize) < VNET_HDR_LEN {
                 ring.release(i);
                 *truncated += 1;
@@ -565,9 +589,9 @@ impl App for RawRx {
                 let src = unsafe { std::slice::from_raw_parts(f.add(start), VNET_HDR_LEN + len) };
                 let gso = VnetHdr::decode(&src[..VNET_HDR_LEN]).is_gso();
                 let p = if gso {
-                    cx.pool.alloc_large(len as u32, now)
+                    cx.pool.alloc_large(len as u32, ts)
                 } else {
-                    cx.pool.alloc(len as u32, now)
+                    cx.pool.alloc(len as u32, ts)
                 };
                 let Some(p) = p else {
                     ring.release(i);
