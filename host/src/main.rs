@@ -87,6 +87,9 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Flood rounds per path, interleaved; each path reports its best.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Only tests whose name contains this: flood-64, flood-1500, tcp, idle.
         #[arg(long, default_value = "")]
         only: String,
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BenchBridge {
             seconds,
+            rounds,
             only,
             json,
         } => {
@@ -208,6 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fwdbench::run(
                 &fwdbench::BenchOptions {
                     seconds: seconds.max(0.5),
+                    rounds,
                     exe,
                     only,
                 },

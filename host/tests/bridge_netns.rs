@@ -501,3 +501,40 @@ fn root_demo_pings_and_cleans_up_also_on_ctrl_c() {
         "demo exited (not killed) on SIGINT"
     );
 }
+
+#[test]
+fn root_bench_bridge_reports_every_path() {
+    let _g = serial();
+    assert!(netns::is_root(), "this test needs root");
+    let out = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args([
+            "bench-bridge",
+            "--only",
+            "idle",
+            "--seconds",
+            "0.5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["synthnet-empty", "kernel-bridge", "kernel-veth"]);
+    for r in &rows {
+        assert_eq!(r["test"], "idle");
+        let rtt = r["value"].as_f64().unwrap();
+        assert!(rtt > 0.0 && rtt < 10.0, "idle RTT {rtt} ms");
+    }
+    assert!(
+        rows[0]["cpu"].as_f64().is_some(),
+        "synthnet's CPU is reported"
+    );
+}
