@@ -412,7 +412,7 @@ fn root_flood_into_long_delay_stays_under_the_memory_bound() {
     let _g = serial();
     let topo = pinned_topology("fl");
     let spec = SpecFile::new(
-        r#"{"limits": {"pool_packets": 16384, "pool_large_packets": 64, "hold_packets": 16384},
+        r#"{"limits": {"pool_packets": 4096, "pool_large_packets": 64, "hold_packets": 4096},
             "ingress": [{"plugin": "latency", "config": {"delay_ms": 100}}], "egress": []}"#,
     );
     let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0.5"]);
@@ -424,7 +424,7 @@ fn root_flood_into_long_delay_stays_under_the_memory_bound() {
         .and_then(|n| n.parse().ok())
         .expect("bound in the log");
     // 64 B datagrams as fast as one sender goes, for 2 s, into a 100 ms delay: far more
-    // than the 16384 buffers can hold.
+    // than the 4096 buffers can hold.
     let (a, b) = (topo.a.name.clone(), topo.b.name.clone());
     let _ = traffic::udp_stream(
         &a,

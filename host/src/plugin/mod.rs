@@ -353,11 +353,17 @@ impl PluginApp {
             counters,
             ..
         } = self;
+        let room0 = if delay.next_at().is_some_and(|t| t <= now) {
+            0
+        } else {
+            cx.room(0)
+        };
         let mut out = Out {
             staged,
             delay,
             counters,
             dropped: &mut dropped,
+            room0,
         };
         for (c, &p) in chunks.zip(&batch[..n]) {
             let Ok(c) = c.try_into() else { continue };
@@ -429,11 +435,17 @@ impl PluginApp {
                     continue;
                 }
             }
+            let room0 = if self.delay.next_at().is_some_and(|t| t <= now) {
+                0
+            } else {
+                cx.room(0)
+            };
             Out {
                 staged: &mut self.staged,
                 delay: &mut self.delay,
                 counters: &mut self.counters,
                 dropped: &mut dropped,
+                room0,
             }
             .place(cx, now, v.port, v.at_ns, p);
         }
@@ -471,6 +483,10 @@ struct Out<'a> {
     delay: &'a mut DelayLine,
     counters: &'a mut Counters,
     dropped: &'a mut u64,
+    /// Room on output 0 for this batch: beyond it (or behind packets already due in
+    /// the delay line), packets due now wait in the delay line instead of being dropped
+    /// on a full link — a stalled engine catching up loses nothing.
+    room0: usize,
 }
 
 impl Out<'_> {
@@ -481,7 +497,7 @@ impl Out<'_> {
         if port == abi::PORT_DROP {
             cx.pool.free(p);
             *self.dropped += 1;
-        } else if at_ns <= now {
+        } else if at_ns <= now && (port != 0 || self.staged.len() < self.room0) {
             p.ts_ns = p.ts_ns.max(at_ns);
             if port == 0 {
                 self.staged.push(p);
