@@ -6,11 +6,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use synthnet::bridge::{Bridge, Control, Options};
-use synthnet::network::{self, Loader};
-use synthnet::plugin::wasm::WasmRuntime;
-use synthnet::spec::{self, Direction};
-use synthnet::{bench, demo, fwdbench, replay, scaffold};
+use synthnet::commands::{bench, bench_bridge as fwdbench, check, demo, replay, scaffold};
+use synthnet::daemon::control::Control;
+use synthnet::daemon::{load_plan as plan_of, Bridge, Options};
+use synthnet_config::plan;
+use synthnet_core::Direction;
 
 #[derive(Parser)]
 #[command(
@@ -62,9 +62,11 @@ enum Command {
     },
     /// Run one direction of a spec offline over a capture, on a virtual clock.
     Replay {
+        /// The spec (JSON); `-` for the built-in default spec.
         #[arg(long)]
         spec: PathBuf,
-        #[arg(long, value_enum)]
+        /// Which chain to run: `ingress` (outer → inner) or `egress` (inner → outer).
+        #[arg(long)]
         direction: Direction,
         /// pcap or pcapng capture (Ethernet).
         #[arg(long = "in")]
@@ -128,6 +130,8 @@ enum Command {
 enum PluginCommand {
     /// Write a ready-to-build plugin crate that forwards every packet.
     New {
+        /// The plugin's name: letters, digits, '-' and '_' (the crate is
+        /// `NAME`, the wasm file `NAME.wasm` with '-' as '_').
         name: String,
         /// Directory to create it in.
         #[arg(long, default_value = ".")]
@@ -135,11 +139,9 @@ enum PluginCommand {
     },
 }
 
-fn load_plan(path: &std::path::Path) -> Result<spec::Plan> {
-    if path.as_os_str() == "-" {
-        return Ok(spec::parse(spec::DEFAULT_SPEC, std::path::Path::new("."))?);
-    }
-    spec::load(path).with_context(|| format!("invalid spec {}", path.display()))
+/// The spec at `path`; `-` is the built-in default.
+fn load_plan(path: &std::path::Path) -> Result<plan::Plan> {
+    plan_of((path.as_os_str() != "-").then_some(path))
 }
 
 fn main() -> ExitCode {
@@ -165,15 +167,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
             }
+            anyhow::ensure!(
+                (64..=1 << 20).contains(&ring_frames),
+                "--ring-frames: must be within 64..=1048576, got {ring_frames}"
+            );
             let ctl = Control::new()?;
             ctl.install_signal_handlers()?;
-            let mut b = Bridge::new(Options {
-                outer,
-                inner,
-                spec,
-                stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
-                ring_frames: ring_frames.clamp(64, 1 << 20),
-            })?;
+            let mut b = Bridge::new(
+                Options {
+                    outer,
+                    inner,
+                    spec,
+                    stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
+                    ring_frames,
+                },
+                &ctl,
+            )?;
             let budget = b.memory_budget();
             let total: usize = budget.iter().map(|(_, n)| n).sum();
             let parts: Vec<String> = budget
@@ -190,11 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log::info!("  {line}");
             }
             b.run(&ctl)?;
-            log::info!(
-                "stopped; {} reloads applied, {} refused",
-                b.reloads,
-                b.reload_errors
-            );
+            log::info!("stopped at generation {}", b.network().generation());
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchBridge {
@@ -245,16 +250,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check { spec } => {
             let plan = load_plan(&spec)?;
-            // Instantiate every plugin once: its own validation of its config runs too.
-            let mut loader = Loader::new(WasmRuntime::new()?);
-            for dir in [Direction::Ingress, Direction::Egress] {
-                let d = plan.direction(dir);
-                for chain in d.flows.iter().map(|f| &f.chain).chain([&d.default]) {
-                    network::chain_apps(&plan, dir, chain, &mut loader)
-                        .with_context(|| format!("invalid spec {}", spec.display()))?;
-                }
-            }
-            print!("{}", spec::describe(&plan));
+            check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
+            print!("{}", plan::describe(&plan));
             println!("ok");
             Ok(ExitCode::SUCCESS)
         }
@@ -270,9 +267,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = seed {
                 plan.seed = s;
             }
-            let frames = replay::read_capture(&input)?;
+            let frames = synthnet_io::pcap::read_capture(&input)?;
             let (out, summary) = replay::replay(&plan, direction, frames)?;
-            replay::write_pcap(&output, &out)?;
+            synthnet_io::pcap::write_pcap(&output, &out)?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
@@ -304,6 +301,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seconds > 0.0 && seconds.is_finite(),
                 "--seconds must be a positive number"
             );
+            if !json && !bench::HAS_NATIVE {
+                eprintln!("(this binary has no native builds of the plugins: the native cases are skipped; build with `cargo build --release --features native` for the wasm/native ratio)");
+            }
             if !json {
                 println!(
                     "{:<12} {:<7} {:>6} {:>9} {:>9} {:>8}",

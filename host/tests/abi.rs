@@ -3,8 +3,7 @@
 //! swaps that keep every held packet.
 
 mod common;
-use common::{runtime, testbed, wasm, Line};
-use synthnet::plugin::PluginApp;
+use common::{runtime, swap, testbed, wasm, Line};
 
 const MS: u64 = 1_000_000;
 
@@ -76,7 +75,7 @@ fn corrupt_plugin_flips_bits_through_the_host() {
         100,
     );
     line.run_until(MS);
-    let template = synthnet::apps::udp_template(300);
+    let template = synthnet_testkit::apps::udp_template(300);
     let got = line.received().to_vec();
     assert_eq!(got.len(), 100);
     // Each packet differs from the template by exactly one bit somewhere after byte 14
@@ -141,16 +140,17 @@ fn hot_swap_keeps_held_packets_and_hands_over_state() {
         10_000,
     );
     line.run_until(300 * MS);
-    let held = line.plugin(0).held_packets();
+    let held = synthnet_core::App::held(line.plugin(0));
     assert!(held > 900, "packets are in flight: {held}");
     // Change 100 → 101 ms under traffic, then later 101 → 50 ms.
-    line.plugin(0)
-        .swap(wasm("latency", r#"{"delay_ms": 101}"#), 1000)
-        .unwrap();
+    swap(
+        line.plugin(0),
+        wasm("latency", r#"{"delay_ms": 101}"#),
+        1000,
+    )
+    .unwrap();
     line.run_until(600 * MS);
-    line.plugin(0)
-        .swap(wasm("latency", r#"{"delay_ms": 50}"#), 1000)
-        .unwrap();
+    swap(line.plugin(0), wasm("latency", r#"{"delay_ms": 50}"#), 1000).unwrap();
     line.run_until(3_000 * MS);
     let got = line.received().to_vec();
     assert_eq!(got.len(), 10_000, "no packet lost across two swaps");
@@ -159,7 +159,7 @@ fn hot_swap_keeps_held_packets_and_hands_over_state() {
             .all(|w| w[0].seq < w[1].seq && w[0].ts_ns <= w[1].ts_ns),
         "order kept"
     );
-    let delay = |r: &synthnet::apps::Received| r.ts_ns - r.seq * interval;
+    let delay = |r: &synthnet_testkit::apps::Received| r.ts_ns - r.seq * interval;
     assert_eq!(delay(&got[0]), 100 * MS);
     assert_eq!(delay(&got[5_000]), 101 * MS);
     assert_eq!(delay(&got[9_999]), 50 * MS);
@@ -175,23 +175,16 @@ fn a_failed_swap_leaves_the_running_instance() {
         1_000,
     );
     line.run_until(50 * MS);
-    let e = line
-        .plugin(0)
-        .swap(wasm("latency", r#"{"delay_ms": "soon"}"#), 1)
-        .err()
-        .unwrap();
+    let e = swap(
+        line.plugin(0),
+        wasm("latency", r#"{"delay_ms": "soon"}"#),
+        1,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("invalid config"), "{e}");
     line.run_until(1_000 * MS);
     let got = line.received();
     assert_eq!(got.len(), 1_000);
     assert!(got.iter().all(|r| r.ts_ns - r.seq * 100_000 == 5 * MS));
-}
-
-#[test]
-fn app_in_engine_is_a_plugin_app() {
-    let mut line = Line::new(vec![("loss", wasm("loss", "{}"))], 64, 1000, 10);
-    line.run_until(MS);
-    let id = line.plugins[0];
-    assert!(line.engine.app_mut::<PluginApp>(id).is_some());
-    assert_eq!(line.received().len(), 10);
 }

@@ -3,7 +3,7 @@
 //! and input, batch after batch.
 
 mod common;
-use synthnet::plugin::Instance;
+use synthnet_runtime::Instance;
 use synthnet_sdk::abi::{self, access, RawDesc, RawVerdict};
 use synthnet_sdk::Rng;
 
@@ -135,6 +135,6 @@ fn corrupt_native_equals_wasm() {
 
 #[test]
 fn every_built_in_is_compared() {
-    let names: Vec<&str> = synthnet::plugin::builtin::names().collect();
+    let names: Vec<&str> = synthnet_runtime::registry::names().collect();
     assert_eq!(names, ["latency", "jitter", "rate", "loss", "corrupt"]);
 }

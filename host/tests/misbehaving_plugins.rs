@@ -4,10 +4,11 @@
 
 mod common;
 use common::{testbed, wasm};
-use synthnet::apps::{Sink, Source};
-use synthnet::engine::{DropCause, Engine};
-use synthnet::packet::PacketPool;
-use synthnet::plugin::PluginApp;
+use synthnet_core::clock::VirtualClock;
+use synthnet_core::PacketPool;
+use synthnet_core::{DropCause, Engine};
+use synthnet_runtime::PluginApp;
+use synthnet_testkit::apps::{Sink, Source};
 
 const MS: u64 = 1_000_000;
 
@@ -16,28 +17,30 @@ const MS: u64 = 1_000_000;
 fn run(mode: &str, expect: DropCause) {
     let mut e = Engine::new(PacketPool::new(1 << 14, 2048));
     let n = 3_000;
-    let src_a = e.add("source-a", Box::new(Source::new(100, 100_000, 0, n, 64)));
-    let bad = PluginApp::new(
+    let src_a = e.add(Box::new(Source::new(100, 100_000, 0, n, 64)));
+    let bad = PluginApp::instantiate(
         "bad",
         testbed(&format!(r#"{{"mode": "{mode}", "after": 500}}"#)),
         1,
         1 << 16,
     )
     .unwrap();
-    let bad = e.add("bad", Box::new(bad));
-    let sink_a = e.add("sink-a", Box::new(Sink::new(false)));
+    let bad = e.add(Box::new(bad));
+    let sink_a = e.add(Box::new(Sink::new(false)));
     e.chain(&[src_a, bad, sink_a]);
-    let src_b = e.add("source-b", Box::new(Source::new(100, 100_000, 0, n, 64)));
-    let good = PluginApp::new("good", wasm("latency", r#"{"delay_ms": 1}"#), 2, 1 << 16).unwrap();
-    let good = e.add("good", Box::new(good));
-    let sink_b = e.add("sink-b", Box::new(Sink::new(false)));
+    let src_b = e.add(Box::new(Source::new(100, 100_000, 0, n, 64)));
+    let good =
+        PluginApp::instantiate("good", wasm("latency", r#"{"delay_ms": 1}"#), 2, 1 << 16).unwrap();
+    let good = e.add(Box::new(good));
+    let sink_b = e.add(Box::new(Sink::new(false)));
     e.chain(&[src_b, good, sink_b]);
 
-    let mut now = 0;
-    e.run_virtual(&mut now, 400 * MS);
+    VirtualClock::default()
+        .run(&mut e, 400 * MS)
+        .expect("the engine makes progress");
 
     assert_eq!(
-        e.app(sink_b).counters().rx_packets,
+        e.app(sink_b).unwrap().counters().rx_packets,
         n,
         "{mode}: the healthy line lost nothing"
     );
@@ -46,18 +49,18 @@ fn run(mode: &str, expect: DropCause) {
     assert!(health.faults >= 2, "{mode}: faults {}", health.faults);
     assert!(health.restarts >= 1, "{mode}: restarted");
     let err = health.last_error.clone().unwrap_or_default();
-    let counters = e.app(bad).counters().clone();
+    let counters = *e.app(bad).unwrap().counters();
     assert!(
         counters.dropped(expect) > 0,
         "{mode}: drops counted as {expect:?}: {counters:?}"
     );
-    let delivered = e.app(sink_a).counters().rx_packets;
+    let delivered = e.app(sink_a).unwrap().counters().rx_packets;
     // Each fresh instance forwards 500 packets before misbehaving again.
     assert!(
         delivered >= 1000,
         "{mode}: forwarding resumed after restart ({delivered}); last error: {err}"
     );
-    let accounted = delivered + counters.total_drops() + e.app(bad).held() as u64;
+    let accounted = delivered + counters.drops.total() + e.app(bad).unwrap().held() as u64;
     assert_eq!(accounted, n, "{mode}: every packet is delivered or counted");
     eprintln!(
         "{mode}: faults {} restarts {} delivered {delivered}; last error: {err}",

@@ -67,7 +67,7 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
 
     let input: Vec<(u64, Vec<u8>)> = (0..500u64)
         .map(|k| {
-            let mut f = synthnet::apps::udp_template(64 + (k as usize % 700));
+            let mut f = synthnet_testkit::apps::udp_template(64 + (k as usize % 700));
             f[42..50].copy_from_slice(&k.to_le_bytes());
             (1_000_000_000 + k * 123_457, f)
         })

@@ -20,7 +20,7 @@ fn frames(n: u64, size: usize, gap_ns: u64) -> Vec<(u64, Vec<u8>)> {
     let t0 = 1_700_000_000_000_000_000u64;
     (0..n)
         .map(|k| {
-            let mut f = synthnet::apps::udp_template(size);
+            let mut f = synthnet_testkit::apps::udp_template(size);
             f[42..50].copy_from_slice(&k.to_le_bytes());
             (t0 + k * gap_ns, f)
         })

@@ -104,11 +104,17 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| log(level::ERROR, &info.to_string())));
 }
 
-/// Generate the ABI v1 exports for a [`Plugin`](crate::Plugin) type. Expands to nothing
-/// outside wasm, so native builds of several plugins link side by side.
+/// Generate the ABI v1 exports for a [`Plugin`](crate::Plugin) type. Outside wasm it
+/// only names the type (`SynthnetPlugin`, for the host's native builds), so native
+/// builds of several plugins link side by side.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        /// The plugin type this crate exports (the host's native builds find it here).
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        pub type SynthnetPlugin = $plugin;
+
         #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         mod __synthnet_exports {

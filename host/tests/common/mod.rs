@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, OnceLock};
-use synthnet::apps::{Received, Sink, Source};
-use synthnet::engine::{AppId, Engine};
-use synthnet::packet::PacketPool;
-use synthnet::plugin::wasm::{WasmFactory, WasmRuntime, DEFAULT_MEMORY_LIMIT};
-use synthnet::plugin::{builtin, Factory, PluginApp};
+use synthnet_core::clock::VirtualClock;
+use synthnet_core::{AppId, Engine, PacketPool};
+use synthnet_runtime::DEFAULT_MEMORY_LIMIT;
+use synthnet_runtime::{registry, Factory, PluginApp, WasmFactory, WasmRuntime};
+use synthnet_testkit::apps::{Received, Sink, Source};
 
 pub fn runtime() -> Arc<WasmRuntime> {
     static RT: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
@@ -18,7 +18,7 @@ pub fn runtime() -> Arc<WasmRuntime> {
 /// A wasm factory for a built-in plugin.
 pub fn wasm(name: &str, config: &str) -> Arc<dyn Factory> {
     let module = runtime()
-        .load(name, builtin::wasm(name).expect("built-in"))
+        .load(name, registry::wasm(name).expect("built-in"))
         .expect("loads");
     Arc::new(WasmFactory::new(
         module,
@@ -30,13 +30,14 @@ pub fn wasm(name: &str, config: &str) -> Arc<dyn Factory> {
 /// A wasm factory for the misbehaving test plugin, with a small memory cap.
 pub fn testbed(config: &str) -> Arc<dyn Factory> {
     let bytes =
-        std::fs::read(env!("SYNTHNET_TESTBED_WASM")).expect("testbed.wasm was built by build.rs");
+        std::fs::read(registry::test_only_path("testbed").expect("testbed is a test-only plugin"))
+            .expect("testbed.wasm was built by synthnet-runtime's build.rs");
     let module = runtime().load("testbed", &bytes).expect("loads");
     Arc::new(WasmFactory::new(module, config.as_bytes(), 16 << 20))
 }
 
 pub fn native(name: &str, config: &str) -> Arc<dyn Factory> {
-    builtin::native(name, config.as_bytes()).expect("built-in")
+    synthnet_native::factory(name, config.as_bytes()).expect("built-in")
 }
 
 /// source → plugins… → recording sink. Returns (engine, source, sink).
@@ -57,10 +58,7 @@ impl Line {
         count: u64,
     ) -> Line {
         let mut engine = Engine::new(PacketPool::new(1 << 16, 2048));
-        let source = engine.add(
-            "source",
-            Box::new(Source::new(size, interval_ns, 0, count, 256)),
-        );
+        let source = engine.add(Box::new(Source::new(size, interval_ns, 0, count, 256)));
         Self::finish(engine, source, chain)
     }
 
@@ -68,12 +66,13 @@ impl Line {
         let mut ids = vec![source];
         let mut plugins = vec![];
         for (i, (name, f)) in chain.into_iter().enumerate() {
-            let app = PluginApp::new(name, f, 1000 + i as u64, 1 << 20).expect("instantiates");
-            let id = engine.add(name, Box::new(app));
+            let app =
+                PluginApp::instantiate(name, f, 1000 + i as u64, 1 << 20).expect("instantiates");
+            let id = engine.add(Box::new(app));
             plugins.push(id);
             ids.push(id);
         }
-        let sink = engine.add("sink", Box::new(Sink::new(true)));
+        let sink = engine.add(Box::new(Sink::new(true)));
         ids.push(sink);
         engine.chain(&ids);
         Line {
@@ -86,7 +85,11 @@ impl Line {
     }
 
     pub fn run_until(&mut self, end_ns: u64) {
-        self.engine.run_virtual(&mut self.now, end_ns);
+        let mut clock = VirtualClock::at(self.now);
+        clock
+            .run(&mut self.engine, end_ns)
+            .expect("the engine makes progress");
+        self.now = clock.now_ns;
     }
 
     pub fn received(&mut self) -> &[Received] {
@@ -107,4 +110,15 @@ impl Line {
 pub fn within_3_sigma(hits: u64, n: u64, p: f64) -> bool {
     let sigma = (n as f64 * p * (1.0 - p)).sqrt();
     (hits as f64 - n as f64 * p).abs() < 3.0 * sigma
+}
+
+/// Swap `app`'s instance for one of `factory` (instantiated here first, as the apply
+/// path does off the packet thread). An instantiation error leaves `app` untouched.
+pub fn swap(
+    app: &mut PluginApp,
+    factory: Arc<dyn Factory>,
+    seed: u64,
+) -> Result<synthnet_runtime::Handover, synthnet_runtime::PluginError> {
+    let inst = factory.instantiate(seed)?;
+    Ok(app.commit_swap(inst, factory, seed))
 }

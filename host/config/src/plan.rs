@@ -1,0 +1,922 @@
+//! Specs: the JSON a user writes, parsed and validated into a [`Plan`].
+//!
+//! Three shapes are accepted (see `specs/README.md`):
+//!
+//! - synthetic-network's `{"ingress": QoS, "egress": QoS}`;
+//! - synthetic-network's `{"default_link": {"ingress": QoS, "egress": QoS}, "flows": [..]}`;
+//! - the native form: a plugin chain per direction (`"ingress": [..]`, `"egress": [..]`),
+//!   each plugin built in or a `.wasm` path with its own config, a `seed`, memory and
+//!   hold limits, and flows matching IPv4/IPv6 prefixes, protocols and port ranges.
+//!
+//! A QoS object maps onto the built-in plugins in synthetic-network's order: rate, loss,
+//! latency, jitter. Unknown fields and impossible values are errors naming the field
+//! (`ingress.loss: must be within 0..=1, got 1.5`). Only a [`Plan`] reaches the engine.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use synthnet_core::flow::{FlowMatch, Prefix};
+use synthnet_core::Direction;
+use synthnet_runtime::{registry, PluginRef};
+
+/// A spec error: the field (a path like `flows[0].link.ingress.rate`) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// synthetic-network's QoS object. Every field is optional: left out means no
+/// impairment of that kind.
+#[derive(Deserialize, Serialize, Debug, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QoS {
+    /// bits per second; 0 or absent = unlimited.
+    pub rate: Option<f64>,
+    /// ratio 0..=1.
+    pub loss: Option<f64>,
+    /// ms.
+    pub latency: Option<f64>,
+    /// ms.
+    pub jitter: Option<f64>,
+    /// ratio 0..=1 of packets jittered; absent with a jitter means 1.
+    pub jitter_strength: Option<f64>,
+    pub reorder_packets: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct CompatLink {
+    #[serde(default)]
+    ingress: QoS,
+    #[serde(default)]
+    egress: QoS,
+}
+
+/// synthetic-network's flow: IPv4 address (0 = any), protocol (0 = any), port range
+/// (only for TCP and UDP).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct CompatFlowMatch {
+    #[serde(default)]
+    ip: IpField,
+    #[serde(default)]
+    protocol: u8,
+    #[serde(default)]
+    port_min: u16,
+    #[serde(default = "max_port")]
+    port_max: u16,
+}
+
+fn max_port() -> u16 {
+    u16::MAX
+}
+
+/// An address given as synthetic-network's u32 (big-endian numeric IPv4, 0 = any) or
+/// as a string (`"10.0.0.1"`, `"10.0.0.0/8"`, `"2001:db8::/32"`).
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(untagged)]
+enum IpField {
+    #[default]
+    Any,
+    Number(u32),
+    Text(String),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct CompatFlow {
+    label: String,
+    flow: CompatFlowMatch,
+    #[serde(default)]
+    link: CompatLink,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct CompatFlows {
+    #[serde(default)]
+    default_link: CompatLink,
+    #[serde(default)]
+    flows: Vec<CompatFlow>,
+}
+
+/// One plugin of a native chain.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct NativeStage {
+    /// A built-in name (`latency`, `jitter`, `rate`, `loss`, `corrupt`) or a path to a
+    /// `.wasm` file (relative to the spec's directory).
+    plugin: String,
+    #[serde(default)]
+    config: Value,
+    /// App name; defaults to the plugin's name.
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct NativeMatch {
+    /// Address or prefix; matched against the source on ingress, the destination on
+    /// egress.
+    ip: Option<String>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or a protocol number.
+    protocol: Option<ProtoField>,
+    port_min: Option<u16>,
+    port_max: Option<u16>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum ProtoField {
+    Number(u8),
+    Name(String),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct NativeFlow {
+    label: String,
+    #[serde(rename = "match", default)]
+    matcher: NativeMatch,
+    #[serde(default)]
+    ingress: Vec<NativeStage>,
+    #[serde(default)]
+    egress: Vec<NativeStage>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct NativeSpec {
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    ingress: Vec<NativeStage>,
+    #[serde(default)]
+    egress: Vec<NativeStage>,
+    #[serde(default)]
+    flows: Vec<NativeFlow>,
+}
+
+/// Resource bounds. Units in the names; every field optional.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Packet buffers in flight across the whole engine (each up to 64 KiB + headroom
+    /// virtual, touched only as far as used). Bounds memory under any flood.
+    pub pool_packets: usize,
+    /// Large buffers (64 KiB each) for GSO/GRO super-packets, within the bridge's pool.
+    pub pool_large_packets: usize,
+    /// Packets one plugin may hold in its delay line.
+    pub hold_packets: usize,
+    /// Linear memory cap per plugin instance, MiB.
+    pub plugin_memory_mib: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pool_packets: 65_536,
+            pool_large_packets: 512,
+            hold_packets: 65_536,
+            plugin_memory_mib: 64,
+        }
+    }
+}
+
+/// One resolved plugin instance of a chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// Unique within its chain: the stage's identity there (defaults to the plugin's
+    /// name).
+    pub name: String,
+    pub plugin: PluginRef,
+    pub config: Value,
+}
+
+/// A chain's place: its direction and its flow (`None`: the default chain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ChainId {
+    pub dir: Direction,
+    pub flow: Option<String>,
+}
+
+/// A stage's identity: its chain and its name there. Configuration changes are diffed
+/// by it: a stage with the same id keeps running (or is swapped in place, keeping its
+/// held packets), whatever else moved around it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct StageId {
+    pub chain: ChainId,
+    pub name: String,
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.dir,
+            self.flow.as_deref().unwrap_or("default")
+        )
+    }
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.chain, self.name)
+    }
+}
+
+/// A flow of one direction: its label, what it matches and its chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowPlan {
+    pub label: String,
+    pub matcher: FlowMatch,
+    pub chain: Vec<Stage>,
+}
+
+/// One direction: flows tried in order (first match wins), else the default chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DirectionPlan {
+    pub default: Vec<Stage>,
+    pub flows: Vec<FlowPlan>,
+}
+
+/// Which shape the spec was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Shape {
+    SyntheticNetworkSimple,
+    SyntheticNetworkFlows,
+    Native,
+}
+
+/// A validated spec, ready for the engine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub shape: Shape,
+    pub seed: u64,
+    pub limits: Limits,
+    pub ingress: DirectionPlan,
+    pub egress: DirectionPlan,
+}
+
+impl Plan {
+    pub fn direction(&self, d: Direction) -> &DirectionPlan {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Direction `d`'s chains in classifier order: one per flow, then the default.
+    pub fn chains(&self, d: Direction) -> impl Iterator<Item = (ChainId, &[Stage])> {
+        let dp = self.direction(d);
+        dp.flows
+            .iter()
+            .map(move |f| {
+                let id = ChainId {
+                    dir: d,
+                    flow: Some(f.label.clone()),
+                };
+                (id, &f.chain[..])
+            })
+            .chain(std::iter::once((
+                ChainId { dir: d, flow: None },
+                &dp.default[..],
+            )))
+    }
+
+    /// Every stage of direction `d`, with its id, in chain order.
+    pub fn stages(&self, d: Direction) -> impl Iterator<Item = (StageId, &Stage)> {
+        self.chains(d).flat_map(|(chain, stages)| {
+            stages.iter().map(move |s| {
+                let id = StageId {
+                    chain: chain.clone(),
+                    name: s.name.clone(),
+                };
+                (id, s)
+            })
+        })
+    }
+}
+
+/// The seed of one plugin instance: the spec's seed mixed with the stage's identity.
+pub fn seed_for(seed: u64, id: &StageId) -> u64 {
+    let flow = id.chain.flow.as_deref().unwrap_or("");
+    let mut h = synthnet_runtime::fingerprint(&[
+        &seed.to_le_bytes(),
+        id.chain.dir.name().as_bytes(),
+        flow.as_bytes(),
+        id.name.as_bytes(),
+    ]);
+    synthnet_sdk::rng::splitmix64(&mut h)
+}
+
+/// The spec synthnet runs when given none: a mildly bad mobile link
+/// (`specs/default.json`).
+pub const DEFAULT_SPEC: &str = include_str!("../../../specs/default.json");
+
+/// Read and validate the spec at `path` (plugin paths are resolved against its
+/// directory).
+pub fn load(path: &Path) -> Result<Plan, SpecError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+    parse(&text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Validate spec `text`; relative plugin paths are resolved against `base`.
+pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| err("(spec)", format!("not valid JSON: {e}")))?;
+    let Value::Object(obj) = &value else {
+        return Err(err("(spec)", "must be a JSON object"));
+    };
+    let is_native = ["ingress", "egress"]
+        .iter()
+        .any(|k| obj.get(*k).is_some_and(Value::is_array))
+        || ["seed", "limits"].iter().any(|k| obj.contains_key(*k))
+        || obj
+            .get("flows")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x.get("match").is_some()));
+    if is_native {
+        let spec: NativeSpec = typed(&value)?;
+        return native_plan(spec, base);
+    }
+    if obj.contains_key("default_link") || obj.contains_key("flows") {
+        let spec: CompatFlows = typed(&value)?;
+        let mut flows = (Vec::new(), Vec::new());
+        let mut labels = std::collections::HashSet::new();
+        for (i, f) in spec.flows.iter().enumerate() {
+            let at = format!("flows[{i}]");
+            check_label(&f.label, &format!("{at}.label"), &mut labels)?;
+            let prefix = match &f.flow.ip {
+                IpField::Any | IpField::Number(0) => None,
+                IpField::Number(n) => Some(Prefix {
+                    addr: IpAddr::V4((*n).into()),
+                    len: 32,
+                }),
+                IpField::Text(t) => Some(parse_prefix(t, &format!("{at}.flow.ip"))?),
+            };
+            let protocol = (f.flow.protocol != 0).then_some(f.flow.protocol);
+            if f.flow.port_min > f.flow.port_max {
+                return Err(err(
+                    format!("{at}.flow.port_min"),
+                    format!("{} is above port_max {}", f.flow.port_min, f.flow.port_max),
+                ));
+            }
+            let ports = (matches!(protocol, Some(6) | Some(17))
+                && (f.flow.port_min, f.flow.port_max) != (0, u16::MAX))
+                .then_some((f.flow.port_min, f.flow.port_max));
+            let matcher = FlowMatch {
+                prefix,
+                protocol,
+                ports,
+            };
+            let ing = qos_chain(&f.link.ingress, &format!("{at}.link.ingress"))?;
+            let eg = qos_chain(&f.link.egress, &format!("{at}.link.egress"))?;
+            flows.0.push(FlowPlan {
+                label: f.label.clone(),
+                matcher: matcher.clone(),
+                chain: ing,
+            });
+            flows.1.push(FlowPlan {
+                label: f.label.clone(),
+                matcher,
+                chain: eg,
+            });
+        }
+        return Ok(Plan {
+            shape: Shape::SyntheticNetworkFlows,
+            seed: 0,
+            limits: Limits::default(),
+            ingress: DirectionPlan {
+                default: qos_chain(&spec.default_link.ingress, "default_link.ingress")?,
+                flows: flows.0,
+            },
+            egress: DirectionPlan {
+                default: qos_chain(&spec.default_link.egress, "default_link.egress")?,
+                flows: flows.1,
+            },
+        });
+    }
+    let spec: CompatLink = typed(&value)?;
+    Ok(Plan {
+        shape: Shape::SyntheticNetworkSimple,
+        seed: 0,
+        limits: Limits::default(),
+        ingress: DirectionPlan {
+            default: qos_chain(&spec.ingress, "ingress")?,
+            flows: vec![],
+        },
+        egress: DirectionPlan {
+            default: qos_chain(&spec.egress, "egress")?,
+            flows: vec![],
+        },
+    })
+}
+
+/// Deserialize with the path of the failing field in the error.
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        err(if field == "." { "(spec)".into() } else { field }, inner)
+    })
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// A flow label or stage name: 1 to 64 letters, digits, '_' or '-' (they appear in
+/// logs, metrics and URLs).
+fn check_name(name: &str, at: &str) -> Result<(), SpecError> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(is_name_char) {
+        return Err(err(
+            at,
+            format!("{name:?} must be 1 to 64 letters, digits, '_' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A flow label: a valid name, not `default`, and unique among `seen`.
+fn check_label(
+    label: &str,
+    at: &str,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(), SpecError> {
+    check_name(label, at)?;
+    if label == "default" {
+        return Err(err(at, "\"default\" is reserved"));
+    }
+    if !seen.insert(label.to_string()) {
+        return Err(err(at, format!("duplicate label {label:?}")));
+    }
+    Ok(())
+}
+
+fn ratio(v: Option<f64>, at: &str) -> Result<f64, SpecError> {
+    let v = v.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&v) {
+        return Err(err(at, format!("must be within 0..=1, got {v}")));
+    }
+    Ok(v)
+}
+
+fn non_negative(v: Option<f64>, at: &str, unit: &str) -> Result<f64, SpecError> {
+    let v = v.unwrap_or(0.0);
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(err(at, format!("must be a number ≥ 0 ({unit}), got {v}")));
+    }
+    Ok(v)
+}
+
+fn stage(plugin: &str, config: Value) -> Stage {
+    Stage {
+        name: plugin.to_string(),
+        plugin: PluginRef::Builtin(plugin.to_string()),
+        config,
+    }
+}
+
+/// A QoS object as a chain of built-in plugins (rate, loss, latency, jitter), leaving
+/// out what it does not ask for.
+pub fn qos_chain(q: &QoS, at: &str) -> Result<Vec<Stage>, SpecError> {
+    let rate = non_negative(q.rate, &format!("{at}.rate"), "bits/s")?;
+    let loss = ratio(q.loss, &format!("{at}.loss"))?;
+    let latency = non_negative(q.latency, &format!("{at}.latency"), "ms")?;
+    let jitter = non_negative(q.jitter, &format!("{at}.jitter"), "ms")?;
+    let strength = ratio(
+        Some(q.jitter_strength.unwrap_or(1.0)),
+        &format!("{at}.jitter_strength"),
+    )?;
+    if rate > 0.0 && rate < 8.0 {
+        return Err(err(
+            format!("{at}.rate"),
+            format!("must be 0 (unlimited) or at least 8 bits/s, got {rate}"),
+        ));
+    }
+    let mut chain = Vec::new();
+    if rate > 0.0 {
+        let rate_bps = rate.round() as u64;
+        // A bucket of 1 ms of traffic (at least one full frame) and a queue of 100 ms
+        // (at least 64 KiB): what a home router's shaper gives.
+        let burst_bytes = (rate_bps / 8 / 1000).max(1514);
+        let queue_bytes = (rate_bps / 8 / 10).max(64 * 1024);
+        chain.push(stage(
+            "rate",
+            json!({"rate_bps": rate_bps, "burst_bytes": burst_bytes, "queue_bytes": queue_bytes}),
+        ));
+    }
+    if loss > 0.0 {
+        chain.push(stage("loss", json!({"loss_ratio": loss})));
+    }
+    if latency > 0.0 {
+        chain.push(stage("latency", json!({"delay_ms": latency})));
+    }
+    if jitter > 0.0 && strength > 0.0 {
+        let reorder = q.reorder_packets.unwrap_or(false);
+        chain.push(stage(
+            "jitter",
+            json!({"jitter_ms": jitter, "strength": strength, "reorder": reorder}),
+        ));
+    }
+    Ok(chain)
+}
+
+fn parse_prefix(s: &str, at: &str) -> Result<Prefix, SpecError> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| err(at, format!("{s:?} is not an IP address or prefix")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| err(at, format!("prefix length in {s:?} must be 0..={max}")))?,
+        None => max,
+    };
+    Ok(Prefix { addr, len })
+}
+
+fn native_chain(stages: &[NativeStage], at: &str, base: &Path) -> Result<Vec<Stage>, SpecError> {
+    let mut names = std::collections::HashSet::new();
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let here = format!("{at}[{i}]");
+            let plugin = if registry::wasm(&s.plugin).is_some() {
+                PluginRef::Builtin(s.plugin.clone())
+            } else if s.plugin.ends_with(".wasm") {
+                let p = Path::new(&s.plugin);
+                PluginRef::File(if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                })
+            } else {
+                let known: Vec<&str> = registry::names().collect();
+                return Err(err(
+                    format!("{here}.plugin"),
+                    format!(
+                        "{:?} is neither a built-in ({}) nor a .wasm path",
+                        s.plugin,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if !(s.config.is_object() || s.config.is_null()) {
+                return Err(err(format!("{here}.config"), "must be a JSON object"));
+            }
+            let name = match (&s.name, &plugin) {
+                (Some(n), _) => {
+                    check_name(n, &format!("{here}.name"))?;
+                    n.clone()
+                }
+                (None, PluginRef::Builtin(n)) => n.clone(),
+                // A file's stem, made a valid name (`my-plugin.v2.wasm` → `my-plugin_v2`).
+                (None, PluginRef::File(p)) => p
+                    .file_stem()
+                    .map(|s| {
+                        s.to_string_lossy()
+                            .chars()
+                            .map(|c| if is_name_char(c) { c } else { '_' })
+                            .collect()
+                    })
+                    .filter(|n: &String| !n.is_empty())
+                    .unwrap_or_else(|| "plugin".into()),
+            };
+            if !names.insert(name.clone()) {
+                return Err(err(
+                    format!("{here}.name"),
+                    format!("{name:?} is used twice in this chain: give one a \"name\""),
+                ));
+            }
+            let config = if s.config.is_null() {
+                json!({})
+            } else {
+                s.config.clone()
+            };
+            Ok(Stage {
+                name,
+                plugin,
+                config,
+            })
+        })
+        .collect()
+}
+
+fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
+    let l = &spec.limits;
+    if !(1024..=1 << 22).contains(&l.pool_packets) {
+        return Err(err(
+            "limits.pool_packets",
+            format!("must be within 1024..=4194304, got {}", l.pool_packets),
+        ));
+    }
+    if !(16..=65_536).contains(&l.pool_large_packets) {
+        return Err(err(
+            "limits.pool_large_packets",
+            format!("must be within 16..=65536, got {}", l.pool_large_packets),
+        ));
+    }
+    if !(1..=1 << 24).contains(&l.hold_packets) {
+        return Err(err(
+            "limits.hold_packets",
+            format!("must be within 1..=16777216, got {}", l.hold_packets),
+        ));
+    }
+    if !(1..=4096).contains(&l.plugin_memory_mib) {
+        return Err(err(
+            "limits.plugin_memory_mib",
+            format!("must be within 1..=4096, got {}", l.plugin_memory_mib),
+        ));
+    }
+    let mut ingress = DirectionPlan {
+        default: native_chain(&spec.ingress, "ingress", base)?,
+        flows: vec![],
+    };
+    let mut egress = DirectionPlan {
+        default: native_chain(&spec.egress, "egress", base)?,
+        flows: vec![],
+    };
+    let mut labels = std::collections::HashSet::new();
+    for (i, f) in spec.flows.iter().enumerate() {
+        let at = format!("flows[{i}]");
+        check_label(&f.label, &format!("{at}.label"), &mut labels)?;
+        let m = &f.matcher;
+        let prefix =
+            m.ip.as_deref()
+                .map(|s| parse_prefix(s, &format!("{at}.match.ip")))
+                .transpose()?;
+        let protocol = match &m.protocol {
+            None => None,
+            Some(ProtoField::Number(n)) => Some(*n),
+            Some(ProtoField::Name(n)) => Some(match n.to_ascii_lowercase().as_str() {
+                "tcp" => 6,
+                "udp" => 17,
+                "icmp" => 1,
+                "icmpv6" => 58,
+                other => {
+                    return Err(err(
+                        format!("{at}.match.protocol"),
+                        format!("{other:?} is not tcp, udp, icmp, icmpv6 or a number"),
+                    ))
+                }
+            }),
+        };
+        let ports = match (m.port_min, m.port_max) {
+            (None, None) => None,
+            (lo, hi) => {
+                let (lo, hi) = (lo.unwrap_or(0), hi.unwrap_or(u16::MAX));
+                if lo > hi {
+                    return Err(err(
+                        format!("{at}.match.port_min"),
+                        format!("{lo} is above port_max {hi}"),
+                    ));
+                }
+                if !matches!(protocol, Some(6) | Some(17)) {
+                    return Err(err(
+                        format!("{at}.match.protocol"),
+                        "port ranges need protocol tcp or udp",
+                    ));
+                }
+                Some((lo, hi))
+            }
+        };
+        let matcher = FlowMatch {
+            prefix,
+            protocol,
+            ports,
+        };
+        ingress.flows.push(FlowPlan {
+            label: f.label.clone(),
+            matcher: matcher.clone(),
+            chain: native_chain(&f.ingress, &format!("{at}.ingress"), base)?,
+        });
+        egress.flows.push(FlowPlan {
+            label: f.label.clone(),
+            matcher,
+            chain: native_chain(&f.egress, &format!("{at}.egress"), base)?,
+        });
+    }
+    Ok(Plan {
+        shape: Shape::Native,
+        seed: spec.seed,
+        limits: spec.limits,
+        ingress,
+        egress,
+    })
+}
+
+/// One line per stage, with every setting and its unit, for `synthnet check`.
+pub fn describe(plan: &Plan) -> String {
+    let mut out = String::new();
+    let shape = match plan.shape {
+        Shape::SyntheticNetworkSimple => "synthetic-network {ingress, egress}",
+        Shape::SyntheticNetworkFlows => "synthetic-network {default_link, flows}",
+        Shape::Native => "native",
+    };
+    out.push_str(&format!("shape: {shape}\nseed: {}\n", plan.seed));
+    let l = &plan.limits;
+    out.push_str(&format!(
+        "limits: pool_packets={} packets (+{} large), hold_packets={} packets per plugin, plugin_memory_mib={} MiB\n",
+        l.pool_packets, l.pool_large_packets, l.hold_packets, l.plugin_memory_mib
+    ));
+    for (dir, d, key) in [
+        ("ingress (outer → inner)", &plan.ingress, "source"),
+        ("egress (inner → outer)", &plan.egress, "destination"),
+    ] {
+        out.push_str(&format!("{dir}:\n"));
+        for f in &d.flows {
+            out.push_str(&format!(
+                "  flow {:?} ({}): {}\n",
+                f.label,
+                describe_match(&f.matcher, key),
+                describe_chain(&f.chain)
+            ));
+        }
+        let what = if d.flows.is_empty() {
+            "all packets"
+        } else {
+            "default"
+        };
+        out.push_str(&format!("  {what}: {}\n", describe_chain(&d.default)));
+    }
+    out
+}
+
+fn describe_match(m: &FlowMatch, key: &str) -> String {
+    let mut parts = vec![];
+    if let Some(p) = m.prefix {
+        parts.push(format!("{key} {p}"));
+    }
+    if let Some(p) = m.protocol {
+        parts.push(match p {
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            1 => "icmp".into(),
+            58 => "icmpv6".into(),
+            n => format!("protocol {n}"),
+        });
+    }
+    if let Some((lo, hi)) = m.ports {
+        parts.push(if lo == hi {
+            format!("{key} port {lo}")
+        } else {
+            format!("{key} ports {lo}-{hi}")
+        });
+    }
+    if parts.is_empty() {
+        "everything".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn describe_chain(chain: &[Stage]) -> String {
+    if chain.is_empty() {
+        return "no impairment (forwarded unchanged)".into();
+    }
+    chain
+        .iter()
+        .map(|s| {
+            let settings = match &s.config {
+                Value::Object(m) if !m.is_empty() => m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}{}", unit_of(k)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "defaults".into(),
+            };
+            let name = if s.name == s.plugin.to_string() {
+                s.name.clone()
+            } else {
+                format!("{} [{}]", s.name, s.plugin)
+            };
+            format!("{name}({settings})")
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// The unit a field name carries, spelled out.
+fn unit_of(field: &str) -> &'static str {
+    match field.rsplit('_').next() {
+        Some("ms") => " ms",
+        Some("bps") => " bit/s",
+        Some("bytes") => " B",
+        Some("ratio") => " (ratio)",
+        _ if field == "strength" => " (ratio)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Plan, SpecError> {
+        parse(text, Path::new("."))
+    }
+
+    #[test]
+    fn empty_spec_forwards_everything() {
+        let plan = p("{}").unwrap();
+        assert!(plan.ingress.default.is_empty() && plan.egress.default.is_empty());
+    }
+
+    #[test]
+    fn compat_simple_maps_in_synthetic_network_order() {
+        let plan = p(r#"{"ingress": {"latency": 20, "loss": 0.1, "rate": 1000000, "jitter": 3}}"#)
+            .unwrap();
+        let names: Vec<&str> = plan
+            .ingress
+            .default
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["rate", "loss", "latency", "jitter"]);
+        assert_eq!(plan.ingress.default[2].config, json!({"delay_ms": 20.0}));
+        assert_eq!(plan.ingress.default[3].config["strength"], json!(1.0));
+    }
+
+    #[test]
+    fn compat_flows_use_labels_and_matchers() {
+        let plan = p(r#"{"default_link": {"ingress": {"rate": 10000000}, "egress": {}},
+            "flows": [{"label": "http", "flow": {"ip": 0, "protocol": 6, "port_min": 80, "port_max": 80},
+                       "link": {"ingress": {"latency": 50}, "egress": {"loss": 0.5}}}]}"#)
+        .unwrap();
+        assert_eq!(plan.shape, Shape::SyntheticNetworkFlows);
+        let f = &plan.ingress.flows[0];
+        assert_eq!(
+            f.matcher,
+            FlowMatch {
+                prefix: None,
+                protocol: Some(6),
+                ports: Some((80, 80))
+            }
+        );
+        assert_eq!(f.chain[0].name, "latency");
+        assert_eq!(
+            plan.egress.flows[0].chain[0].config,
+            json!({"loss_ratio": 0.5})
+        );
+    }
+
+    #[test]
+    fn impossible_values_name_the_field() {
+        let e = p(r#"{"ingress": {"loss": 1.5}}"#).unwrap_err();
+        assert_eq!(e.field, "ingress.loss");
+        let e = p(r#"{"egress": {"latency": -5}}"#).unwrap_err();
+        assert_eq!(e.field, "egress.latency");
+        let e = p(r#"{"ingress": {"lattency": 5}}"#).unwrap_err();
+        assert_eq!(e.field, "ingress.lattency");
+        assert!(e.reason.contains("unknown field"), "{e}");
+        let e = p(r#"{"default_link": {"ingress": {}}, "flows": [{"label": "a b", "flow": {}}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "flows[0].label");
+        let e = p(r#"{"ingress": [{"plugin": "latncy"}]}"#).unwrap_err();
+        assert_eq!(e.field, "ingress[0].plugin");
+        let e = p(r#"{"flows": [{"label": "x", "match": {"ip": "10.0.0.0/33"}}]}"#).unwrap_err();
+        assert_eq!(e.field, "flows[0].match.ip");
+    }
+
+    #[test]
+    fn prefixes_match_v4_and_v6() {
+        let v4 = parse_prefix("10.1.0.0/16", "x").unwrap();
+        assert!(v4.contains("10.1.2.3".parse().unwrap()));
+        assert!(!v4.contains("10.2.0.1".parse().unwrap()));
+        assert!(!v4.contains("::1".parse().unwrap()));
+        let v6 = parse_prefix("2001:db8::/32", "x").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        p(DEFAULT_SPEC).unwrap();
+    }
+}

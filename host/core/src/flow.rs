@@ -1,0 +1,294 @@
+//! Flows: which packets a spec's flow matches, and the classifier app that sends each
+//! packet to the chain of the first flow it matches (else the default chain).
+//!
+//! A packet's [`FlowKey`] is the far side's address, the protocol and the far side's
+//! port: the source on ingress (outer → inner), the destination on egress.
+
+use crate::counters::Counters;
+use crate::engine::{App, Ctx};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use synthnet_sdk::wire::{ethertype, ipproto, EthernetFrame, Ipv4Packet, Ipv6Packet};
+
+/// Which way packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// outer → inner; flows match the source address and port.
+    Ingress,
+    /// inner → outer; flows match the destination address and port.
+    Egress,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ingress" => Ok(Direction::Ingress),
+            "egress" => Ok(Direction::Egress),
+            _ => Err(format!("{s:?} is not a direction (ingress or egress)")),
+        }
+    }
+}
+
+/// An IP prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len as u32)
+                };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len as u32)
+                };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// What a flow matches. `None` fields match anything. Ports apply to TCP and UDP only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FlowMatch {
+    pub prefix: Option<Prefix>,
+    pub protocol: Option<u8>,
+    pub ports: Option<(u16, u16)>,
+}
+
+/// The fields flows match on, parsed from a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey {
+    pub addr: IpAddr,
+    pub protocol: u8,
+    /// Source port (ingress) or destination port (egress), for TCP and UDP.
+    pub port: Option<u16>,
+}
+
+/// Parse the flow key of an Ethernet frame: the source side for ingress, the
+/// destination side for egress. `None` for non-IP frames.
+pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let l3 = eth.payload();
+    let (addr, protocol, l4, first_fragment) = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let ip = Ipv4Packet::new_checked(l3).ok()?;
+            let addr = if dir == Direction::Ingress {
+                ip.src()
+            } else {
+                ip.dst()
+            };
+            let frag_off = u16::from_be_bytes([l3[6], l3[7]]) & 0x1FFF;
+            (
+                IpAddr::from(addr),
+                ip.protocol(),
+                &l3[ip.header_len()..],
+                frag_off == 0,
+            )
+        }
+        ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(l3).ok()?;
+            let addr = if dir == Direction::Ingress {
+                ip.src()
+            } else {
+                ip.dst()
+            };
+            (
+                IpAddr::from(addr),
+                ip.next_header(),
+                &l3[Ipv6Packet::<&[u8]>::HEADER_LEN..],
+                true,
+            )
+        }
+        _ => return None,
+    };
+    let port = if first_fragment
+        && (protocol == ipproto::TCP || protocol == ipproto::UDP)
+        && l4.len() >= 4
+    {
+        let (s, d) = (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        );
+        Some(if dir == Direction::Ingress { s } else { d })
+    } else {
+        None
+    };
+    Some(FlowKey {
+        addr,
+        protocol,
+        port,
+    })
+}
+
+impl FlowMatch {
+    pub fn matches(&self, k: &FlowKey) -> bool {
+        self.prefix.is_none_or(|p| p.contains(k.addr))
+            && self.protocol.is_none_or(|p| p == k.protocol)
+            && self
+                .ports
+                .is_none_or(|(lo, hi)| k.port.is_some_and(|p| lo <= p && p <= hi))
+    }
+}
+
+/// Sends each packet to the output of the first flow it matches, else to the last
+/// output (the default chain). Non-IP frames take the default chain.
+pub struct Classifier {
+    dir: Direction,
+    flows: Vec<FlowMatch>,
+    counters: Counters,
+}
+
+impl Classifier {
+    pub fn new(dir: Direction, flows: Vec<FlowMatch>) -> Self {
+        Classifier {
+            dir,
+            flows,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The output for `frame`: the first matching flow's index, else the default's.
+    pub fn classify(&self, frame: &[u8]) -> usize {
+        match flow_key(frame, self.dir) {
+            Some(k) => self
+                .flows
+                .iter()
+                .position(|f| f.matches(&k))
+                .unwrap_or(self.flows.len()),
+            None => self.flows.len(),
+        }
+    }
+}
+
+impl App for Classifier {
+    fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        while let Some(p) = cx.receive(0) {
+            self.counters.rx_packets += 1;
+            self.counters.rx_bytes += p.len as u64;
+            let out = self.classify(cx.pool.data(&p));
+            cx.transmit(out, p, &mut self.counters);
+        }
+    }
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10.0.0.1:1234 → 10.0.0.2:5678, UDP.
+    fn udp_v4() -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5678u16.to_be_bytes());
+        f
+    }
+
+    fn v6_udp(src: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 8];
+        f[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+        f[14] = 0x60;
+        f[14 + 6] = 17;
+        f[14 + 8..14 + 24].copy_from_slice(&src);
+        f[54..56].copy_from_slice(&sport.to_be_bytes());
+        f[56..58].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_keys_by_direction() {
+        let v4 = udp_v4(); // 10.0.0.1:1234 → 10.0.0.2:5678
+        let k = flow_key(&v4, Direction::Ingress).unwrap();
+        assert_eq!(
+            (k.addr, k.protocol, k.port),
+            ("10.0.0.1".parse().unwrap(), 17, Some(1234))
+        );
+        let k = flow_key(&v4, Direction::Egress).unwrap();
+        assert_eq!((k.addr, k.port), ("10.0.0.2".parse().unwrap(), Some(5678)));
+        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let v6 = v6_udp(src.octets(), 53, 4000);
+        let k = flow_key(&v6, Direction::Ingress).unwrap();
+        assert_eq!((k.addr, k.port), (IpAddr::V6(src), Some(53)));
+        assert_eq!(flow_key(&[0u8; 10], Direction::Ingress), None);
+    }
+
+    #[test]
+    fn classifier_first_match_wins_else_default() {
+        let c = Classifier::new(
+            Direction::Ingress,
+            vec![
+                FlowMatch {
+                    prefix: Some(Prefix {
+                        addr: "2001:db8::".parse().unwrap(),
+                        len: 32,
+                    }),
+                    protocol: None,
+                    ports: None,
+                },
+                FlowMatch {
+                    prefix: None,
+                    protocol: Some(17),
+                    ports: Some((1400, 2000)),
+                },
+                FlowMatch {
+                    prefix: None,
+                    protocol: Some(17),
+                    ports: None,
+                },
+            ],
+        );
+        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        assert_eq!(c.classify(&v6_udp(src.octets(), 1500, 1)), 0);
+        let other: std::net::Ipv6Addr = "2001:db9::7".parse().unwrap();
+        assert_eq!(c.classify(&v6_udp(other.octets(), 1500, 1)), 1);
+        assert_eq!(c.classify(&udp_v4()), 2); // sport 1234: not 1400-2000
+        assert_eq!(c.classify(&[0u8; 60]), 3);
+    }
+}

@@ -1,0 +1,944 @@
+//! Raw-socket I/O: the apps that put a Linux interface into the engine.
+//!
+//! [`RawRx`] reads an interface through an `AF_PACKET` receive ring, [`RawTx`] writes to
+//! it with `sendmmsg`, one system call per batch of up to [`TX_BATCH`] packets; neither
+//! makes a system call per packet while traffic flows.
+//!
+//! **Why a TPACKET_V2 ring and not V3.** A V3 ring hands a block of frames to user space
+//! only when the block is full or its retire timer fires, and that timer is at least
+//! 1 ms: an idle ping would gain up to 1 ms per hop. A V2 ring publishes every frame as
+//! soon as it is written and wakes a sleeping reader at once, so idle latency is the
+//! wake-up alone, and a busy reader still takes frames in bulk without system calls.
+//! V2's fixed frame size (2 KiB here) is sized for MTU frames; GSO/GRO super-packets
+//! (up to 64 KiB) do not fit a frame, so the socket is put in `PACKET_COPY_THRESH` mode:
+//! the kernel leaves a `TP_STATUS_COPY` marker in the ring, in order, and queues the
+//! whole packet on the socket, where one `recv` per super-packet picks it up.
+//!
+//! **Offloads.** Both sockets use `PACKET_VNET_HDR`: every packet carries a
+//! `virtio_net_hdr` (GSO type and size, checksum start and offset) from the receiving
+//! interface to the sending one, kept in the packet's headroom. TCP over IPv4 and IPv6
+//! therefore crosses the bridge as 64 KiB super-packets with the checksum still to be
+//! filled in by whoever finally needs it, with the interfaces' offloads left on.
+//!
+//! **Not our own packets.** The receive socket sets `PACKET_IGNORE_OUTGOING`, so what
+//! synthnet (or anything else on the host) sends out of an interface is not read back.
+//!
+//! **Faults.** Link down/up, an interface deleted and re-created, `ENOBUFS` and
+//! `EMSGSIZE` are counted (as `io`, `too_big` or `ring_full` drops) and logged once per
+//! change of state, never fatal: a port whose interface vanished retries every
+//! [`REOPEN_NS`] and resumes as soon as an interface of that name is back.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use synthnet_core::packet::{Packet, VnetHdr, VNET_HDR_LEN};
+use synthnet_core::{App, Counters, Ctx, DropCause};
+
+/// Packets per `sendmmsg`.
+pub const TX_BATCH: usize = 256;
+/// Frames read from the ring per breath, at most.
+pub const RX_BUDGET: usize = 512;
+/// How often a port whose interface is gone looks for it again.
+pub const REOPEN_NS: u64 = 200_000_000;
+
+/// Ring geometry: 2 KiB frames (an MTU frame with its headers), 64 KiB blocks.
+const FRAME_SIZE: usize = 2048;
+const BLOCK_SIZE: usize = 1 << 16;
+const TPACKET_V2: libc::c_int = 1;
+const ETH_P_ALL: u16 = 0x0003;
+
+fn last_err(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn setopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `v` is a live value of the size we pass.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(last_err(what));
+    }
+    Ok(())
+}
+
+/// The interface index of `name`, if it exists.
+pub fn ifindex(name: &str) -> Option<i32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i as i32)
+}
+
+/// A packet socket bound to `ifindex`, receiving every protocol when `receive`.
+fn packet_socket(
+    ifindex: i32,
+    setup: impl FnOnce(RawFd) -> io::Result<()>,
+    receive: bool,
+) -> io::Result<OwnedFd> {
+    // Protocol 0: receive nothing until bound to the one interface.
+    // SAFETY: plain syscall.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            " (raw sockets need root or CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        return Err(io::Error::new(
+            e.kind(),
+            format!("AF_PACKET socket: {e}{hint}"),
+        ));
+    }
+    // SAFETY: we own the new descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    setopt(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_VNET_HDR,
+        &one,
+        "PACKET_VNET_HDR",
+    )?;
+    setup(fd.as_raw_fd())?;
+    // SAFETY: zeroed sockaddr_ll is valid; we fill the fields bind needs.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = if receive { ETH_P_ALL.to_be() } else { 0 };
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a valid sockaddr_ll.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(last_err("bind"));
+    }
+    Ok(fd)
+}
+
+/// The wall clock (`CLOCK_REALTIME`, the clock of ring timestamps), ns.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Read and clear a socket's pending error (`SO_ERROR`).
+fn take_error(fd: RawFd) -> Option<i32> {
+    let mut e: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: e and len are valid for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut e as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && e != 0).then_some(e)
+}
+
+/// An mmap'ed TPACKET_V2 receive ring on one interface.
+struct RxRing {
+    fd: OwnedFd,
+    map: *mut u8,
+    map_len: usize,
+    frames: usize,
+    next: usize,
+}
+
+// SAFETY: the mapping belongs to the ring alone and moves with it.
+unsafe impl Send for RxRing {}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by mmap with this length.
+        unsafe { libc::munmap(self.map as *mut libc::c_void, self.map_len) };
+    }
+}
+
+impl RxRing {
+    fn open(ifindex: i32, frames: usize) -> io::Result<RxRing> {
+        let blocks = (frames * FRAME_SIZE).div_ceil(BLOCK_SIZE).max(1);
+        let frames = blocks * (BLOCK_SIZE / FRAME_SIZE);
+        let fd = packet_socket(
+            ifindex,
+            |fd| {
+                let v = TPACKET_V2;
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_VERSION,
+                    &v,
+                    "PACKET_VERSION",
+                )?;
+                let one: libc::c_int = 1;
+                // Frames that do not fit a ring frame (GSO) are queued whole on the socket.
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_COPY_THRESH,
+                    &one,
+                    "PACKET_COPY_THRESH",
+                )?;
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_IGNORE_OUTGOING,
+                    &one,
+                    "PACKET_IGNORE_OUTGOING",
+                )?;
+                // Room for the super-packets queued beside the ring.
+                let rcvbuf: libc::c_int = 16 << 20;
+                if setopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &rcvbuf,
+                    "SO_RCVBUFFORCE",
+                )
+                .is_err()
+                {
+                    setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf, "SO_RCVBUF")?;
+                }
+                let req = libc::tpacket_req {
+                    tp_block_size: BLOCK_SIZE as u32,
+                    tp_block_nr: blocks as u32,
+                    tp_frame_size: FRAME_SIZE as u32,
+                    tp_frame_nr: frames as u32,
+                };
+                setopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    &req,
+                    "PACKET_RX_RING",
+                )
+            },
+            true,
+        )?;
+        let map_len = blocks * BLOCK_SIZE;
+        // SAFETY: mapping the ring the kernel just allocated for this socket.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(last_err("mmap of the receive ring"));
+        }
+        // Promiscuous: frames for other hosts' MACs are what a bridge forwards.
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+            "PACKET_ADD_MEMBERSHIP",
+        )?;
+        Ok(RxRing {
+            fd,
+            map: map as *mut u8,
+            map_len,
+            frames,
+            next: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn frame(&self, i: usize) -> *mut u8 {
+        // SAFETY: i < frames, and frames tile the mapping.
+        unsafe { self.map.add(i * FRAME_SIZE) }
+    }
+
+    #[inline(always)]
+    fn status(&self, i: usize) -> u32 {
+        // SAFETY: tp_status is the first, 4-aligned field of the frame header; the kernel
+        // publishes a frame by storing it (after a write barrier).
+        let s = unsafe { &*(self.frame(i) as *const AtomicU32) };
+        s.load(Ordering::Acquire)
+    }
+
+    /// Hand frame `i` back to the kernel.
+    #[inline(always)]
+    fn release(&mut self, i: usize) {
+        // SAFETY: as in `status`.
+        let s = unsafe { &*(self.frame(i) as *const AtomicU32) };
+        s.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.next = if i + 1 == self.frames { 0 } else { i + 1 };
+    }
+
+    fn ready(&self) -> bool {
+        self.status(self.next) & libc::TP_STATUS_USER != 0
+    }
+
+    /// The kernel's count of frames dropped since the last call (the ring was full).
+    fn kernel_drops(&self) -> u64 {
+        // SAFETY: zeroed tpacket_stats is valid.
+        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: st and len are valid for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut st as *mut libc::tpacket_stats as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r == 0 {
+            st.tp_drops as u64
+        } else {
+            0
+        }
+    }
+}
+
+/// An interface a port follows by name, across link down/up and delete/re-create.
+struct Watch {
+    port: String,
+    ifname: String,
+    ifindex: i32,
+    /// Why the port is not working, if it is not (logged once per change).
+    trouble: Option<String>,
+    retry_at_ns: u64,
+}
+
+impl Watch {
+    fn new(port: &str, ifname: &str, ifindex: i32) -> Watch {
+        Watch {
+            port: port.into(),
+            ifname: ifname.into(),
+            ifindex,
+            trouble: None,
+            retry_at_ns: 0,
+        }
+    }
+
+    fn trouble(&mut self, why: String) {
+        if self.trouble.as_deref() != Some(why.as_str()) {
+            log::warn!("{} ({}): {why}", self.port, self.ifname);
+            self.trouble = Some(why);
+        }
+    }
+
+    fn fine(&mut self) {
+        if self.trouble.take().is_some() {
+            log::info!("{} ({}): forwarding again", self.port, self.ifname);
+        }
+    }
+
+    /// Whether the interface by our name is still the one we are bound to.
+    fn same_interface(&self) -> bool {
+        ifindex(&self.ifname) == Some(self.ifindex)
+    }
+}
+
+/// Reads an interface: received frames leave on output 0.
+pub struct RawRx {
+    ring: Option<RxRing>,
+    frames: usize,
+    watch: Watch,
+    counters: Counters,
+    /// Frames handed over whole on the socket queue (GSO/GRO super-packets).
+    supers: u64,
+    /// Frames received truncated (could not be queued whole): dropped.
+    truncated: u64,
+}
+
+impl RawRx {
+    /// Open `ifname` with a ring of about `frames` frames.
+    pub fn open(port: &str, ifname: &str, frames: usize) -> io::Result<RawRx> {
+        let idx = ifindex(ifname).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname:?}"),
+            )
+        })?;
+        let ring = RxRing::open(idx, frames)?;
+        Ok(RawRx {
+            frames: ring.frames,
+            ring: Some(ring),
+            watch: Watch::new(port, ifname, idx),
+            counters: Counters::default(),
+            supers: 0,
+            truncated: 0,
+        })
+    }
+
+    /// Bytes the ring maps.
+    pub fn ring_bytes(&self) -> usize {
+        self.frames * FRAME_SIZE
+    }
+
+    /// The socket to wait on (none while the interface is gone).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.ring.as_ref().map(|r| r.fd.as_fd())
+    }
+
+    /// The socket reported an error: read it; if the interface went away, drop the ring
+    /// and look for the interface again later.
+    pub fn on_error(&mut self, now_ns: u64) {
+        let Some(ring) = &self.ring else { return };
+        let err = take_error(ring.fd.as_raw_fd());
+        if !self.watch.same_interface() {
+            self.lost(now_ns);
+        } else if let Some(e) = err {
+            let e = io::Error::from_raw_os_error(e);
+            self.watch.trouble(format!("receive: {e} (link down?)"));
+        }
+    }
+
+    fn lost(&mut self, now_ns: u64) {
+        self.ring = None;
+        self.watch
+            .trouble("interface gone; waiting for it to come back".into());
+        self.watch.retry_at_ns = now_ns + REOPEN_NS;
+    }
+
+    /// Periodic check: interface replaced or back; kernel ring drops.
+    pub fn housekeeping(&mut self, now_ns: u64) {
+        match &self.ring {
+            Some(r) => {
+                let d = r.kernel_drops();
+                self.counters.drop(DropCause::RingFull, d);
+                if !self.watch.same_interface() {
+                    self.lost(now_ns);
+                }
+            }
+            None => self.reopen(now_ns),
+        }
+    }
+
+    fn reopen(&mut self, now_ns: u64) {
+        if now_ns < self.watch.retry_at_ns {
+            return;
+        }
+        self.watch.retry_at_ns = now_ns + REOPEN_NS;
+        let Some(idx) = ifindex(&self.watch.ifname) else {
+            return;
+        };
+        match RxRing::open(idx, self.frames) {
+            Ok(r) => {
+                self.ring = Some(r);
+                self.watch.ifindex = idx;
+                self.watch.fine();
+            }
+            Err(e) => self.watch.trouble(format!("cannot reopen: {e}")),
+        }
+    }
+}
+
+/// Take a frame the kernel queued whole on the socket (`TP_STATUS_COPY`).
+fn recv_whole(cx: &mut Ctx<'_>, fd: RawFd, counters: &mut Counters) -> Option<Packet> {
+    {
+        let Some(p) = cx.pool.alloc_large(0, cx.now_ns) else {
+            // Take it off the queue anyway, or the ring and the queue fall out of step.
+            // SAFETY: a zero-length read with MSG_TRUNC discards one datagram.
+            unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            counters.drop(DropCause::PoolEmpty, 1);
+            return None;
+        };
+        let buf = cx.pool.vnet_buf_mut(p.id);
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 || (n as usize) < VNET_HDR_LEN || n as usize > buf.len() {
+            cx.pool.free(p);
+            counters.drop(
+                if n < 0 {
+                    DropCause::Io
+                } else {
+                    DropCause::TooBig
+                },
+                1,
+            );
+            return None;
+        }
+        Some(Packet {
+            len: (n as usize - VNET_HDR_LEN) as u32,
+            ..p
+        })
+    }
+}
+
+/// Insert an 802.1Q tag the kernel took out of the frame into its metadata.
+fn insert_vlan(cx: &mut Ctx<'_>, p: &mut Packet, tpid: u16, tci: u16) -> bool {
+    let mut tag = [0u8; 16];
+    let head = cx.pool.data(p);
+    if head.len() < 12 {
+        return false;
+    }
+    tag[..12].copy_from_slice(&head[..12]);
+    tag[12..14].copy_from_slice(&tpid.to_be_bytes());
+    tag[14..16].copy_from_slice(&tci.to_be_bytes());
+    cx.pool.replace_prefix(p, 12, &tag)
+}
+
+impl App for RawRx {
+    fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        let RawRx {
+            ring,
+            counters,
+            supers,
+            truncated,
+            watch,
+            ..
+        } = self;
+        let Some(ring) = ring.as_mut() else {
+            return;
+        };
+        let fd = ring.fd.as_raw_fd();
+        let budget = cx.room(0).min(RX_BUDGET);
+        let now = cx.now_ns;
+        if !ring.ready() {
+            return;
+        }
+        // The kernel stamps each frame (wall clock) when it arrives; a packet's time is
+        // that, on the engine's clock, so the time we took to wake up is not added to
+        // its delay. The offset is read now, right after the engine read its clock.
+        let offset = realtime_ns().wrapping_sub(now);
+        let arrival = |h: &libc::tpacket2_hdr| -> u64 {
+            let t = (h.tp_sec as u64 * 1_000_000_000 + h.tp_nsec as u64).wrapping_sub(offset);
+            // Not in the future, and not absurdly old (a stepped wall clock).
+            if t > now || now - t > 1_000_000_000 {
+                now
+            } else {
+                t
+            }
+        };
+        let mut got = 0;
+        while got < budget {
+            let i = ring.next;
+            let status = ring.status(i);
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            got += 1;
+            let f = ring.frame(i);
+            // SAFETY: the frame is ours until released; its header is a tpacket2_hdr.
+            let h = unsafe { &*(f as *const libc::tpacket2_hdr) };
+            let ts = arrival(h);
+            let p = if status & libc::TP_STATUS_COPY != 0 {
+                ring.release(i);
+                let Some(p) = recv_whole(cx, fd, counters) else {
+                    continue;
+                };
+                *supers += 1;
+                Packet { ts_ns: ts, ..p }
+            } else if h.tp_snaplen < h.tp_len || (h.tp_mac as usize) < VNET_HDR_LEN {
+                ring.release(i);
+                *truncated += 1;
+                counters.drop(DropCause::TooBig, 1);
+                continue;
+            } else {
+                let len = h.tp_snaplen as usize;
+                let start = h.tp_mac as usize - VNET_HDR_LEN;
+                if h.tp_mac as usize + len > FRAME_SIZE {
+                    ring.release(i);
+                    counters.drop(DropCause::TooBig, 1);
+                    continue;
+                }
+                // SAFETY: [start, tp_mac + len) lies inside this frame (checked above).
+                let src = unsafe { std::slice::from_raw_parts(f.add(start), VNET_HDR_LEN + len) };
+                let gso = VnetHdr::decode(&src[..VNET_HDR_LEN]).is_gso();
+                let p = if gso {
+                    cx.pool.alloc_large(len as u32, ts)
+                } else {
+                    cx.pool.alloc(len as u32, ts)
+                };
+                let Some(p) = p else {
+                    ring.release(i);
+                    counters.drop(DropCause::PoolEmpty, 1);
+                    continue;
+                };
+                cx.pool.vnet_buf_mut(p.id)[..src.len()].copy_from_slice(src);
+                let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        h.tp_vlan_tpid
+                    } else {
+                        0x8100
+                    };
+                    (tpid, h.tp_vlan_tci)
+                });
+                ring.release(i);
+                let mut p = p;
+                if let Some((tpid, tci)) = vlan {
+                    if !insert_vlan(cx, &mut p, tpid, tci) {
+                        cx.pool.free(p);
+                        counters.drop(DropCause::TooBig, 1);
+                        continue;
+                    }
+                }
+                p
+            };
+            counters.rx_packets += 1;
+            counters.rx_bytes += p.len as u64;
+            cx.transmit(0, p, counters);
+        }
+        if got > 0 {
+            watch.fine();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        match &self.ring {
+            // More frames are waiting: due now.
+            Some(r) => r.ready().then_some(0),
+            None => Some(self.watch.retry_at_ns),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn extra_counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("super_packets", self.supers),
+            ("truncated", self.truncated),
+        ]
+    }
+}
+
+/// Writes an interface: whatever reaches any input is sent, in batches.
+pub struct RawTx {
+    fd: Option<OwnedFd>,
+    watch: Watch,
+    counters: Counters,
+    batch: Vec<Packet>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// Packets the interface refused for want of buffers (`ENOBUFS`).
+    nobufs: u64,
+    /// Packets the socket could not take yet (`EAGAIN`): they go first next breath.
+    pending: Vec<Packet>,
+    /// When to try them again.
+    retry_at_ns: Option<u64>,
+}
+
+// SAFETY: the raw pointers in `iov`/`msgs` are scratch, rewritten before every use.
+unsafe impl Send for RawTx {}
+
+fn tx_socket(ifindex: i32) -> io::Result<OwnedFd> {
+    packet_socket(
+        ifindex,
+        |fd| {
+            let one: libc::c_int = 1;
+            // veth and most virtual interfaces queue nothing anyway.
+            let _ = setopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                &one,
+                "PACKET_QDISC_BYPASS",
+            );
+            let sndbuf: libc::c_int = 16 << 20;
+            if setopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &sndbuf,
+                "SO_SNDBUFFORCE",
+            )
+            .is_err()
+            {
+                setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF")?;
+            }
+            Ok(())
+        },
+        false,
+    )
+}
+
+impl RawTx {
+    pub fn open(port: &str, ifname: &str) -> io::Result<RawTx> {
+        let idx = ifindex(ifname).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname:?}"),
+            )
+        })?;
+        let fd = tx_socket(idx)?;
+        Ok(RawTx {
+            fd: Some(fd),
+            watch: Watch::new(port, ifname, idx),
+            counters: Counters::default(),
+            batch: vec![Packet::default(); TX_BATCH],
+            // SAFETY: zeroed iovec/mmsghdr are valid (null pointers, zero lengths).
+            iov: vec![unsafe { std::mem::zeroed() }; TX_BATCH],
+            msgs: vec![unsafe { std::mem::zeroed() }; TX_BATCH],
+            nobufs: 0,
+            pending: Vec::with_capacity(TX_BATCH),
+            retry_at_ns: None,
+        })
+    }
+
+    pub fn housekeeping(&mut self, now_ns: u64) {
+        if self.fd.is_some() {
+            if !self.watch.same_interface() {
+                self.fd = None;
+                self.watch
+                    .trouble("interface gone; waiting for it to come back".into());
+                self.watch.retry_at_ns = now_ns + REOPEN_NS;
+            }
+            return;
+        }
+        if now_ns < self.watch.retry_at_ns {
+            return;
+        }
+        self.watch.retry_at_ns = now_ns + REOPEN_NS;
+        if let Some(idx) = ifindex(&self.watch.ifname) {
+            match tx_socket(idx) {
+                Ok(fd) => {
+                    self.fd = Some(fd);
+                    self.watch.ifindex = idx;
+                    self.watch.fine();
+                }
+                Err(e) => self.watch.trouble(format!("cannot reopen: {e}")),
+            }
+        }
+    }
+
+    /// Send `self.batch[..n]`; returns how many were consumed (sent or dropped). Stops
+    /// early only when the socket is full (`EAGAIN`).
+    fn send(&mut self, cx: &mut Ctx<'_>, fd: RawFd, n: usize) -> usize {
+        for i in 0..n {
+            let frame = cx.pool.vnet_frame(&self.batch[i]);
+            self.iov[i] = libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            };
+            let m = &mut self.msgs[i].msg_hdr;
+            m.msg_iov = &mut self.iov[i];
+            m.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: msgs[done..n] point at live iovecs over pool memory.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.msgs[done..n].as_mut_ptr(),
+                    (n - done) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                let sent = &self.batch[done..done + r as usize];
+                self.counters.tx_packets += r as u64;
+                self.counters.tx_bytes += sent.iter().map(|p| p.len as u64).sum::<u64>();
+                done += r as usize;
+                self.watch.fine();
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    self.retry_at_ns = Some(cx.now_ns + 50_000);
+                    return done;
+                }
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => {
+                    self.nobufs += 1;
+                    self.counters.drop(DropCause::Io, 1);
+                }
+                Some(libc::EMSGSIZE) => {
+                    self.watch
+                        .trouble("a packet is larger than the interface's MTU (EMSGSIZE)".into());
+                    self.counters.drop(DropCause::TooBig, 1);
+                }
+                Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ENETDOWN) => {
+                    // Link down or interface gone: nothing of this batch can go out.
+                    let gone = !self.watch.same_interface();
+                    self.watch.trouble(if gone {
+                        "interface gone; waiting for it to come back".into()
+                    } else {
+                        format!("send: {e} (link down?)")
+                    });
+                    self.counters.drop(DropCause::Io, (n - done) as u64);
+                    if gone {
+                        self.fd = None;
+                        self.watch.retry_at_ns = cx.now_ns + REOPEN_NS;
+                    }
+                    return n;
+                }
+                _ => {
+                    self.watch.trouble(format!("send: {e}"));
+                    self.counters.drop(DropCause::Io, 1);
+                }
+            }
+            // Skip the packet that failed and go on with the rest.
+            done += 1;
+        }
+        n
+    }
+}
+
+impl App for RawTx {
+    fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        self.retry_at_ns = None;
+        let mut port = 0;
+        loop {
+            // What the socket refused last time goes first.
+            let n = if !self.pending.is_empty() {
+                let n = self.pending.len();
+                self.batch[..n].copy_from_slice(&self.pending);
+                self.pending.clear();
+                n
+            } else {
+                while port < cx.n_inputs() && cx.pending(port) == 0 {
+                    port += 1;
+                }
+                if port == cx.n_inputs() {
+                    return;
+                }
+                cx.receive_into(port, &mut self.batch)
+            };
+            let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+                cx.pool.free_all(&self.batch[..n]);
+                self.counters.drop(DropCause::Io, n as u64);
+                continue;
+            };
+            let done = self.send(cx, fd, n);
+            cx.pool.free_all(&self.batch[..done]);
+            if done < n {
+                // Socket full: keep the rest, in order, for the retry.
+                self.pending.extend_from_slice(&self.batch[done..n]);
+                return;
+            }
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn drain_held(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        match &self.fd {
+            Some(_) => self.retry_at_ns,
+            None => Some(self.watch.retry_at_ns),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn extra_counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("enobufs", self.nobufs)]
+    }
+}
+
+/// Sends one frame over and over in `sendmmsg` batches, bypassing the qdisc: the flood
+/// generator of the forwarding benchmark (`synthnet bench-bridge`).
+pub struct Flood {
+    fd: OwnedFd,
+    /// `virtio_net_hdr` (no offloads) + the frame.
+    _buf: Vec<u8>,
+    _iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in `_iov`/`msgs` point into `_buf` and `_iov`, heap buffers
+// owned by the same value and never reallocated.
+unsafe impl Send for Flood {}
+
+/// Frames per `sendmmsg` of a [`Flood`].
+const FLOOD_BATCH: usize = 64;
+
+impl Flood {
+    pub fn open(ifname: &str, frame: &[u8]) -> io::Result<Flood> {
+        let idx = ifindex(ifname).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname:?}"),
+            )
+        })?;
+        let fd = tx_socket(idx)?;
+        let mut buf = vec![0u8; VNET_HDR_LEN];
+        buf.extend_from_slice(frame);
+        let mut iov: Vec<libc::iovec> = (0..FLOOD_BATCH)
+            .map(|_| libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            })
+            .collect();
+        // SAFETY: a zeroed mmsghdr is valid (null pointers, zero lengths).
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; FLOOD_BATCH];
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        Ok(Flood {
+            fd,
+            _buf: buf,
+            _iov: iov,
+            msgs,
+        })
+    }
+
+    /// Send one batch; returns the frames the interface took (0 when it is full).
+    pub fn send(&mut self) -> usize {
+        // SAFETY: `msgs` point at live iovecs over `_buf` (see the `Send` impl).
+        let r = unsafe {
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                FLOOD_BATCH as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        r.max(0) as usize
+    }
+}

@@ -1,0 +1,16 @@
+//! # synthnet-io: where packets enter and leave
+//!
+//! The I/O layer, above the core: engine apps on real interfaces and on capture files.
+//! It is the only crate of the host with `unsafe` code (the AF_PACKET ring and batched
+//! send in [`afpacket`]); each block says why it is sound in a `// SAFETY:` comment.
+//!
+//! - [`afpacket`]: a TPACKET_V2 receive ring and `sendmmsg` batches per interface, with
+//!   `virtio_net_hdr` offload headers, following an interface by name across faults.
+//! - [`pcap`]: pcap/pcapng captures, and the apps that feed them to an engine and keep
+//!   what comes out.
+
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+pub mod afpacket;
+pub mod pcap;

@@ -1,0 +1,551 @@
+//! The plugin app: the engine app around one plugin instance.
+//!
+//! It writes each batch into the instance's memory, makes one call per batch, validates
+//! every verdict before applying any, and keeps held packets in its own [`DelayLine`], so
+//! packets survive an instance that traps, loops, eats memory or answers garbage (the
+//! batch is dropped and counted, the instance restarted with backoff by its
+//! [`Health`]), and survive a hot swap to a new instance. Instances arrive ready-made:
+//! compiling and running a plugin's init happen off the packet thread, and
+//! [`PluginApp::commit_swap`] only hands state over and takes the new instance in.
+
+use crate::instance::{Factory, Instance, PluginError};
+use crate::supervisor::Health;
+use std::sync::Arc;
+use synthnet_core::delay::DelayLine;
+use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
+use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
+
+/// What became of a running instance's state at a swap.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handover {
+    /// The new instance starts fresh (no state, or a different state version).
+    Fresh,
+    /// The running instance's state was handed to the new one.
+    State,
+    /// Handing state over failed; the new instance runs with what it has, and why is
+    /// said here (a broken snapshot never blocks a change).
+    Failed(String),
+}
+
+/// The engine app that runs one plugin instance.
+pub struct PluginApp {
+    /// Who this is in log lines (the stage's place, e.g. `ingress/default/latency`).
+    label: Arc<str>,
+    factory: Arc<dyn Factory>,
+    seed: u64,
+    inst: Option<Box<dyn Instance>>,
+    lay: Layout,
+    wake_at_ns: u64,
+    delay: DelayLine,
+    batch: Vec<Packet>,
+    refs: Vec<u32>,
+    /// Packets for port 0, now: sent in one go at the end of a batch.
+    staged: Vec<Packet>,
+    counters: Counters,
+    health: Health,
+}
+
+/// Default bound on the packets one plugin app may hold in its delay line.
+pub const DEFAULT_HOLD_LIMIT: usize = 1 << 16;
+
+/// Refuse what a stage cannot run: synthnet connects one input and one output per stage.
+pub fn check_ports(plugin: &str, lay: &Layout) -> Result<(), PluginError> {
+    if lay.n_inputs != 1 || lay.n_outputs != 1 {
+        return Err(PluginError::new(
+            plugin,
+            format!(
+                "declares {} inputs and {} outputs, but a stage has exactly one of each",
+                lay.n_inputs, lay.n_outputs
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl PluginApp {
+    /// A plugin app around `inst`, an instance `factory` made with `seed`.
+    pub fn new(
+        label: impl Into<Arc<str>>,
+        inst: Box<dyn Instance>,
+        factory: Arc<dyn Factory>,
+        seed: u64,
+        hold_limit: usize,
+    ) -> Result<Self, PluginError> {
+        let lay = inst.layout().clone();
+        check_ports(factory.plugin(), &lay)?;
+        Ok(PluginApp {
+            label: label.into(),
+            factory,
+            seed,
+            inst: Some(inst),
+            lay,
+            wake_at_ns: abi::NO_WAKE,
+            delay: DelayLine::new(hold_limit),
+            batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
+            refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
+            staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
+            counters: Counters::default(),
+            health: Health::default(),
+        })
+    }
+
+    /// Instantiate `factory` here and now (tools and tests; the bridge instantiates off
+    /// its packet thread and uses [`PluginApp::new`]).
+    pub fn instantiate(
+        label: impl Into<Arc<str>>,
+        factory: Arc<dyn Factory>,
+        seed: u64,
+        hold_limit: usize,
+    ) -> Result<Self, PluginError> {
+        let inst = factory.instantiate(seed)?;
+        Self::new(label, inst, factory, seed, hold_limit)
+    }
+
+    pub fn factory(&self) -> &Arc<dyn Factory> {
+        &self.factory
+    }
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+    /// The seed the running instance was made with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Replace the instance with `inst` (made by `factory` with `seed`, off the packet
+    /// thread), keeping every held packet. State is handed over when old and new declare
+    /// the same non-zero state version. Call between breaths.
+    pub fn commit_swap(
+        &mut self,
+        mut inst: Box<dyn Instance>,
+        factory: Arc<dyn Factory>,
+        seed: u64,
+    ) -> Handover {
+        let new_ver = inst.layout().state_version;
+        let handover = match self.inst.as_mut() {
+            Some(old) if new_ver != 0 && old.layout().state_version == new_ver => {
+                match old.snapshot().and_then(|s| inst.restore(&s)) {
+                    Ok(()) => Handover::State,
+                    Err(e) => {
+                        log::warn!("{}: state not handed over: {e}", self.label);
+                        Handover::Failed(e)
+                    }
+                }
+            }
+            _ => Handover::Fresh,
+        };
+        self.lay = inst.layout().clone();
+        self.inst = Some(inst);
+        self.factory = factory;
+        self.seed = seed;
+        self.wake_at_ns = abi::NO_WAKE;
+        self.health.swapped();
+        handover
+    }
+
+    fn fault(&mut self, now_ns: u64, msg: String) {
+        log::warn!("{}: {msg}; restarting", self.label);
+        self.inst = None;
+        self.health.fault(now_ns, msg);
+        self.wake_at_ns = abi::NO_WAKE;
+    }
+
+    fn try_restart(&mut self, now_ns: u64) {
+        if self.inst.is_some() || now_ns < self.health.retry_at_ns() {
+            return;
+        }
+        let made = self.factory.instantiate(self.seed).and_then(|i| {
+            check_ports(self.factory.plugin(), i.layout())?;
+            Ok(i)
+        });
+        match made {
+            Ok(i) => {
+                self.lay = i.layout().clone();
+                self.inst = Some(i);
+                self.health.restarted();
+            }
+            Err(e) => self.fault(now_ns, format!("restart failed: {}", e.message)),
+        }
+    }
+
+    /// Move due packets from the delay line to the output while there is room, in one
+    /// bulk transmit.
+    fn release(&mut self, cx: &mut Ctx<'_>) {
+        let room0 = cx.room(0);
+        let staged = &mut self.staged;
+        self.delay.release(cx.now_ns, |p| {
+            if staged.len() >= room0 {
+                return false;
+            }
+            staged.push(p);
+            true
+        });
+        cx.transmit_all(0, staged, &mut self.counters);
+        staged.clear();
+    }
+
+    /// Run one batch of `n` packets (0 = timer tick) through the instance.
+    fn run_batch(&mut self, cx: &mut Ctx<'_>, n: usize) {
+        // The instance is out of its slot during the call; it goes back unless it faulted.
+        let Some(mut inst) = self.inst.take() else {
+            return;
+        };
+        let lay = self.lay.clone();
+        let now = cx.now_ns;
+        let n = cx.receive_into(0, &mut self.batch[..n]);
+        self.counters.rx_packets += n as u64;
+        self.counters.rx_bytes += self.batch[..n].iter().map(|p| p.len as u64).sum::<u64>();
+        let mem = inst.memory();
+        if lay.access != access::META {
+            for (i, p) in self.batch[..n].iter().enumerate() {
+                let cap = p.len.min(lay.snap_len) as usize;
+                let at = lay.slot_addr(i as u32) as usize;
+                if let Some(dst) = mem.get_mut(at..at + cap) {
+                    dst.copy_from_slice(&cx.pool.data(p)[..cap]);
+                }
+            }
+        }
+        let Some(descs) = abi::desc_chunks(mem, &lay, n as u32) else {
+            // Cannot happen: the layout was validated against this memory.
+            self.drop_batch(cx, n, DropCause::PluginFault);
+            self.fault(now, "descriptor array outside memory".into());
+            return;
+        };
+        for ((i, p), d) in self.batch[..n].iter().enumerate().zip(descs) {
+            let (mut data_off, mut cap, mut flags) = (0, 0, 0);
+            if lay.access != access::META {
+                cap = p.len.min(lay.snap_len);
+                data_off = lay.slot_addr(i as u32);
+                if cap < p.len {
+                    flags = abi::DF_TRUNCATED;
+                }
+            }
+            let desc = RawDesc {
+                id: i as u32,
+                wire_len: cx.pool.wire_len(p),
+                data_off,
+                cap_len: cap,
+                in_port: 0,
+                flags,
+                arrival_ns: p.ts_ns,
+            };
+            if let Ok(d) = d.try_into() {
+                desc.encode(d);
+            }
+        }
+        let nv = match inst.process(n as u32, now) {
+            Ok(nv) => nv,
+            Err(e) => {
+                self.drop_batch(cx, n, DropCause::PluginFault);
+                self.fault(now, format!("fault: {e}"));
+                return;
+            }
+        };
+        let mem = inst.memory();
+        self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS)
+            .unwrap_or(abi::NO_WAKE);
+        match validate(
+            mem,
+            &lay,
+            &self.batch[..n],
+            nv,
+            cx.pool.max_len(),
+            &mut self.refs,
+        ) {
+            Ok(true) => self.apply_in_order(cx, mem, &lay, n),
+            Ok(false) => self.apply(cx, mem, &lay, n, nv),
+            Err(e) => {
+                self.drop_batch(cx, n, DropCause::BadVerdict);
+                self.fault(now, format!("garbage verdict: {e}"));
+                return;
+            }
+        }
+        self.inst = Some(inst);
+    }
+
+    /// [`PluginApp::apply`] for the common shape: verdict `j` is packet `j`'s only one.
+    fn apply_in_order(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize) {
+        let now = cx.now_ns;
+        let Some(chunks) = abi::verdict_chunks(mem, lay, n as u32) else {
+            return;
+        };
+        let mut dropped = 0;
+        let Self {
+            batch,
+            staged,
+            delay,
+            counters,
+            ..
+        } = self;
+        let room0 = if delay.next_at().is_some_and(|t| t <= now) {
+            0
+        } else {
+            cx.room(0)
+        };
+        let mut out = Out {
+            staged,
+            delay,
+            counters,
+            dropped: &mut dropped,
+            room0,
+        };
+        for (c, &p) in chunks.zip(&batch[..n]) {
+            let Ok(c) = c.try_into() else { continue };
+            let v = RawVerdict::decode(c);
+            out.place(cx, now, v.port, v.at_ns, p);
+        }
+        self.counters.drop(DropCause::Plugin, dropped);
+        cx.transmit_all(0, &self.staged, &mut self.counters);
+        self.staged.clear();
+    }
+
+    /// Carry out the batch's `nv` verdicts, already validated.
+    fn apply(&mut self, cx: &mut Ctx<'_>, mem: &[u8], lay: &Layout, n: usize, nv: u32) {
+        let now = cx.now_ns;
+        // Packets nobody claimed.
+        for i in 0..n {
+            if self.refs[i] == 0 {
+                cx.pool.free(self.batch[i]);
+                self.counters.drop(DropCause::NoVerdict, 1);
+            }
+        }
+        let Some(chunks) = abi::verdict_chunks(mem, lay, nv) else {
+            return;
+        };
+        let mut dropped = 0;
+        for c in chunks {
+            let Ok(c) = c.try_into() else { continue };
+            let v = RawVerdict::decode(c);
+            let mut p = if v.id == abi::ID_NEW {
+                if v.port == abi::PORT_DROP {
+                    continue;
+                }
+                match cx.pool.alloc_from(v.bytes(mem, lay).unwrap_or(&[]), now) {
+                    Some(p) => p,
+                    None => {
+                        self.counters.drop(DropCause::PoolEmpty, 1);
+                        continue;
+                    }
+                }
+            } else {
+                // Every verdict naming a packet gets the packet as it arrived: all but
+                // the last get a copy, the last gets the original.
+                let i = v.id as usize;
+                self.refs[i] -= 1;
+                if self.refs[i] == 0 {
+                    self.batch[i]
+                } else {
+                    match cx.pool.clone_packet(&self.batch[i]) {
+                        Some(p) => p,
+                        None => {
+                            self.counters.drop(DropCause::PoolEmpty, 1);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if v.flags & abi::VF_REPLACE != 0 && v.id != abi::ID_NEW && v.port != abi::PORT_DROP {
+                let old = if lay.access == access::META {
+                    0
+                } else {
+                    p.len.min(lay.snap_len) as usize
+                };
+                if !cx
+                    .pool
+                    .replace_prefix(&mut p, old, v.bytes(mem, lay).unwrap_or(&[]))
+                {
+                    cx.pool.free(p);
+                    self.counters.drop(DropCause::TooBig, 1);
+                    continue;
+                }
+            }
+            let room0 = if self.delay.next_at().is_some_and(|t| t <= now) {
+                0
+            } else {
+                cx.room(0)
+            };
+            Out {
+                staged: &mut self.staged,
+                delay: &mut self.delay,
+                counters: &mut self.counters,
+                dropped: &mut dropped,
+                room0,
+            }
+            .place(cx, now, v.port, v.at_ns, p);
+        }
+        self.counters.drop(DropCause::Plugin, dropped);
+        cx.transmit_all(0, &self.staged, &mut self.counters);
+        self.staged.clear();
+    }
+
+    fn drop_batch(&mut self, cx: &mut Ctx<'_>, n: usize, cause: DropCause) {
+        for &p in &self.batch[..n] {
+            cx.pool.free(p);
+        }
+        self.counters.drop(cause, n as u64);
+    }
+
+    /// The counters the plugin publishes (names from its header); empty while it is
+    /// down.
+    pub fn plugin_counters(&mut self) -> Vec<(String, u64)> {
+        let lay = self.lay.clone();
+        match self.inst.as_mut() {
+            Some(i) => abi::read_counters(i.memory(), &lay),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Where a verdict's packet goes: staged for the output, the delay line, or dropped.
+struct Out<'a> {
+    staged: &'a mut Vec<Packet>,
+    delay: &'a mut DelayLine,
+    counters: &'a mut Counters,
+    dropped: &'a mut u64,
+    /// Room on output 0 for this batch: beyond it (or behind packets already due in
+    /// the delay line), packets due now wait in the delay line instead of being dropped
+    /// on a full link — a stalled engine catching up loses nothing.
+    room0: usize,
+}
+
+impl Out<'_> {
+    /// Send, hold or drop one packet per its verdict (validated: the port is 0 or
+    /// drop). Packets due now are staged and go out in one bulk transmit.
+    #[inline(always)]
+    fn place(&mut self, cx: &mut Ctx<'_>, now: u64, port: u16, at_ns: u64, mut p: Packet) {
+        if port == abi::PORT_DROP {
+            cx.pool.free(p);
+            *self.dropped += 1;
+        } else if at_ns <= now && self.staged.len() < self.room0 {
+            p.ts_ns = p.ts_ns.max(at_ns);
+            self.staged.push(p);
+        } else if let Err(p) = self.delay.push(at_ns, p) {
+            cx.pool.free(p);
+            self.counters.drop(DropCause::HoldFull, 1);
+        }
+    }
+}
+
+/// Check every verdict of a batch before any is applied, and count in `refs` how many
+/// verdicts name each packet. `Ok(true)` when the answer is the common shape — verdict
+/// `j` names packet `j`, one each, nothing replaced — which [`PluginApp::apply`] takes on
+/// a fast path.
+fn validate(
+    mem: &[u8],
+    lay: &Layout,
+    batch: &[Packet],
+    nv: u32,
+    max_len: usize,
+    refs: &mut [u32],
+) -> Result<bool, String> {
+    if nv > lay.max_verdicts {
+        return Err(format!(
+            "{nv} verdicts, more than the {} the header allows",
+            lay.max_verdicts
+        ));
+    }
+    let n = batch.len();
+    refs[..n].fill(0);
+    let mut in_order = nv as usize == n;
+    let chunks = abi::verdict_chunks(mem, lay, nv).ok_or("verdict array lies outside memory")?;
+    for (j, c) in chunks.enumerate() {
+        let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
+        in_order &= v.id as usize == j && v.flags == 0;
+        if v.flags & !abi::VF_KNOWN != 0 {
+            return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
+        }
+        if v.port != abi::PORT_DROP && v.port >= lay.n_outputs {
+            return Err(format!(
+                "verdict {j} names output port {} of {}",
+                v.port, lay.n_outputs
+            ));
+        }
+        let replaces = v.flags & abi::VF_REPLACE != 0;
+        if v.id == abi::ID_NEW || replaces {
+            let bytes = v.bytes(mem, lay).ok_or_else(|| {
+                format!(
+                    "verdict {j} points at bytes {:#x}+{} outside the plugin's region",
+                    v.data_off, v.data_len
+                )
+            })?;
+            if v.id == abi::ID_NEW && (bytes.is_empty() || bytes.len() > max_len) {
+                return Err(format!(
+                    "verdict {j} injects a packet of {} bytes",
+                    bytes.len()
+                ));
+            }
+        }
+        if v.id != abi::ID_NEW {
+            let i = v.id as usize;
+            let Some(p) = batch.get(i) else {
+                return Err(format!(
+                    "verdict {j} names packet {} of a batch of {n}",
+                    v.id
+                ));
+            };
+            if replaces {
+                let cap = if lay.access == access::META {
+                    0
+                } else {
+                    p.len.min(lay.snap_len)
+                };
+                let new_len = p.len as u64 - cap as u64 + v.data_len as u64;
+                if new_len > max_len as u64 {
+                    return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
+                }
+            }
+            refs[i] += 1;
+        }
+    }
+    Ok(in_order)
+}
+
+impl App for PluginApp {
+    fn breathe(&mut self, cx: &mut Ctx<'_>) {
+        self.release(cx);
+        if self.inst.is_none() {
+            self.try_restart(cx.now_ns);
+        }
+        if self.inst.is_none() {
+            let mut dropped = 0;
+            while let Some(p) = cx.receive(0) {
+                cx.pool.free(p);
+                dropped += 1;
+            }
+            self.counters.drop(DropCause::PluginDown, dropped);
+            return;
+        }
+        if self.wake_at_ns <= cx.now_ns {
+            self.run_batch(cx, 0);
+        }
+        loop {
+            let n = cx.pending(0).min(self.lay.max_batch as usize);
+            if n == 0 || self.inst.is_none() {
+                break;
+            }
+            self.run_batch(cx, n);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let wake = (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns);
+        let retry = self.inst.is_none().then_some(self.health.retry_at_ns());
+        [self.delay.next_at(), wake, retry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn held(&self) -> usize {
+        self.delay.len()
+    }
+
+    fn drain_held(&mut self) -> Vec<Packet> {
+        self.delay.drain()
+    }
+}

@@ -1,0 +1,28 @@
+//! # synthnet-runtime: the plugin host
+//!
+//! The host side of the link ABI (`docs/ABI.md`), above `synthnet-core` and below the
+//! configuration layer. It may use the core, the SDK's ABI definitions and wasmtime; it
+//! knows nothing of specs, sockets or files other than plugin modules, and has no
+//! `unsafe` (forbidden below).
+//!
+//! - [`instance`]: the [`Instance`] and [`Factory`] traits every runtime implements.
+//! - [`wasm`]: wasm instances on wasmtime, one `Store` each, bounded in memory and CPU.
+//! - [`app`]: [`PluginApp`], the engine app around an instance: batches out, verdicts
+//!   validated and applied, held packets kept in the host.
+//! - [`supervisor`]: faults, restarts with a backoff that decays.
+//! - [`loader`]: the module cache; [`registry`]: the built-in plugins.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod instance;
+pub mod loader;
+pub mod registry;
+pub mod supervisor;
+pub mod wasm;
+
+pub use app::{Handover, PluginApp, DEFAULT_HOLD_LIMIT};
+pub use instance::{fingerprint, Factory, Instance, PluginError};
+pub use loader::{Loader, PluginRef};
+pub use supervisor::Health;
+pub use wasm::{WasmFactory, WasmRuntime, DEFAULT_MEMORY_LIMIT};

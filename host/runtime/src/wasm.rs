@@ -1,0 +1,412 @@
+//! wasm instances on wasmtime: one `Store` per instance, modules compiled once and
+//! pre-linked (`InstancePre`) off the packet path, typed exports fetched once and kept
+//! in the instance (so a swapped instance can never be called through an old handle).
+//!
+//! Every instance is bounded: linear memory by a `StoreLimits` cap (growing past it
+//! traps), CPU by an epoch deadline per call (a ticker thread advances the epoch every
+//! [`TICK`]; a call gets [`DEADLINE_TICKS`] ticks). A trap of any kind is an error value
+//! here, never a host crash.
+
+use crate::instance::{fingerprint, Factory, Instance, PluginError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synthnet_sdk::abi::{self, Layout};
+use wasmtime::{
+    Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+/// Epoch tick period.
+pub const TICK: Duration = Duration::from_millis(2);
+/// Ticks a call may run. Measured: a 2-tick deadline once fired on a 4 µs batch under
+/// VM scheduling noise, so keep a wide margin: 10 ticks ≈ 20 ms.
+pub const DEADLINE_TICKS: u64 = 10;
+/// Default cap on a plugin's linear memory.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Log lines a plugin instance may write per second; the rest are counted and dropped.
+const LOG_LINES_PER_SEC: u32 = 20;
+
+/// The wasmtime engine and its epoch ticker. Shared by every module.
+pub struct WasmRuntime {
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+    /// The ticker parks while this is set (an idle bridge need not wake 500×/s).
+    paused: Arc<AtomicBool>,
+    ticker: std::thread::Thread,
+}
+
+impl WasmRuntime {
+    pub fn new() -> Result<Arc<Self>, PluginError> {
+        let mut c = Config::new();
+        c.epoch_interruption(true);
+        c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        c.max_wasm_stack(512 << 10);
+        let engine = Engine::new(&c).map_err(|e| PluginError::new("wasmtime", format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let (e, s, p) = (engine.clone(), stop.clone(), paused.clone());
+        let ticker = std::thread::Builder::new()
+            .name("synthnet-epoch".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if p.load(Ordering::Acquire) {
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| {
+                PluginError::new("wasmtime", format!("cannot start the epoch ticker: {e}"))
+            })?
+            .thread()
+            .clone();
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            stop,
+            paused,
+            ticker,
+        }))
+    }
+
+    /// Stop ticking until [`WasmRuntime::resume`]: call before a long idle sleep, when no
+    /// plugin call can run. (Each tick is a wake-up of the machine.)
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Tick again (before the next plugin call).
+    pub fn resume(&self) {
+        if self.paused.swap(false, Ordering::AcqRel) {
+            self.ticker.unpark();
+        }
+    }
+
+    /// Compile and check a module: it must be valid wasm, speak link ABI v1 and export
+    /// what v1 requires. `name` is used in messages (a built-in name or a path).
+    pub fn load(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<WasmModule>, PluginError> {
+        let err = |m: String| PluginError::new(name, m);
+        if !bytes.starts_with(b"\0asm") {
+            return Err(err(
+                "not a wasm module: it does not start with the wasm magic bytes \\0asm (build the plugin with --target wasm32-unknown-unknown)".into(),
+            ));
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| err(format!("not a valid wasm module: {e:#}")))?;
+        let versions: Vec<String> = module
+            .exports()
+            .map(|e| e.name().to_string())
+            .filter(|n| n.starts_with(abi::EXPORT_VERSION_PREFIX))
+            .collect();
+        if !versions.iter().any(|v| v == abi::EXPORT_VERSION) {
+            return Err(err(if versions.is_empty() {
+                format!("not a synthnet plugin: it has no `{}` export (build it with synthnet-sdk's export_plugin!)", abi::EXPORT_VERSION)
+            } else {
+                format!(
+                    "built for link ABI {}, but this synthnet speaks v{}: rebuild it against synthnet-sdk {}",
+                    versions.iter().map(|v| format!("v{}", v.trim_start_matches(abi::EXPORT_VERSION_PREFIX))).collect::<Vec<_>>().join(", "),
+                    abi::ABI_MAJOR,
+                    env!("CARGO_PKG_VERSION")
+                )
+            }));
+        }
+        for need in [
+            abi::EXPORT_ALLOC,
+            abi::EXPORT_INIT,
+            abi::EXPORT_PROCESS,
+            abi::EXPORT_ERROR,
+            "memory",
+        ] {
+            if module.get_export(need).is_none() {
+                return Err(err(format!(
+                    "missing the `{need}` export that link ABI v1 requires"
+                )));
+            }
+        }
+        let mut linker = Linker::<HostState>::new(&self.engine);
+        linker
+            .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, host_log)
+            .map_err(|e| err(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            err(format!(
+                "cannot link: {e:#} (a plugin may import only synthnet.log)"
+            ))
+        })?;
+        let hash = fingerprint(&[b"wasm", bytes]);
+        Ok(Arc::new(WasmModule {
+            name: name.to_string(),
+            pre,
+            engine: self.engine.clone(),
+            hash,
+            _rt: self.clone(),
+        }))
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled, pre-linked plugin module.
+pub struct WasmModule {
+    name: String,
+    pre: InstancePre<HostState>,
+    engine: Engine,
+    hash: u64,
+    _rt: Arc<WasmRuntime>,
+}
+
+impl WasmModule {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Hash of the module's bytes.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+struct HostState {
+    limits: StoreLimits,
+    name: Arc<str>,
+    log_window: Instant,
+    log_lines: u32,
+    log_dropped: u64,
+}
+
+fn host_log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) {
+    let Some(mem) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return;
+    };
+    let msg = {
+        let data = mem.data(&caller);
+        let (a, n) = (ptr as usize, (len as usize).min(1024));
+        String::from_utf8_lossy(
+            data.get(a..a.saturating_add(n))
+                .unwrap_or(b"<log message outside memory>"),
+        )
+        .into_owned()
+    };
+    let st = caller.data_mut();
+    if st.log_window.elapsed() >= Duration::from_secs(1) {
+        if st.log_dropped > 0 {
+            log::warn!(target: "plugin", "{}: {} log lines dropped (rate limit)", st.name, st.log_dropped);
+        }
+        st.log_window = Instant::now();
+        st.log_lines = 0;
+        st.log_dropped = 0;
+    }
+    if st.log_lines >= LOG_LINES_PER_SEC {
+        st.log_dropped += 1;
+        return;
+    }
+    st.log_lines += 1;
+    let lvl = match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        _ => log::Level::Debug,
+    };
+    log::log!(target: "plugin", lvl, "{}: {}", st.name, msg);
+}
+
+/// Why a call failed, in words a user can act on.
+fn describe(e: wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "ran past its CPU deadline ({} ms)",
+            DEADLINE_TICKS * TICK.as_millis() as u64
+        ),
+        Some(t) => format!("trapped: {t}"),
+        // One line: the root cause (e.g. the memory cap), not the wasm backtrace.
+        None => {
+            let root = e.root_cause().to_string();
+            if root.contains("growing memory") {
+                format!("exceeded its memory limit ({root})")
+            } else {
+                root
+            }
+        }
+    }
+}
+
+/// Read `[len: u32 LE][bytes]` at `ptr` (bounded to 16 MiB).
+fn read_blob(mem: &[u8], ptr: u32) -> Option<Vec<u8>> {
+    let len = abi::le::u32_at(mem, ptr as usize)? as usize;
+    if len > 16 << 20 {
+        return None;
+    }
+    let a = ptr as usize + 4;
+    mem.get(a..a + len).map(<[u8]>::to_vec)
+}
+
+pub struct WasmInstance {
+    store: Store<HostState>,
+    memory: Memory,
+    process: TypedFunc<(u32, u64), u32>,
+    alloc: TypedFunc<u32, u32>,
+    error: TypedFunc<(), u32>,
+    snapshot: Option<TypedFunc<(), u32>>,
+    restore: Option<TypedFunc<(u32, u32), u32>>,
+    lay: Layout,
+}
+
+impl WasmInstance {
+    fn new(
+        module: &WasmModule,
+        config: &[u8],
+        seed: u64,
+        memory_limit: usize,
+    ) -> Result<Self, String> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_limit)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState {
+            limits,
+            name: module.name.as_str().into(),
+            log_window: Instant::now(),
+            log_lines: 0,
+            log_dropped: 0,
+        };
+        let mut store = Store::new(&module.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(DEADLINE_TICKS);
+        let instance = module.pre.instantiate(&mut store).map_err(describe)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("exports no memory")?;
+        let f = |e: wasmtime::Error| format!("wrong export signature: {e:#}");
+        let alloc = instance
+            .get_typed_func::<u32, u32>(&mut store, abi::EXPORT_ALLOC)
+            .map_err(f)?;
+        let init = instance
+            .get_typed_func::<(u32, u32, u64), u32>(&mut store, abi::EXPORT_INIT)
+            .map_err(f)?;
+        let process = instance
+            .get_typed_func::<(u32, u64), u32>(&mut store, abi::EXPORT_PROCESS)
+            .map_err(f)?;
+        let error = instance
+            .get_typed_func::<(), u32>(&mut store, abi::EXPORT_ERROR)
+            .map_err(f)?;
+        let snapshot = instance
+            .get_typed_func::<(), u32>(&mut store, abi::EXPORT_SNAPSHOT)
+            .ok();
+        let restore = instance
+            .get_typed_func::<(u32, u32), u32>(&mut store, abi::EXPORT_RESTORE)
+            .ok();
+        let len = u32::try_from(config.len()).map_err(|_| "config too large")?;
+        let ptr = alloc.call(&mut store, len).map_err(describe)?;
+        memory
+            .write(&mut store, ptr as usize, config)
+            .map_err(|_| "config buffer lies outside memory")?;
+        store.set_epoch_deadline(DEADLINE_TICKS);
+        let hdr = init.call(&mut store, (ptr, len, seed)).map_err(describe)?;
+        if hdr == 0 {
+            let eptr = error.call(&mut store, ()).map_err(describe)?;
+            let msg = read_blob(memory.data(&store), eptr).unwrap_or_default();
+            return Err(String::from_utf8_lossy(&msg).into_owned());
+        }
+        let lay = Layout::parse(memory.data(&store), hdr).map_err(|e| e.0)?;
+        Ok(WasmInstance {
+            store,
+            memory,
+            process,
+            alloc,
+            error,
+            snapshot,
+            restore,
+            lay,
+        })
+    }
+}
+
+impl Instance for WasmInstance {
+    fn layout(&self) -> &Layout {
+        &self.lay
+    }
+    #[inline]
+    fn memory(&mut self) -> &mut [u8] {
+        self.memory.data_mut(&mut self.store)
+    }
+    #[inline]
+    fn process(&mut self, n: u32, now_ns: u64) -> Result<u32, String> {
+        self.store.set_epoch_deadline(DEADLINE_TICKS);
+        self.process
+            .call(&mut self.store, (n, now_ns))
+            .map_err(describe)
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, String> {
+        let Some(f) = &self.snapshot else {
+            return Ok(Vec::new());
+        };
+        self.store.set_epoch_deadline(DEADLINE_TICKS);
+        let ptr = f.call(&mut self.store, ()).map_err(describe)?;
+        read_blob(self.memory.data(&self.store), ptr)
+            .ok_or_else(|| "snapshot lies outside memory".into())
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let Some(f) = self.restore.clone() else {
+            return Ok(());
+        };
+        self.store.set_epoch_deadline(DEADLINE_TICKS);
+        let len = u32::try_from(state.len()).map_err(|_| "state too large")?;
+        let ptr = self.alloc.call(&mut self.store, len).map_err(describe)?;
+        self.memory
+            .write(&mut self.store, ptr as usize, state)
+            .map_err(|_| "state buffer lies outside memory")?;
+        if f.call(&mut self.store, (ptr, len)).map_err(describe)? != 0 {
+            let eptr = self.error.call(&mut self.store, ()).map_err(describe)?;
+            let msg = read_blob(self.memory.data(&self.store), eptr).unwrap_or_default();
+            return Err(String::from_utf8_lossy(&msg).into_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Makes wasm instances of one module with one config.
+pub struct WasmFactory {
+    module: Arc<WasmModule>,
+    config: Vec<u8>,
+    memory_limit: usize,
+}
+
+impl WasmFactory {
+    pub fn new(module: Arc<WasmModule>, config: &[u8], memory_limit: usize) -> Self {
+        WasmFactory {
+            module,
+            config: config.to_vec(),
+            memory_limit,
+        }
+    }
+}
+
+impl Factory for WasmFactory {
+    fn plugin(&self) -> &str {
+        &self.module.name
+    }
+    fn instantiate(&self, seed: u64) -> Result<Box<dyn Instance>, PluginError> {
+        WasmInstance::new(&self.module, &self.config, seed, self.memory_limit)
+            .map(|i| Box::new(i) as Box<dyn Instance>)
+            .map_err(|e| PluginError::new(&self.module.name, e))
+    }
+    fn fingerprint(&self) -> u64 {
+        fingerprint(&[
+            &self.module.hash.to_le_bytes(),
+            &self.config,
+            &self.memory_limit.to_le_bytes(),
+        ])
+    }
+}

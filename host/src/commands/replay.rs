@@ -1,0 +1,119 @@
+//! `synthnet replay`: one direction of a spec over a capture, offline, on the virtual
+//! clock: the capture's timestamps drive time, the same apply path as the bridge builds
+//! the chains, and what leaves is written with its departure time. The engine only
+//! ever sees virtual time, so the same seed and the same input give byte-identical
+//! output.
+
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use synthnet_config::{Network, Plan, Ports};
+use synthnet_core::clock::VirtualClock;
+use synthnet_core::{Direction, DropCause, Engine, PacketPool};
+use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
+use synthnet_runtime::{fingerprint, Loader, WasmRuntime};
+
+/// What a replay did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    /// Drops by cause, summed over every app.
+    pub dropped: Vec<(DropCause, u64)>,
+    /// Added delay of packets that left unchanged (matched to their input by content).
+    pub matched: u64,
+    pub mean_delay_ms: f64,
+    pub max_delay_ms: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "packets in: {}, out: {}",
+            self.packets_in, self.packets_out
+        )?;
+        if self.dropped.is_empty() {
+            writeln!(f, "dropped: none")?;
+        } else {
+            let d: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.name()))
+                .collect();
+            writeln!(f, "dropped: {}", d.join(", "))?;
+        }
+        write!(
+            f,
+            "added delay: mean {:.3} ms, max {:.3} ms (over {} packets left unchanged)",
+            self.mean_delay_ms, self.max_delay_ms, self.matched
+        )
+    }
+}
+
+/// Replay `frames` through direction `dir` of `plan`. Returns what left (in departure
+/// order) and a summary.
+pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Frame>, Summary)> {
+    let max_len = frames.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
+    let slot = max_len.clamp(2048, 65_536 + 4096);
+    let mut engine = Engine::new(PacketPool::new(plan.limits.pool_packets, slot));
+    let arrivals: HashMap<u64, u64> = frames.iter().map(|(ts, d)| (hash(d), *ts)).collect();
+    let packets_in = frames.len() as u64;
+    let start = frames.first().map_or(0, |(ts, _)| *ts);
+    let source = engine.add(Box::new(CaptureSource::new(frames)));
+    let sink = engine.add(Box::new(CaptureSink::default()));
+    let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
+    let mut loader = Loader::new(WasmRuntime::new()?);
+    let report = net.apply(plan.clone(), &mut loader);
+    if let synthnet_config::Outcome::Refused(e) = report.outcome {
+        anyhow::bail!("invalid spec: {e}");
+    }
+    // Breathe at every deadline until the capture is consumed and nothing is in
+    // flight (a plugin's timer alone does not keep a replay going).
+    let mut clock = VirtualClock::at(start);
+    clock
+        .run_until(&mut net.engine, u64::MAX, |e| {
+            e.app_ref::<CaptureSource>(source)
+                .is_none_or(|s| s.next_at().is_none())
+                && e.packets_in_flight() == 0
+        })
+        .context("replay")?;
+    let snap = net.snapshot();
+    let mut dropped: Vec<(DropCause, u64)> = snap
+        .directions
+        .iter()
+        .flat_map(|d| d.drops.nonzero())
+        .collect();
+    dropped.sort_by_key(|(c, _)| *c as usize);
+    let mut out = net
+        .engine
+        .app_mut::<CaptureSink>(sink)
+        .map(|s| std::mem::take(&mut s.out))
+        .unwrap_or_default();
+    out.sort_by_key(|(ts, _)| *ts);
+    let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
+    for (ts, d) in &out {
+        if let Some(a) = arrivals.get(&hash(d)) {
+            let delay = ts.saturating_sub(*a);
+            n += 1;
+            sum += delay as u128;
+            max = max.max(delay);
+        }
+    }
+    let summary = Summary {
+        packets_in,
+        packets_out: out.len() as u64,
+        dropped,
+        matched: n,
+        mean_delay_ms: if n > 0 {
+            sum as f64 / n as f64 / 1e6
+        } else {
+            0.0
+        },
+        max_delay_ms: max as f64 / 1e6,
+    };
+    Ok((out, summary))
+}
+
+fn hash(d: &[u8]) -> u64 {
+    fingerprint(&[d])
+}

@@ -1,0 +1,204 @@
+//! `synthnet plugin new NAME`: a ready-to-build plugin crate that forwards every packet.
+//!
+//! The crate carries a copy of this synthnet's SDK (under `vendor/synthnet-sdk`), so it
+//! builds anywhere with only crates.io, and always speaks the link ABI of the binary
+//! that made it.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+const SDK_FILES: [(&str, &str); 8] = [
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("src/abi.rs", include_str!("../../../sdk/src/abi.rs")),
+    ("src/guest.rs", include_str!("../../../sdk/src/guest.rs")),
+    (
+        "src/harness.rs",
+        include_str!("../../../sdk/src/harness.rs"),
+    ),
+    ("src/export.rs", include_str!("../../../sdk/src/export.rs")),
+    ("src/rng.rs", include_str!("../../../sdk/src/rng.rs")),
+    ("src/wire.rs", include_str!("../../../sdk/src/wire.rs")),
+    (
+        "src/checksum.rs",
+        include_str!("../../../sdk/src/checksum.rs"),
+    ),
+];
+
+/// Whether `name` works as a crate name and a file name.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        bail!("plugin name {name:?}: use lowercase letters, digits, '-' or '_', starting with a letter");
+    }
+    Ok(())
+}
+
+fn type_name(name: &str) -> String {
+    name.split(['-', '_'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Write the crate into `dir/NAME`; returns its path.
+pub fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
+    check_name(name)?;
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    let sdk = root.join("vendor/synthnet-sdk");
+    std::fs::create_dir_all(sdk.join("src"))
+        .with_context(|| format!("cannot create {}", root.display()))?;
+    std::fs::create_dir_all(root.join("src"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    std::fs::write(
+        sdk.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "synthnet-sdk"
+version = "{version}"
+edition = "2021"
+description = "synthnet plugin SDK (copied by `synthnet plugin new`)"
+
+[dependencies]
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+"#
+        ),
+    )?;
+    for (file, text) in SDK_FILES {
+        std::fs::write(sdk.join(file), text)?;
+    }
+    let crate_name = name.replace('-', "_");
+    let ty = type_name(name);
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+synthnet-sdk = {{ path = "vendor/synthnet-sdk" }}
+serde = {{ version = "1", features = ["derive"] }}
+
+# A crate of its own, even when created inside another workspace.
+[workspace]
+
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+"#
+        ),
+    )?;
+    std::fs::write(
+        root.join("src/lib.rs"),
+        format!(
+            r#"//! `{name}`: a synthnet packet function. It forwards every packet unchanged; change
+//! `process` to make it do something (see the SDK docs: `Batch` has `forward`, `send`
+//! (deliver later), `discard`, `data`/`data_mut` + `send_modified`, `inject`).
+
+use serde::Deserialize;
+use synthnet_sdk::{{export_plugin, Batch, Plugin}};
+
+/// The plugin's configuration: the `config` object of its entry in a spec.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {{}}
+
+pub struct {ty};
+
+impl Plugin for {ty} {{
+    type Config = Config;
+
+    fn new(_config: Config, _seed: u64) -> Result<Self, String> {{
+        Ok({ty})
+    }}
+
+    fn process(&mut self, batch: &mut Batch<'_>) {{
+        for i in 0..batch.len() {{
+            batch.forward(i);
+        }}
+    }}
+}}
+
+export_plugin!({ty});
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use synthnet_sdk::Harness;
+
+    #[test]
+    fn forwards_every_packet_unchanged() {{
+        let mut h = Harness::<{ty}>::new("{{}}", 1).unwrap();
+        h.push(&[1u8; 60], 0);
+        h.push(&[2u8; 61], 5);
+        let out = h.run(10);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].bytes, vec![1u8; 60]);
+        assert_eq!(out[1].port, Some(0));
+    }}
+}}
+"#
+        ),
+    )?;
+    std::fs::write(
+        root.join("README.md"),
+        format!(
+            r#"# {name}
+
+A synthnet plugin. It forwards every packet unchanged until you make it do more.
+
+Build it (once: `rustup target add wasm32-unknown-unknown`):
+
+    cargo build --release --target wasm32-unknown-unknown
+
+The plugin is `target/wasm32-unknown-unknown/release/{crate_name}.wasm`. Name it in a
+native spec (paths are relative to the spec file):
+
+    {{"ingress": [{{"plugin": "{name}/target/wasm32-unknown-unknown/release/{crate_name}.wasm", "config": {{}}}}]}}
+
+Try it offline on a capture before you touch an interface:
+
+    synthnet replay --spec spec.json --direction ingress --in capture.pcap --out out.pcap
+
+Unit-test it natively, with the SDK's harness:
+
+    cargo test
+"#
+        ),
+    )?;
+    std::fs::write(root.join(".gitignore"), "/target\n")?;
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_types_derived() {
+        assert!(check_name("odd-drop").is_ok());
+        assert!(check_name("Odd").is_err());
+        assert!(check_name("../x").is_err());
+        assert_eq!(type_name("odd-drop_v2"), "OddDropV2");
+    }
+}

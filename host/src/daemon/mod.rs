@@ -1,0 +1,349 @@
+//! `synthnet bridge OUTER INNER SPEC`: the spec's ingress chain on OUTER → INNER, its
+//! egress chain on INNER → OUTER, live.
+//!
+//! One thread runs the engine: it breathes while packets flow and, when nothing is due,
+//! sleeps in `ppoll` on both receive rings and the control pipe with a timeout equal to
+//! the next deadline (a held packet, a plugin timer, housekeeping), so an idle bridge
+//! costs nothing and a sleeping bridge adds only the wake-up to a packet's latency.
+//!
+//! Configuration changes take the one apply path (`synthnet_config::apply`): the first
+//! plan is prepared and committed before the loop starts; afterwards the
+//! [`worker`] thread prepares every change (SIGHUP) off the packet thread, and the
+//! engine thread commits it between two breaths.
+
+pub mod control;
+pub mod stats;
+pub mod worker;
+
+use anyhow::{Context, Result};
+use control::Control;
+use nix::poll::{PollFd, PollFlags};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use synthnet_config::plan::{self, Plan};
+use synthnet_config::{prepare, Network, Ports, Report};
+use synthnet_core::{AppId, Direction, Engine, PacketPool};
+use synthnet_io::afpacket::{RawRx, RawTx};
+use synthnet_runtime::{Loader, WasmRuntime};
+use worker::{Change, EngineSide, Request};
+
+/// Largest frame a small pool slot holds: an MTU frame with VLAN tags and room to grow.
+pub const SMALL_FRAME: usize = 2032;
+/// Largest GSO/GRO super-packet: 64 KiB of IP packet plus its Ethernet header.
+pub const LARGE_FRAME: usize = 65_536 + 64;
+/// How often ports look for vanished interfaces and read the kernel's ring drops.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
+const MAX_EARLY_NS: u64 = 500_000;
+/// Sleeps longer than this pause the wasm epoch ticker (unless a plugin call runs on
+/// another thread). Long enough that a bridge with packets in its delay lines keeps
+/// ticking (waking the ticker costs a context switch, which would land on a held
+/// packet's departure), short enough that an idle bridge does not tick at all.
+const LONG_SLEEP_NS: u64 = 30_000_000;
+
+/// What to bridge, and how.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub outer: String,
+    pub inner: String,
+    /// The spec file; `None` runs the built-in default spec (and cannot reload).
+    pub spec: Option<PathBuf>,
+    /// Period of the one-line stats report on stderr; `None`: no report.
+    pub stats: Option<Duration>,
+    /// Receive ring frames per interface.
+    pub ring_frames: usize,
+}
+
+/// The running bridge.
+pub struct Bridge {
+    opts: Options,
+    net: Network,
+    /// Receive apps of the outer and inner interfaces; transmit apps likewise.
+    rx: [AppId; 2],
+    tx: [AppId; 2],
+    epoch: Instant,
+    runtime: Arc<WasmRuntime>,
+    requests: mpsc::Sender<Request>,
+    engine_side: EngineSide,
+    /// How long before a deadline to wake up: the timer's measured lateness.
+    early_ns: u64,
+}
+
+/// The spec at `path`, or the built-in default.
+pub fn load_plan(path: Option<&std::path::Path>) -> Result<Plan> {
+    Ok(match path {
+        Some(p) => plan::load(p).with_context(|| format!("invalid spec {}", p.display()))?,
+        None => plan::parse(plan::DEFAULT_SPEC, std::path::Path::new("."))?,
+    })
+}
+
+impl Bridge {
+    /// Open both interfaces and apply the spec through the one apply path.
+    pub fn new(opts: Options, ctl: &Control) -> Result<Bridge> {
+        anyhow::ensure!(
+            opts.outer != opts.inner,
+            "OUTER and INNER are both {:?}: a bridge needs two different interfaces",
+            opts.outer
+        );
+        let plan = load_plan(opts.spec.as_deref())?;
+        let runtime = WasmRuntime::new()?;
+        let mut loader = Loader::new(runtime.clone());
+        let pool = PacketPool::with_large(
+            plan.limits.pool_packets,
+            SMALL_FRAME,
+            plan.limits.pool_large_packets,
+            LARGE_FRAME,
+        );
+        let mut engine = Engine::new(pool);
+        let open_rx = |port: &str, ifname: &str| {
+            RawRx::open(port, ifname, opts.ring_frames)
+                .with_context(|| format!("{port}: cannot open interface {ifname:?}"))
+        };
+        let open_tx = |port: &str, ifname: &str| {
+            RawTx::open(port, ifname)
+                .with_context(|| format!("{port}: cannot open interface {ifname:?}"))
+        };
+        let orx = engine.add(Box::new(open_rx("outer", &opts.outer)?));
+        let irx = engine.add(Box::new(open_rx("inner", &opts.inner)?));
+        let otx = engine.add(Box::new(open_tx("outer", &opts.outer)?));
+        let itx = engine.add(Box::new(open_tx("inner", &opts.inner)?));
+        let mut net = Network::new(
+            engine,
+            [
+                (
+                    Direction::Ingress,
+                    Ports {
+                        source: orx,
+                        sink: itx,
+                    },
+                ),
+                (
+                    Direction::Egress,
+                    Ports {
+                        source: irx,
+                        sink: otx,
+                    },
+                ),
+            ],
+        );
+        // Startup is a change like any other: from nothing to the plan.
+        let prepared = prepare(&net.view(), plan, &mut loader)
+            .map_err(|e| anyhow::anyhow!("invalid spec: {e}"))?;
+        let report = net.commit(prepared);
+        if let synthnet_config::Outcome::Refused(e) = report.outcome {
+            anyhow::bail!("invalid spec: {e}");
+        }
+        let (requests, engine_side) =
+            worker::spawn(loader, net.view(), opts.spec.clone(), ctl.clone())
+                .context("cannot start the configuration thread")?;
+        Ok(Bridge {
+            opts,
+            net,
+            rx: [orx, irx],
+            tx: [otx, itx],
+            epoch: Instant::now(),
+            runtime,
+            requests,
+            engine_side,
+            early_ns: 50_000,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        self.net.plan().expect("committed at startup")
+    }
+    pub fn network(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    /// Ask for a change; the report arrives on the returned channel once the engine
+    /// applied or refused it (the engine must be running).
+    pub fn request(&self, change: Change) -> mpsc::Receiver<Report> {
+        let (tx, rx) = mpsc::channel();
+        let _ = self.requests.send(Request {
+            change,
+            reply: Some(tx),
+        });
+        rx
+    }
+
+    /// The most memory the bridge can make resident, by part (bytes).
+    pub fn memory_budget(&mut self) -> Vec<(&'static str, usize)> {
+        let plan = self.plan().clone();
+        let stages = Direction::BOTH
+            .iter()
+            .map(|&d| plan.stages(d).count())
+            .sum::<usize>();
+        let e = &mut self.net.engine;
+        let mut ring = |id: AppId| e.app_mut::<RawRx>(id).map_or(0, |r| r.ring_bytes());
+        let rings = ring(self.rx[0]) + ring(self.rx[1]);
+        let pool = &self.net.engine.pool;
+        vec![
+            ("packet pool", pool.reserved_bytes()),
+            ("receive rings", rings),
+            // Socket queues for super-packets (SO_RCVBUF) and transmit buffers.
+            ("socket buffers", 4 * (16 << 20)),
+            (
+                "plugin memory",
+                stages * (plan.limits.plugin_memory_mib << 20),
+            ),
+            (
+                "delay lines",
+                stages * plan.limits.hold_packets.min(pool.capacity()) * 16,
+            ),
+            // Code, wasmtime's compiled modules, heap: measured ~40 MiB; with margin.
+            ("program", 96 << 20),
+        ]
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Run until `ctl` says stop.
+    pub fn run(&mut self, ctl: &Control) -> Result<()> {
+        // Sleep to the nanosecond asked for: the default 50 µs timer slack would be added
+        // to every held packet's departure after an idle sleep.
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let mut next_house = 0;
+        let mut next_stats = self.opts.stats.map(|d| d.as_nanos() as u64);
+        let mut stats = stats::StatsLine::new(0, self.net.snapshot());
+        loop {
+            let now = self.now_ns();
+            self.net.engine.breathe(now);
+            if now >= next_house {
+                next_house = now + HOUSEKEEPING.as_nanos() as u64;
+                self.housekeeping(now);
+            }
+            if let (Some(t), Some(d)) = (next_stats, self.opts.stats) {
+                if now >= t {
+                    eprintln!("{}", stats.line(now, self.net.snapshot()));
+                    next_stats = Some(t + d.as_nanos() as u64);
+                }
+            }
+            if ctl.stopping() {
+                break;
+            }
+            if ctl.reload.swap(false, Ordering::SeqCst) {
+                let _ = self.requests.send(Request {
+                    change: Change::Reload,
+                    reply: None,
+                });
+            }
+            // Commit what the worker prepared, between two breaths.
+            while let Ok(prepared) = self.engine_side.commits.try_recv() {
+                let report = self.net.commit(prepared);
+                let _ = self.engine_side.reports.send((report, self.net.view()));
+            }
+            if self.net.engine.links_busy() {
+                continue;
+            }
+            let mut deadline = self
+                .net
+                .engine
+                .next_deadline()
+                .unwrap_or(u64::MAX)
+                .min(next_house);
+            if let Some(t) = next_stats {
+                deadline = deadline.min(t);
+            }
+            let now = self.now_ns();
+            // Closer to the deadline than a wake-up takes: stay awake (keep breathing).
+            if deadline <= now + self.early_ns {
+                continue;
+            }
+            let target = deadline - self.early_ns;
+            // A long sleep: let the wasm epoch ticker sleep too.
+            let long = target - now > LONG_SLEEP_NS;
+            if long {
+                self.runtime.pause();
+            }
+            let woken = self.sleep(ctl, target - now);
+            if long {
+                self.runtime.resume();
+            }
+            if !woken {
+                // Woken by the timer: learn how late timer wake-ups come on this machine
+                // (moving average), to wake that much earlier next time.
+                let late = self.now_ns().saturating_sub(target).min(MAX_EARLY_NS);
+                self.early_ns = (self.early_ns * 7 + late) / 8;
+            }
+        }
+        Ok(())
+    }
+
+    /// Block in `ppoll` on both rings and the control pipe for at most `ns`. Returns
+    /// whether something other than the timeout woke us (a signal counts as woken).
+    fn sleep(&mut self, ctl: &Control, ns: u64) -> bool {
+        let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(ns));
+        let (errors, control) = {
+            let e = &self.net.engine;
+            let mut fds: Vec<PollFd> = self
+                .rx
+                .iter()
+                .filter_map(|&id| e.app_ref::<RawRx>(id)?.fd())
+                .chain([ctl.wake_fd()])
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            match nix::poll::ppoll(&mut fds, Some(ts), None) {
+                Ok(0) => return false,
+                Err(nix::errno::Errno::EINTR) => return true,
+                Err(_) => return false,
+                Ok(_) => {}
+            }
+            let bad = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+            let n = fds.len();
+            let errors: Vec<bool> = fds[..n - 1]
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| r.intersects(bad)))
+                .collect();
+            let control = fds[n - 1].revents().is_some_and(|r| !r.is_empty());
+            (errors, control)
+        };
+        let now = self.now_ns();
+        // `errors` follows the rings that had a descriptor, in order.
+        let mut k = 0;
+        for id in self.rx {
+            let Some(app) = self.net.engine.app_mut::<RawRx>(id) else {
+                continue;
+            };
+            if app.fd().is_none() {
+                continue;
+            }
+            if errors.get(k) == Some(&true) {
+                app.on_error(now);
+            }
+            k += 1;
+        }
+        if control {
+            ctl.drain();
+        }
+        true
+    }
+
+    fn housekeeping(&mut self, now: u64) {
+        let e = &mut self.net.engine;
+        for id in self.rx {
+            if let Some(a) = e.app_mut::<RawRx>(id) {
+                a.housekeeping(now);
+            }
+        }
+        for id in self.tx {
+            if let Some(a) = e.app_mut::<RawTx>(id) {
+                a.housekeeping(now);
+            }
+        }
+    }
+
+    /// The outer interface's name, the inner's.
+    pub fn interfaces(&self) -> (&str, &str) {
+        (&self.opts.outer, &self.opts.inner)
+    }
+
+    /// Every chain with every setting, for the startup log.
+    pub fn describe(&self) -> String {
+        plan::describe(self.plan())
+    }
+}
