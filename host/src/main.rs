@@ -301,7 +301,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seconds > 0.0 && seconds.is_finite(),
                 "--seconds must be a positive number"
             );
-            if !json && !bench::HAS_NATIVE {
+            if !bench::HAS_NATIVE {
                 eprintln!("(this binary has no native builds of the plugins: the native cases are skipped; build with `cargo build --release --features native` for the wasm/native ratio)");
             }
             if !json {

@@ -93,6 +93,12 @@ fn corrupt_plugin_flips_bits_through_the_host() {
 fn modules_that_are_not_v1_plugins_are_refused_clearly() {
     let rt = runtime();
     let e = rt.load("junk.wasm", b"not wasm at all").err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("not a wasm module: it does not start with"),
+        "{e}"
+    );
+    let e = rt.load("cut.wasm", b"\0asm\x01\0\0\0\x01").err().unwrap();
     assert!(e.to_string().contains("not a valid wasm module"), "{e}");
     let no_marker = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
     let e = rt.load("plain.wasm", &no_marker).err().unwrap();

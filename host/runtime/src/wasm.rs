@@ -8,7 +8,7 @@
 //! here, never a host crash.
 
 use crate::instance::{fingerprint, Factory, Instance, PluginError};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthnet_sdk::abi::{self, Layout};
@@ -19,9 +19,14 @@ use wasmtime::{
 
 /// Epoch tick period.
 pub const TICK: Duration = Duration::from_millis(2);
-/// Ticks a call may run. Measured: a 2-tick deadline once fired on a 4 µs batch under
-/// VM scheduling noise, so keep a wide margin: 10 ticks ≈ 20 ms.
+/// Ticks a batch call (`synthnet_process`) may run. Measured: a 2-tick deadline once
+/// fired on a 4 µs batch under VM scheduling noise, so keep a wide margin: 10 ticks ≈
+/// 20 ms.
 pub const DEADLINE_TICKS: u64 = 10;
+/// Ticks the other calls (`alloc`, `init`, `snapshot`, `restore`) may run: ≈ 1 s. They
+/// run off the packet thread (init) or once per change (state hand-over), and a valid
+/// plugin may do real work in its init (build a table, parse a trace).
+pub const SETUP_DEADLINE_TICKS: u64 = 500;
 /// Default cap on a plugin's linear memory.
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 /// Log lines a plugin instance may write per second; the rest are counted and dropped.
@@ -31,9 +36,38 @@ const LOG_LINES_PER_SEC: u32 = 20;
 pub struct WasmRuntime {
     engine: Engine,
     stop: Arc<AtomicBool>,
-    /// The ticker parks while this is set (an idle bridge need not wake 500×/s).
-    paused: Arc<AtomicBool>,
-    ticker: std::thread::Thread,
+    ticker: Arc<Ticker>,
+}
+
+/// What the epoch ticker thread reads: whether it may park, and whether a call runs.
+struct Ticker {
+    /// The ticker may park while this is set (an idle bridge need not wake 500×/s)…
+    paused: AtomicBool,
+    /// …but never while a plugin call is in flight on any thread.
+    active: AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    /// A plugin call starts: the ticker must tick until it ends.
+    fn enter(self: &Arc<Self>) -> CallGuard {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        if self.paused.load(Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        CallGuard(self.clone())
+    }
+}
+
+/// Marks a plugin call in flight; dropped when it returns.
+struct CallGuard(Arc<Ticker>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WasmRuntime {
@@ -44,13 +78,19 @@ impl WasmRuntime {
         c.max_wasm_stack(512 << 10);
         let engine = Engine::new(&c).map_err(|e| PluginError::new("wasmtime", format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
-        let (e, s, p) = (engine.clone(), stop.clone(), paused.clone());
-        let ticker = std::thread::Builder::new()
+        let ticker = Arc::new(Ticker {
+            paused: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            thread: std::sync::OnceLock::new(),
+        });
+        let (e, s, t) = (engine.clone(), stop.clone(), ticker.clone());
+        let thread = std::thread::Builder::new()
             .name("synthnet-epoch".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
-                    if p.load(Ordering::Acquire) {
+                    // A call that starts after this check unparks us (park returns at
+                    // once if the unpark came first).
+                    if t.paused.load(Ordering::SeqCst) && t.active.load(Ordering::SeqCst) == 0 {
                         std::thread::park();
                         continue;
                     }
@@ -63,24 +103,27 @@ impl WasmRuntime {
             })?
             .thread()
             .clone();
+        let _ = ticker.thread.set(thread);
         Ok(Arc::new(WasmRuntime {
             engine,
             stop,
-            paused,
             ticker,
         }))
     }
 
-    /// Stop ticking until [`WasmRuntime::resume`]: call before a long idle sleep, when no
-    /// plugin call can run. (Each tick is a wake-up of the machine.)
+    /// Let the ticker stop until [`WasmRuntime::resume`]: call before a long idle sleep.
+    /// (Each tick is a wake-up of the machine.) It keeps ticking while a plugin call
+    /// runs on any thread, so every call always has its CPU deadline.
     pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
+        self.ticker.paused.store(true, Ordering::SeqCst);
     }
 
-    /// Tick again (before the next plugin call).
+    /// Tick again.
     pub fn resume(&self) {
-        if self.paused.swap(false, Ordering::AcqRel) {
-            self.ticker.unpark();
+        if self.ticker.paused.swap(false, Ordering::SeqCst) {
+            if let Some(t) = self.ticker.thread.get() {
+                t.unpark();
+            }
         }
     }
 
@@ -144,7 +187,7 @@ impl WasmRuntime {
             pre,
             engine: self.engine.clone(),
             hash,
-            _rt: self.clone(),
+            rt: self.clone(),
         }))
     }
 }
@@ -152,6 +195,9 @@ impl WasmRuntime {
 impl Drop for WasmRuntime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.thread.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -161,7 +207,7 @@ pub struct WasmModule {
     pre: InstancePre<HostState>,
     engine: Engine,
     hash: u64,
-    _rt: Arc<WasmRuntime>,
+    rt: Arc<WasmRuntime>,
 }
 
 impl WasmModule {
@@ -218,12 +264,21 @@ fn host_log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) {
     log::log!(target: "plugin", lvl, "{}: {}", st.name, msg);
 }
 
-/// Why a call failed, in words a user can act on.
+/// Why a batch call failed, in words a user can act on.
 fn describe(e: wasmtime::Error) -> String {
+    describe_within(e, DEADLINE_TICKS)
+}
+
+/// Why a setup call (alloc, init, snapshot, restore) failed.
+fn describe_setup(e: wasmtime::Error) -> String {
+    describe_within(e, SETUP_DEADLINE_TICKS)
+}
+
+fn describe_within(e: wasmtime::Error, ticks: u64) -> String {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!(
             "ran past its CPU deadline ({} ms)",
-            DEADLINE_TICKS * TICK.as_millis() as u64
+            ticks * TICK.as_millis() as u64
         ),
         Some(t) => format!("trapped: {t}"),
         // One line: the root cause (e.g. the memory cap), not the wasm backtrace.
@@ -249,6 +304,7 @@ fn read_blob(mem: &[u8], ptr: u32) -> Option<Vec<u8>> {
 }
 
 pub struct WasmInstance {
+    ticker: Arc<Ticker>,
     store: Store<HostState>,
     memory: Memory,
     process: TypedFunc<(u32, u64), u32>,
@@ -280,11 +336,13 @@ impl WasmInstance {
             log_lines: 0,
             log_dropped: 0,
         };
+        let ticker = module.rt.ticker.clone();
+        let _call = ticker.enter();
         let mut store = Store::new(&module.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(DEADLINE_TICKS);
-        let instance = module.pre.instantiate(&mut store).map_err(describe)?;
+        store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        let instance = module.pre.instantiate(&mut store).map_err(describe_setup)?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or("exports no memory")?;
@@ -308,19 +366,23 @@ impl WasmInstance {
             .get_typed_func::<(u32, u32), u32>(&mut store, abi::EXPORT_RESTORE)
             .ok();
         let len = u32::try_from(config.len()).map_err(|_| "config too large")?;
-        let ptr = alloc.call(&mut store, len).map_err(describe)?;
+        let ptr = alloc.call(&mut store, len).map_err(describe_setup)?;
         memory
             .write(&mut store, ptr as usize, config)
             .map_err(|_| "config buffer lies outside memory")?;
-        store.set_epoch_deadline(DEADLINE_TICKS);
-        let hdr = init.call(&mut store, (ptr, len, seed)).map_err(describe)?;
+        store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        let hdr = init
+            .call(&mut store, (ptr, len, seed))
+            .map_err(describe_setup)?;
         if hdr == 0 {
-            let eptr = error.call(&mut store, ()).map_err(describe)?;
+            let eptr = error.call(&mut store, ()).map_err(describe_setup)?;
             let msg = read_blob(memory.data(&store), eptr).unwrap_or_default();
             return Err(String::from_utf8_lossy(&msg).into_owned());
         }
         let lay = Layout::parse(memory.data(&store), hdr).map_err(|e| e.0)?;
+        drop(_call);
         Ok(WasmInstance {
+            ticker,
             store,
             memory,
             process,
@@ -343,6 +405,7 @@ impl Instance for WasmInstance {
     }
     #[inline]
     fn process(&mut self, n: u32, now_ns: u64) -> Result<u32, String> {
+        let _call = self.ticker.enter();
         self.store.set_epoch_deadline(DEADLINE_TICKS);
         self.process
             .call(&mut self.store, (n, now_ns))
@@ -352,8 +415,9 @@ impl Instance for WasmInstance {
         let Some(f) = &self.snapshot else {
             return Ok(Vec::new());
         };
-        self.store.set_epoch_deadline(DEADLINE_TICKS);
-        let ptr = f.call(&mut self.store, ()).map_err(describe)?;
+        let _call = self.ticker.enter();
+        self.store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        let ptr = f.call(&mut self.store, ()).map_err(describe_setup)?;
         read_blob(self.memory.data(&self.store), ptr)
             .ok_or_else(|| "snapshot lies outside memory".into())
     }
@@ -361,14 +425,24 @@ impl Instance for WasmInstance {
         let Some(f) = self.restore.clone() else {
             return Ok(());
         };
-        self.store.set_epoch_deadline(DEADLINE_TICKS);
+        let _call = self.ticker.enter();
+        self.store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
         let len = u32::try_from(state.len()).map_err(|_| "state too large")?;
-        let ptr = self.alloc.call(&mut self.store, len).map_err(describe)?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(describe_setup)?;
         self.memory
             .write(&mut self.store, ptr as usize, state)
             .map_err(|_| "state buffer lies outside memory")?;
-        if f.call(&mut self.store, (ptr, len)).map_err(describe)? != 0 {
-            let eptr = self.error.call(&mut self.store, ()).map_err(describe)?;
+        if f.call(&mut self.store, (ptr, len))
+            .map_err(describe_setup)?
+            != 0
+        {
+            let eptr = self
+                .error
+                .call(&mut self.store, ())
+                .map_err(describe_setup)?;
             let msg = read_blob(self.memory.data(&self.store), eptr).unwrap_or_default();
             return Err(String::from_utf8_lossy(&msg).into_owned());
         }

@@ -148,8 +148,12 @@ impl App for Sink {
                     break;
                 }
                 let got = &buf[..n];
+                // What reaches the sink has left the network: received and sent.
+                let bytes = got.iter().map(|p| p.len as u64).sum::<u64>();
                 self.counters.rx_packets += n as u64;
-                self.counters.rx_bytes += got.iter().map(|p| p.len as u64).sum::<u64>();
+                self.counters.rx_bytes += bytes;
+                self.counters.tx_packets += n as u64;
+                self.counters.tx_bytes += bytes;
                 if self.record {
                     for p in got {
                         let d = cx.pool.data(p);

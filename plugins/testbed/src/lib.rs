@@ -37,6 +37,8 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub after: u64,
+    /// Rounds of busy work in `new` (a plugin whose init is slow).
+    pub init_spin: u64,
 }
 
 pub struct Testbed {
@@ -52,6 +54,11 @@ impl Plugin for Testbed {
     const EMIT_CAP: u32 = 4096;
 
     fn new(c: Config, _seed: u64) -> Result<Self, String> {
+        let mut x = 1u64;
+        for _ in 0..c.init_spin {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        std::hint::black_box(x);
         Ok(Testbed {
             mode: c.mode,
             after: c.after,
