@@ -1,6 +1,8 @@
 //! The `synthnet` command line. A thin layer over the library: parse, run, print the
 //! error chain once.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

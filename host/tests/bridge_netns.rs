@@ -567,3 +567,42 @@ fn root_bench_bridge_reports_every_path() {
         "synthnet's CPU is reported"
     );
 }
+
+#[test]
+fn root_refuses_the_same_interface_twice_and_a_pair_already_bridged() {
+    let _s = serial();
+    let topo = topology("claim");
+    let run = |args: &[&str]| {
+        topo.middle()
+            .command(env!("CARGO_BIN_EXE_synthnet"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run synthnet")
+    };
+    let out = run(&["bridge", "outer", "outer"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("OUTER and INNER are both"), "{err}");
+    let first = BridgeProc::start(&topo, &empty_spec(), &["--stats", "0"]);
+    // The same pair, or one of its interfaces, in the same namespace: refused, naming
+    // the other bridge's pid.
+    for args in [
+        &["bridge", "outer", "inner"][..],
+        &["bridge", "inner", "outer"][..],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second bridge started: {err}");
+        assert!(
+            err.contains("already bridged by another synthnet")
+                && err.contains(&format!("pid {}", first.child.id())),
+            "{err}"
+        );
+    }
+    // Once the first has stopped, the interfaces are free again.
+    let status = first.stop();
+    assert!(status.success());
+    let again = BridgeProc::start(&topo, &empty_spec(), &["--stats", "0"]);
+    assert!(again.stop().success());
+}

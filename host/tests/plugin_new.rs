@@ -55,6 +55,37 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // The README's tutorial edit (drop every packet of odd length): its own tests keep
+    // passing, because they check the contract, not a hard-coded pass-through.
+    let lib = root.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib).unwrap();
+    let forward_all =
+        "        for i in 0..batch.len() {\n            batch.forward(i);\n        }\n";
+    assert!(
+        src.contains(forward_all),
+        "the template's process changed: {src}"
+    );
+    let odd_drop = "        for i in 0..batch.len() {\n            if batch.wire_len(i) % 2 == 1 {\n                batch.discard(i);\n            } else {\n                batch.forward(i);\n            }\n        }\n";
+    let readme_top =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(
+        readme_top.contains("if batch.wire_len(i) % 2 == 1 {"),
+        "the README's tutorial changed: update this test"
+    );
+    std::fs::write(&lib, src.replace(forward_all, odd_drop)).unwrap();
+    let o = Command::new("cargo")
+        .arg("test")
+        .current_dir(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cargo test after the tutorial edit failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&lib, src).unwrap();
+
     // Named in a spec, the way its README says.
     let spec = dir.join("spec.json");
     std::fs::write(&spec, r#"{"ingress": [{"plugin": "pass-all/target/wasm32-unknown-unknown/release/pass_all.wasm", "config": {}}]}"#).unwrap();

@@ -146,15 +146,38 @@ mod tests {{
     use super::*;
     use synthnet_sdk::Harness;
 
-    #[test]
-    fn forwards_every_packet_unchanged() {{
+    /// Three packets of different lengths, as the host would hand them over.
+    fn run() -> Vec<synthnet_sdk::Output> {{
         let mut h = Harness::<{ty}>::new("{{}}", 1).unwrap();
         h.push(&[1u8; 60], 0);
         h.push(&[2u8; 61], 5);
-        let out = h.run(10);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].bytes, vec![1u8; 60]);
-        assert_eq!(out[1].port, Some(0));
+        h.push(&[3u8; 1500], 7);
+        h.run(10)
+    }}
+
+    /// The contract every plugin keeps, whatever it does: each packet is answered
+    /// (sent on, now or later, or dropped); nothing leaves before it arrived; a packet
+    /// sent on unmodified keeps its bytes.
+    #[test]
+    fn every_packet_is_answered() {{
+        let out = run();
+        for i in 0..3 {{
+            assert!(
+                out.iter().any(|o| o.input == Some(i)),
+                "packet {{i}} got no verdict: {{out:?}}"
+            );
+        }}
+        for o in out.iter().filter(|o| o.port.is_some()) {{
+            assert!(o.at_ns >= 10, "a departure in the past: {{o:?}}");
+            assert!(!o.bytes.is_empty());
+        }}
+    }}
+
+    /// Same seed, same input: same answers (plugins are deterministic).
+    #[test]
+    fn same_input_same_answers() {{
+        let (a, b) = (run(), run());
+        assert_eq!(format!("{{a:?}}"), format!("{{b:?}}"));
     }}
 }}
 "#

@@ -58,6 +58,8 @@ pub struct Options {
 
 /// The running bridge.
 pub struct Bridge {
+    /// Held for the bridge's life: no other synthnet bridges these interfaces meanwhile.
+    _claims: Vec<nix::fcntl::Flock<std::fs::File>>,
     opts: Options,
     net: Network,
     /// Receive apps of the outer and inner interfaces; transmit apps likewise.
@@ -69,6 +71,52 @@ pub struct Bridge {
     engine_side: EngineSide,
     /// How long before a deadline to wake up: the timer's measured lateness.
     early_ns: u64,
+}
+
+/// Where the claims on interfaces live.
+const CLAIMS_DIR: &str = "/run/synthnet";
+
+/// Claim interface `ifname` of this thread's network namespace for this process: an
+/// exclusive `flock` on `/run/synthnet/<netns inode>-<ifname>.lock`, which holds our pid.
+/// The kernel drops the lock when the process ends, however it ends, so a crashed
+/// bridge never blocks the next one. `Ok(None)` when claims cannot be made here (no
+/// `/run`, or not allowed to write there): then nothing is checked.
+fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    if std::fs::create_dir_all(CLAIMS_DIR).is_err() {
+        return Ok(None);
+    }
+    let path = format!("{CLAIMS_DIR}/{ns}-{ifname}.lock");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    else {
+        return Ok(None);
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(Some(lock))
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            anyhow::bail!(
+                "interface {ifname:?} is already bridged by another synthnet (pid {}; it holds the lock {path}): stop that one first",
+                pid.trim()
+            )
+        }
+    }
 }
 
 /// The spec at `path`, or the built-in default.
@@ -87,6 +135,10 @@ impl Bridge {
             "OUTER and INNER are both {:?}: a bridge needs two different interfaces",
             opts.outer
         );
+        let claims = [&opts.outer, &opts.inner]
+            .into_iter()
+            .filter_map(|i| claim(i).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let plan = load_plan(opts.spec.as_deref())?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
@@ -139,6 +191,7 @@ impl Bridge {
             worker::spawn(loader, net.view(), opts.spec.clone(), ctl.clone())
                 .context("cannot start the configuration thread")?;
         Ok(Bridge {
+            _claims: claims,
             opts,
             net,
             rx: [orx, irx],
