@@ -19,6 +19,8 @@ pub struct Summary {
     pub packets_out: u64,
     /// Drops by cause, summed over every app.
     pub dropped: Vec<(DropCause, u64)>,
+    /// What each stage's plugin counted (stage, counter, value), non-zero only.
+    pub plugin_counters: Vec<(String, String, u64)>,
     /// Added delay of packets that left unchanged (matched to their input by content).
     pub matched: u64,
     pub mean_delay_ms: f64,
@@ -41,6 +43,9 @@ impl std::fmt::Display for Summary {
                 .map(|(k, v)| format!("{} {v}", k.name()))
                 .collect();
             writeln!(f, "dropped: {}", d.join(", "))?;
+        }
+        for (stage, k, v) in &self.plugin_counters {
+            writeln!(f, "{stage}: {k} {v}")?;
         }
         write!(
             f,
@@ -84,6 +89,17 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
         .flat_map(|d| d.drops.nonzero())
         .collect();
     dropped.sort_by_key(|(c, _)| *c as usize);
+    let plugin_counters = snap
+        .directions
+        .iter()
+        .flat_map(|d| &d.stages)
+        .flat_map(|s| {
+            s.plugin_counters
+                .iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| (s.id.to_string(), k.clone(), *v))
+        })
+        .collect();
     let mut out = net
         .engine
         .app_mut::<CaptureSink>(sink)
@@ -103,6 +119,7 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
         packets_in,
         packets_out: out.len() as u64,
         dropped,
+        plugin_counters,
         matched: n,
         mean_delay_ms: if n > 0 {
             sum as f64 / n as f64 / 1e6

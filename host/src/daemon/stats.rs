@@ -120,6 +120,44 @@ pub fn bps(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synthnet_config::apply::DirectionStats;
+    use synthnet_core::{Direction, DropCause};
+
+    fn snap(rx: u64, plugin_drops: u64) -> Snapshot {
+        let mut drops = Drops::default();
+        drops.add(DropCause::Plugin, plugin_drops);
+        Snapshot {
+            generation: 1,
+            directions: vec![DirectionStats {
+                direction: Direction::Ingress,
+                rx_packets: rx,
+                rx_bytes: rx * 100,
+                tx_packets: rx,
+                tx_bytes: rx * 100,
+                drops,
+                held: 0,
+                stages: vec![],
+            }],
+            pool_capacity: 1024,
+            pool_in_use: 0,
+        }
+    }
+
+    #[test]
+    fn intervals_never_wrap() {
+        let mut s = StatsLine::new(0, snap(100, 500));
+        let line = s.line(1_000_000_000, snap(1100, 700));
+        assert!(
+            line.contains("ingress 1.0 kpps in") && line.contains("plugin=200"),
+            "{line}"
+        );
+        // Totals that went down (they should not, but a line must never wrap): zero.
+        let line = s.line(2_000_000_000, snap(50, 10));
+        assert!(
+            line.contains("ingress 0 pps in") && line.contains("drops none"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn units_fit_the_size() {
