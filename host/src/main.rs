@@ -175,7 +175,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "--ring-frames: must be within 64..=1048576, got {ring_frames}"
             );
             let ctl = Control::new()?;
-            ctl.install_signal_handlers()?;
+            ctl.install_reload_handler()?;
             let mut b = Bridge::new(
                 Options {
                     outer,
@@ -186,6 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 &ctl,
             )?;
+            ctl.install_stop_handlers()?;
             let budget = b.memory_budget();
             let total: usize = budget.iter().map(|(_, n)| n).sum();
             let parts: Vec<String> = budget
@@ -201,6 +202,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for line in b.describe().lines() {
                 log::info!("  {line}");
             }
+            let shares: Vec<String> = b
+                .network()
+                .share_limits()
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            log::info!(
+                "packets delay lines may hold (shares of the pool): {}",
+                shares.join(", ")
+            );
             b.run(&ctl)?;
             log::info!("stopped at generation {}", b.network().generation());
             Ok(ExitCode::SUCCESS)
@@ -270,8 +281,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = seed {
                 plan.seed = s;
             }
-            let frames = synthnet_io::pcap::read_capture(&input)?;
-            let (out, summary) = replay::replay(&plan, direction, frames)?;
+            let capture = synthnet_io::pcap::read_capture(&input)?;
+            for note in &capture.notes {
+                eprintln!("synthnet: note: {note}");
+            }
+            let (out, summary) = replay::replay(&plan, direction, capture.frames)?;
             synthnet_io::pcap::write_pcap(&output, &out)?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);

@@ -194,3 +194,68 @@ fn a_failed_swap_leaves_the_running_instance() {
     assert_eq!(got.len(), 1_000);
     assert!(got.iter().all(|r| r.ts_ns - r.seq * 100_000 == 5 * MS));
 }
+
+/// Tables are capped like memory (a plugin growing a table took a process to 24 GB), and
+/// a plugin's failure always comes with a message, even when it gives none.
+#[test]
+fn tables_are_capped_and_failures_always_say_something() {
+    let module = |table: u32, err_ptr: i32| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1) (table {table} funcref)
+            (func (export "synthnet_abi_v1") (result i32) i32.const 0)
+            (func (export "synthnet_alloc") (param i32) (result i32) i32.const 16)
+            (func (export "synthnet_init") (param i32 i32 i64) (result i32) i32.const 0)
+            (func (export "synthnet_process") (param i32 i64) (result i32) i32.const 0)
+            (func (export "synthnet_error") (result i32) i32.const {err_ptr}))"#
+        ))
+        .unwrap()
+    };
+    let rt = runtime();
+    let make = |bytes: &[u8]| {
+        let m = rt.load("t.wasm", bytes).expect("compiles");
+        synthnet_runtime::WasmFactory::new(m, b"{}", 16 << 20)
+    };
+    use synthnet_runtime::Factory;
+    let e = make(&module(10_000_000, 0)).instantiate(1).err().unwrap();
+    assert!(e.to_string().contains("table"), "{e}");
+    // Within the cap; init fails without a message (0), or with one outside memory.
+    let e = make(&module(1_000, 0)).instantiate(1).err().unwrap();
+    assert!(e.to_string().contains("failed without a message"), "{e}");
+    let e = make(&module(1_000, 0x7fff_0000))
+        .instantiate(1)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("outside its memory"), "{e}");
+}
+
+/// A compile bomb (many functions, or one huge one) is refused before it is compiled.
+#[test]
+fn compile_bombs_are_refused_before_compiling() {
+    let rt = runtime();
+    let mut many = String::from("(module (memory (export \"memory\") 1)");
+    for _ in 0..20_001 {
+        many.push_str(" (func)");
+    }
+    many.push(')');
+    let t = std::time::Instant::now();
+    let e = rt
+        .load("many.wasm", &wat::parse_str(&many).unwrap())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("20001 functions"), "{e}");
+    let mut big = String::from("(module (memory (export \"memory\") 1) (func");
+    for _ in 0..600_000 {
+        big.push_str(" nop");
+    }
+    big.push_str("))");
+    let e = rt
+        .load("big.wasm", &wat::parse_str(&big).unwrap())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("a function of"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -254,3 +254,63 @@ fn a_slow_init_does_not_hold_up_the_engine_thread() {
     assert!(worst < Duration::from_millis(20), "worst breath {worst:?}");
     assert!(commit < Duration::from_millis(20), "commit took {commit:?}");
 }
+
+/// The reliability report's F1: a chain holding packets (100 s of delay under a flood)
+/// cannot take the pool from an unimpaired flow, nor from the other direction.
+#[test]
+fn a_holding_chain_cannot_starve_other_flows_or_the_other_direction() {
+    use synthnet_io::pcap::{CaptureSink, CaptureSource};
+    let frame = |sport: u16, seq: u64| {
+        let mut f = synthnet_testkit::apps::udp_template(60);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[42..50].copy_from_slice(&seq.to_le_bytes());
+        f
+    };
+    // Ingress: 70,000 packets from port 443 within 70 ms, then 100 DNS packets (port 53).
+    let mut ingress: Vec<(u64, Vec<u8>)> =
+        (0..70_000).map(|k| (k * 1_000, frame(443, k))).collect();
+    ingress.extend((0..100).map(|k| (100 * MS + k * MS, frame(53, k))));
+    // Egress: 100 packets meanwhile.
+    let egress: Vec<(u64, Vec<u8>)> = (0..100).map(|k| (k * MS, frame(5678, k))).collect();
+    let mut engine = Engine::new(PacketPool::with_large(65_536, 2032, 512, 65_600));
+    let mut ports = vec![];
+    for (dir, frames) in [(Direction::Ingress, ingress), (Direction::Egress, egress)] {
+        let source = engine.add(Box::new(CaptureSource::new(frames)));
+        let sink = engine.add(Box::new(CaptureSink::default()));
+        ports.push((dir, Ports { source, sink }));
+    }
+    let mut net = Network::new(engine, ports);
+    let mut loader = Loader::new(common::runtime());
+    let spec = r#"{"ingress": [{"plugin": "latency", "config": {"delay_ms": 100000}}], "egress": [],
+        "flows": [{"label": "dns", "match": {"protocol": "udp", "port_min": 53, "port_max": 53}}]}"#;
+    applied(net.apply(plan_of(spec), &mut loader));
+    VirtualClock::default()
+        .run(&mut net.engine, 300 * MS)
+        .unwrap();
+    let out = |net: &mut Network, d| {
+        let sink = net.ports(d).unwrap().sink;
+        std::mem::take(&mut net.engine.app_mut::<CaptureSink>(sink).unwrap().out)
+    };
+    let dns = out(&mut net, Direction::Ingress)
+        .iter()
+        .filter(|(_, f)| f[34..36] == 53u16.to_be_bytes())
+        .count();
+    assert_eq!(dns, 100, "every packet of the unimpaired flow");
+    assert_eq!(
+        out(&mut net, Direction::Egress).len(),
+        100,
+        "the other direction"
+    );
+    let snap = net.snapshot();
+    let held = snap.directions[0].held;
+    assert!(
+        held > 20_000 && held < 30_000,
+        "the delayed chain holds its share: {held}"
+    );
+    assert!(
+        snap.directions[0]
+            .drops
+            .get(synthnet_core::DropCause::HoldFull)
+            > 0
+    );
+}

@@ -43,17 +43,20 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
     assert!(wasm.exists());
 
     // Its own unit test runs natively with plain cargo test.
-    let o = Command::new("cargo")
-        .arg("test")
-        .current_dir(&root)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "cargo test failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let cargo_test = |when: &str| {
+        let o = Command::new("cargo")
+            .arg("test")
+            .current_dir(&root)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cargo test {when} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    cargo_test("as made");
 
     // The README's tutorial edit (drop every packet of odd length): its own tests keep
     // passing, because they check the contract, not a hard-coded pass-through.
@@ -73,17 +76,7 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
         "the README's tutorial changed: update this test"
     );
     std::fs::write(&lib, src.replace(forward_all, odd_drop)).unwrap();
-    let o = Command::new("cargo")
-        .arg("test")
-        .current_dir(&root)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "cargo test after the tutorial edit failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cargo_test("after the tutorial edit");
     std::fs::write(&lib, src).unwrap();
 
     // Named in a spec, the way its README says.

@@ -66,7 +66,7 @@ fn both_synthetic_network_shapes_are_accepted() {
     );
     let (ok, out) = check_text(
         r#"{"default_link": {"ingress": {"latency": 10}, "egress": {"latency": 10}},
-            "flows": [{"label": "dns", "flow": {"ip": 167772161, "protocol": 17, "port_min": 53, "port_max": 53},
+            "flows": [{"label": "dns", "flow": {"ip": 16777226, "protocol": 17, "port_min": 53, "port_max": 53},
                        "link": {"ingress": {"loss": 0.5}, "egress": {}}}]}"#,
     );
     assert!(ok, "{out}");
@@ -107,5 +107,42 @@ fn bad_specs_are_refused_naming_the_field() {
         let (ok, out) = check_text(spec);
         assert!(!ok, "{spec} was accepted");
         assert!(out.contains(field), "{spec}: {out}");
+    }
+}
+
+/// Files that block or never end are refused with a message, never read forever.
+#[test]
+fn fifos_and_devices_are_refused_without_blocking() {
+    let dir = tempdir();
+    let fifo = dir.join("spec.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let t = std::time::Instant::now();
+    let (ok, out) = check(&fifo);
+    assert!(!ok && out.contains("not a regular file"), "{out}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    let (ok, out) = check(std::path::Path::new("/dev/zero"));
+    assert!(!ok && out.contains("not a regular file"), "{out}");
+    let (ok, out) = check_text(r#"{"ingress": [{"plugin": "/dev/zero.wasm"}], "egress": []}"#);
+    assert!(!ok && out.contains("cannot read"), "{out}");
+    let zero = dir.join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let spec = format!(r#"{{"ingress": [{{"plugin": {:?}}}], "egress": []}}"#, zero);
+    let (ok, out) = check_text(&spec);
+    assert!(!ok && out.contains("not a regular file"), "{out}");
+}
+
+/// Values so large they would wrap are refused, naming the field the user wrote.
+#[test]
+fn huge_delays_are_refused_not_wrapped() {
+    for (spec, field) in [
+        (r#"{"ingress": {"latency": 1e308}}"#, "ingress.latency"),
+        (r#"{"ingress": {"rate": 1.4e12}}"#, "ingress.rate"),
+        (
+            r#"{"ingress": [{"plugin": "latency", "config": {"delay_ms": 1e13}}], "egress": []}"#,
+            "delay_ms",
+        ),
+    ] {
+        let (ok, out) = check_text(spec);
+        assert!(!ok && out.contains(field), "{spec}: {out}");
     }
 }

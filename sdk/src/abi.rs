@@ -460,3 +460,92 @@ pub fn read_counters(mem: &[u8], lay: &Layout) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+/// The longest packet a host holds: a 64 KiB GSO super-packet plus its Ethernet header
+/// (the `Harness` checks verdicts against it).
+pub const MAX_PACKET_LEN: usize = 65_536 + 64;
+
+/// Check every verdict of a batch before any is applied, and count in `refs` how many
+/// verdicts name each packet. `Ok(true)` when the answer is the common shape — verdict
+/// `j` names packet `j`, one each, nothing replaced — which the host takes on a fast
+/// path.
+///
+/// The host runs this on every batch, and so does the SDK's `Harness`: a plugin that
+/// passes its own tests is not refused live. `len_of(i)` is the length of packet `i` of
+/// the `n` in the batch; `max_len` the longest packet the host can hold.
+pub fn validate(
+    mem: &[u8],
+    lay: &Layout,
+    len_of: impl Fn(usize) -> u32,
+    n: usize,
+    nv: u32,
+    max_len: usize,
+    refs: &mut [u32],
+) -> Result<bool, String> {
+    if nv > lay.max_verdicts {
+        return Err(format!(
+            "{nv} verdicts, more than the {} the header allows",
+            lay.max_verdicts
+        ));
+    }
+    let Some(refs) = refs.get_mut(..n) else {
+        return Err(format!(
+            "a batch of {n}, more than the {} counted",
+            refs.len()
+        ));
+    };
+    refs.fill(0);
+    let mut in_order = nv as usize == n;
+    let chunks = verdict_chunks(mem, lay, nv).ok_or("verdict array lies outside memory")?;
+    for (j, c) in chunks.enumerate() {
+        let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
+        in_order &= v.id as usize == j && v.flags == 0;
+        if v.flags & !VF_KNOWN != 0 {
+            return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
+        }
+        if v.port != PORT_DROP && v.port >= lay.n_outputs {
+            return Err(format!(
+                "verdict {j} names output port {} of {}",
+                v.port, lay.n_outputs
+            ));
+        }
+        let replaces = v.flags & VF_REPLACE != 0;
+        if v.id == ID_NEW || replaces {
+            let bytes = v.bytes(mem, lay).ok_or_else(|| {
+                format!(
+                    "verdict {j} points at bytes {:#x}+{} outside the plugin's region",
+                    v.data_off, v.data_len
+                )
+            })?;
+            if v.id == ID_NEW && (bytes.is_empty() || bytes.len() > max_len) {
+                return Err(format!(
+                    "verdict {j} injects a packet of {} bytes",
+                    bytes.len()
+                ));
+            }
+        }
+        if v.id != ID_NEW {
+            let i = v.id as usize;
+            if i >= n {
+                return Err(format!(
+                    "verdict {j} names packet {} of a batch of {n}",
+                    v.id
+                ));
+            }
+            let len = len_of(i);
+            if replaces {
+                let cap = if lay.access == access::META {
+                    0
+                } else {
+                    len.min(lay.snap_len)
+                };
+                let new_len = len as u64 - cap as u64 + v.data_len as u64;
+                if new_len > max_len as u64 {
+                    return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
+                }
+            }
+            refs[i] += 1;
+        }
+    }
+    Ok(in_order)
+}

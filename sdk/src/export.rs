@@ -1,48 +1,35 @@
 //! What [`export_plugin!`](crate::export_plugin) expands to: the wasm exports of ABI v1
 //! over one [`Guest`](crate::Guest), plus the `synthnet.log` import.
 //!
-//! A wasm32-unknown-unknown module runs on one thread and the host never re-enters it
-//! (the only import, `log`, does not call back), so one global slot per module is sound.
+//! The instance and its transfer buffers live in thread-locals behind `RefCell`s: free on
+//! single-threaded wasm, sound on any target (a re-entrant call is a borrow panic, which
+//! in wasm traps and the host contains, never two live `&mut`).
 
 #![allow(unsafe_code)]
 
-use core::cell::UnsafeCell;
+use std::cell::RefCell;
 
-/// A global, single-threaded cell for the plugin instance and its transfer buffers.
-pub struct Slot<T>(UnsafeCell<Option<T>>);
-
-// SAFETY: wasm32-unknown-unknown modules are single-threaded and the host never calls
-// into the module while an export is running, so no two references can coexist.
-unsafe impl<T> Sync for Slot<T> {}
-
-impl<T> Slot<T> {
-    pub const fn new() -> Self {
-        Slot(UnsafeCell::new(None))
-    }
-
-    /// Run `f` with exclusive access to the slot's content.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Option<T>) -> R) -> R {
-        // SAFETY: see the `Sync` impl: exports are never re-entered, so this is the only
-        // live reference for the duration of `f`.
-        f(unsafe { &mut *self.0.get() })
-    }
+thread_local! {
+    /// Bytes the host writes before `init`/`restore` (config, state).
+    static INBOX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Bytes the plugin hands back: `[len: u32 LE][bytes]` (errors, snapshots).
+    static OUTBOX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-impl<T> Default for Slot<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Address of the outbox's bytes, 0 when it is empty (no message).
+pub fn outbox_addr() -> u32 {
+    OUTBOX.with_borrow(|b| {
+        if b.is_empty() {
+            0
+        } else {
+            b.as_ptr() as usize as u32
+        }
+    })
 }
-
-/// Bytes the host writes before `init`/`restore` (config, state).
-pub static INBOX: Slot<Vec<u8>> = Slot::new();
-/// Bytes the plugin hands back: `[len: u32 LE][bytes]` (errors, snapshots).
-pub static OUTBOX: Slot<Vec<u8>> = Slot::new();
 
 /// `synthnet_alloc`: make room for `len` inbound bytes and return their address.
 pub fn alloc(len: u32) -> u32 {
-    INBOX.with(|b| {
-        let b = b.get_or_insert_with(Vec::new);
+    INBOX.with_borrow_mut(|b| {
         b.clear();
         b.resize(len as usize, 0);
         b.as_ptr() as usize as u32
@@ -51,17 +38,12 @@ pub fn alloc(len: u32) -> u32 {
 
 /// Copy of the first `len` inbound bytes.
 pub fn inbox(len: u32) -> Vec<u8> {
-    INBOX.with(|b| {
-        b.as_ref()
-            .map(|b| b[..(len as usize).min(b.len())].to_vec())
-            .unwrap_or_default()
-    })
+    INBOX.with_borrow(|b| b[..(len as usize).min(b.len())].to_vec())
 }
 
 /// Put `bytes` in the outbox and return its address.
 pub fn outbox(bytes: &[u8]) -> u32 {
-    OUTBOX.with(|b| {
-        let b = b.get_or_insert_with(Vec::new);
+    OUTBOX.with_borrow_mut(|b| {
         b.clear();
         b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         b.extend_from_slice(bytes);
@@ -121,7 +103,10 @@ macro_rules! export_plugin {
             #[allow(unused_imports)]
             use super::*;
             use $crate::export as x;
-            static GUEST: x::Slot<$crate::Guest<$plugin>> = x::Slot::new();
+            thread_local! {
+                static GUEST: ::std::cell::RefCell<Option<$crate::Guest<$plugin>>> =
+                    const { ::std::cell::RefCell::new(None) };
+            }
 
             #[no_mangle]
             pub extern "C" fn synthnet_abi_v1() -> u32 {
@@ -140,7 +125,7 @@ macro_rules! export_plugin {
                 match $crate::Guest::<$plugin>::new(&config, seed) {
                     Ok(g) => {
                         let addr = g.header_addr();
-                        GUEST.with(|s| *s = Some(g));
+                        GUEST.with_borrow_mut(|s| *s = Some(g));
                         addr
                     }
                     Err(e) => {
@@ -152,12 +137,12 @@ macro_rules! export_plugin {
 
             #[no_mangle]
             pub extern "C" fn synthnet_error() -> u32 {
-                x::OUTBOX.with(|b| b.as_ref().map(|b| b.as_ptr() as usize as u32).unwrap_or(0))
+                x::outbox_addr()
             }
 
             #[no_mangle]
             pub extern "C" fn synthnet_process(n: u32, now_ns: u64) -> u32 {
-                GUEST.with(|g| match g {
+                GUEST.with_borrow_mut(|g| match g {
                     Some(g) => g.process(n, now_ns),
                     None => 0,
                 })
@@ -165,7 +150,7 @@ macro_rules! export_plugin {
 
             #[no_mangle]
             pub extern "C" fn synthnet_snapshot() -> u32 {
-                GUEST.with(|g| match g {
+                GUEST.with_borrow_mut(|g| match g {
                     Some(g) => {
                         let bytes = g.snapshot().to_vec();
                         x::outbox(&bytes)
@@ -177,7 +162,7 @@ macro_rules! export_plugin {
             #[no_mangle]
             pub extern "C" fn synthnet_restore(_ptr: u32, len: u32) -> u32 {
                 let state = x::inbox(len);
-                GUEST.with(|g| match g {
+                GUEST.with_borrow_mut(|g| match g {
                     Some(g) => match g.restore(&state) {
                         Ok(()) => 0,
                         Err(e) => {

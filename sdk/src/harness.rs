@@ -118,6 +118,10 @@ impl<P: Plugin> Harness<P> {
         out
     }
 
+    /// # Panics
+    /// When the batch's answer is one the host would refuse (a verdict naming a packet
+    /// that is not in the batch, a port that does not exist, bytes outside the region…):
+    /// the host's own check, so a plugin that passes here is not refused live.
     fn collect(
         &mut self,
         lay: &abi::Layout,
@@ -127,6 +131,18 @@ impl<P: Plugin> Harness<P> {
         out: &mut Vec<Output>,
     ) {
         let mem = self.guest.region_mut();
+        let mut refs = vec![0u32; chunk.len()];
+        if let Err(e) = abi::validate(
+            mem,
+            lay,
+            |i| chunk[i].0.len() as u32,
+            chunk.len(),
+            n,
+            abi::MAX_PACKET_LEN,
+            &mut refs,
+        ) {
+            panic!("the host would refuse this batch (and restart the plugin): {e}");
+        }
         for j in 0..n.min(lay.max_verdicts) {
             let Some(v) = RawVerdict::read(mem, lay, j) else {
                 break;

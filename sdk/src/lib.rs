@@ -33,6 +33,21 @@ pub use rng::{Chance, Rng};
 /// Nanoseconds per millisecond, for configs given in ms.
 pub const NS_PER_MS: u64 = 1_000_000;
 
+/// The longest delay a built-in accepts, in ms: one day. A longer one is almost surely a
+/// unit mistake, and near `u64::MAX` ns a departure time would wrap.
+pub const MAX_DELAY_MS: f64 = 86_400_000.0;
+
+/// Validate a duration field given in ms — finite, within `0..=max_ms` — and convert it
+/// to ns; the error names `field`.
+pub fn duration_ms(field: &str, ms: f64, max_ms: f64) -> Result<u64, String> {
+    if !(ms >= 0.0 && ms <= max_ms) {
+        return Err(format!(
+            "{field}: must be a number of ms within 0..={max_ms}, got {ms}"
+        ));
+    }
+    Ok(ms_to_ns(ms))
+}
+
 /// Convert a duration in (possibly fractional) milliseconds to whole nanoseconds.
 /// Negative and NaN become 0.
 pub fn ms_to_ns(ms: f64) -> u64 {

@@ -21,7 +21,9 @@
 use crate::plan::{seed_for, ChainId, Plan, StageId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
+use synthnet_core::delay::HoldShare;
 use synthnet_core::flow::Classifier;
 use synthnet_core::{AppId, Counters, Direction, Drops, Engine, LinkId, Packet};
 use synthnet_runtime::app::check_ports;
@@ -258,7 +260,17 @@ pub struct Network {
     classifiers: BTreeMap<Direction, AppId>,
     /// Counters of apps removed by changes, per direction: totals never run backwards.
     retired: BTreeMap<Direction, Counters>,
+    /// The shares of the pool that held packets count against.
+    dir_shares: BTreeMap<Direction, Rc<HoldShare>>,
+    chain_shares: BTreeMap<ChainId, Rc<HoldShare>>,
 }
+
+/// Of the pool, the packets one direction's delay lines may hold: 45 %, so the other
+/// direction always has its own 45 % and 10 % stays for packets on links and in I/O.
+pub const DIRECTION_SHARE_PERCENT: usize = 45;
+/// Of a direction's share, what one chain may hold when the direction has flows: 80 %,
+/// so a flow's chain (or the default one) always finds room while another is full.
+pub const CHAIN_SHARE_PERCENT: usize = 80;
 
 impl Network {
     /// A network over `engine` whose directions run from `ports`' sources to their sinks
@@ -272,7 +284,59 @@ impl Network {
             stages: BTreeMap::new(),
             classifiers: BTreeMap::new(),
             retired: BTreeMap::new(),
+            dir_shares: BTreeMap::new(),
+            chain_shares: BTreeMap::new(),
         }
+    }
+
+    /// The held-packet limits in force: per direction, and per chain.
+    pub fn share_limits(&self) -> Vec<(String, usize)> {
+        let dirs = self
+            .dir_shares
+            .iter()
+            .map(|(d, s)| (d.to_string(), s.limit()));
+        let chains = self
+            .chain_shares
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.limit()));
+        dirs.chain(chains).collect()
+    }
+
+    /// Give every stage its chain's and its direction's share of the pool (made or
+    /// resized for `plan`), so one chain holding packets cannot starve the others.
+    fn assign_shares(&mut self, plan: &Plan) {
+        let pool = self.engine.pool.capacity();
+        let mut live = Vec::new();
+        for &dir in self.ports.keys() {
+            let dir_limit = pool * DIRECTION_SHARE_PERCENT / 100;
+            let d = self
+                .dir_shares
+                .entry(dir)
+                .or_insert_with(|| HoldShare::new(dir_limit));
+            d.set_limit(dir_limit);
+            let d = d.clone();
+            let chain_limit = if plan.direction(dir).flows.is_empty() {
+                dir_limit
+            } else {
+                dir_limit * CHAIN_SHARE_PERCENT / 100
+            };
+            for (chain, stages) in plan.chains(dir) {
+                let c = self
+                    .chain_shares
+                    .entry(chain.clone())
+                    .or_insert_with(|| HoldShare::new(chain_limit));
+                c.set_limit(chain_limit);
+                let c = c.clone();
+                for s in stages {
+                    let app = self.stages.get(&stage_id(&chain, &s.name)).map(|r| r.app);
+                    if let Some(app) = app.and_then(|a| self.engine.app_mut::<PluginApp>(a)) {
+                        app.set_shares(vec![c.clone(), d.clone()]);
+                    }
+                }
+                live.push(chain);
+            }
+        }
+        self.chain_shares.retain(|c, _| live.contains(c));
     }
 
     pub fn generation(&self) -> u64 {
@@ -367,6 +431,7 @@ impl Network {
                 self.relink(dir, &plan, &mut fresh, &mut changes);
             }
         }
+        self.assign_shares(&plan);
         self.plan = Some(plan);
         self.generation += 1;
         Report {

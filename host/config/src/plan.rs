@@ -41,7 +41,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 #[derive(Deserialize, Serialize, Debug, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QoS {
-    /// bits per second; 0 or absent = unlimited.
+    /// bits per second; absent = unlimited, 0 = blocked (synthetic-network's meaning).
     pub rate: Option<f64>,
     /// ratio 0..=1.
     pub loss: Option<f64>,
@@ -82,7 +82,8 @@ fn max_port() -> u16 {
     u16::MAX
 }
 
-/// An address given as synthetic-network's u32 (big-endian numeric IPv4, 0 = any) or
+/// An address given as synthetic-network's u32 (IPv4 with the first octet in the low
+/// byte: 10.0.0.1 is 16777226; 0 = any) or
 /// as a string (`"10.0.0.1"`, `"10.0.0.0/8"`, `"2001:db8::/32"`).
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(untagged)]
@@ -328,11 +329,16 @@ pub fn seed_for(seed: u64, id: &StageId) -> u64 {
 /// (`specs/default.json`).
 pub const DEFAULT_SPEC: &str = include_str!("../../../specs/default.json");
 
+/// The largest spec file accepted.
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+
 /// Read and validate the spec at `path` (plugin paths are resolved against its
 /// directory).
 pub fn load(path: &Path) -> Result<Plan, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+    let at = || path.display().to_string();
+    let bytes =
+        synthnet_runtime::loader::read_file(path, MAX_SPEC_BYTES).map_err(|e| err(at(), e))?;
+    let text = String::from_utf8(bytes).map_err(|_| err(at(), "not UTF-8 text"))?;
     parse(&text, path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -364,8 +370,9 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
             check_label(&f.label, &format!("{at}.label"), &mut labels)?;
             let prefix = match &f.flow.ip {
                 IpField::Any | IpField::Number(0) => None,
+                // The first octet is the low byte, as synthetic-network writes it.
                 IpField::Number(n) => Some(Prefix {
-                    addr: IpAddr::V4((*n).into()),
+                    addr: IpAddr::V4(n.to_le_bytes().into()),
                     len: 32,
                 }),
                 IpField::Text(t) => Some(parse_prefix(t, &format!("{at}.flow.ip"))?),
@@ -493,9 +500,14 @@ fn stage(plugin: &str, config: Value) -> Stage {
     }
 }
 
+/// The fastest rate a QoS object may ask for: 1 Tbit/s (its shaper's queue of 100 ms then
+/// stays within what the rate plugin accepts).
+const MAX_COMPAT_RATE_BPS: f64 = 1e12;
+
 /// A QoS object as a chain of built-in plugins (rate, loss, latency, jitter), leaving
 /// out what it does not ask for.
 pub fn qos_chain(q: &QoS, at: &str) -> Result<Vec<Stage>, SpecError> {
+    let blocked = q.rate == Some(0.0);
     let rate = non_negative(q.rate, &format!("{at}.rate"), "bits/s")?;
     let loss = ratio(q.loss, &format!("{at}.loss"))?;
     let latency = non_negative(q.latency, &format!("{at}.latency"), "ms")?;
@@ -510,7 +522,33 @@ pub fn qos_chain(q: &QoS, at: &str) -> Result<Vec<Stage>, SpecError> {
             format!("must be 0 (unlimited) or at least 8 bits/s, got {rate}"),
         ));
     }
+    // What the plugins take, said in the user's own field names.
+    if rate > MAX_COMPAT_RATE_BPS {
+        return Err(err(
+            format!("{at}.rate"),
+            format!("must be at most {MAX_COMPAT_RATE_BPS} bits/s (1 Tbit/s), got {rate}"),
+        ));
+    }
+    for (field, v) in [("latency", latency), ("jitter", jitter)] {
+        if v > synthnet_sdk::MAX_DELAY_MS {
+            return Err(err(
+                format!("{at}.{field}"),
+                format!(
+                    "must be at most {} ms (a day), got {v}",
+                    synthnet_sdk::MAX_DELAY_MS
+                ),
+            ));
+        }
+    }
     let mut chain = Vec::new();
+    if blocked {
+        // synthetic-network's `rate: 0`: nothing gets through.
+        chain.push(Stage {
+            name: "blocked".into(),
+            plugin: PluginRef::Builtin("loss".into()),
+            config: json!({"loss_ratio": 1.0}),
+        });
+    }
     if rate > 0.0 {
         let rate_bps = rate.round() as u64;
         // A bucket of 1 ms of traffic (at least one full frame) and a queue of 100 ms
@@ -630,30 +668,20 @@ fn native_chain(stages: &[NativeStage], at: &str, base: &Path) -> Result<Vec<Sta
 
 fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
     let l = &spec.limits;
-    if !(1024..=1 << 22).contains(&l.pool_packets) {
-        return Err(err(
-            "limits.pool_packets",
-            format!("must be within 1024..=4194304, got {}", l.pool_packets),
-        ));
-    }
-    if !(16..=65_536).contains(&l.pool_large_packets) {
-        return Err(err(
-            "limits.pool_large_packets",
-            format!("must be within 16..=65536, got {}", l.pool_large_packets),
-        ));
-    }
-    if !(1..=1 << 24).contains(&l.hold_packets) {
-        return Err(err(
-            "limits.hold_packets",
-            format!("must be within 1..=16777216, got {}", l.hold_packets),
-        ));
-    }
-    if !(1..=4096).contains(&l.plugin_memory_mib) {
-        return Err(err(
-            "limits.plugin_memory_mib",
-            format!("must be within 1..=4096, got {}", l.plugin_memory_mib),
-        ));
-    }
+    let in_range = |field: &str, v: usize, lo: usize, hi: usize| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(err(
+                format!("limits.{field}"),
+                format!("must be within {lo}..={hi}, got {v}"),
+            ))
+        }
+    };
+    in_range("pool_packets", l.pool_packets, 1024, 1 << 22)?;
+    in_range("pool_large_packets", l.pool_large_packets, 16, 65_536)?;
+    in_range("hold_packets", l.hold_packets, 1, 1 << 24)?;
+    in_range("plugin_memory_mib", l.plugin_memory_mib, 1, 4096)?;
     let mut ingress = DirectionPlan {
         default: native_chain(&spec.ingress, "ingress", base)?,
         flows: vec![],
@@ -673,6 +701,9 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
                 .transpose()?;
         let protocol = match &m.protocol {
             None => None,
+            // 0 is "any", as in synthetic-network's form (IP protocol 0, IPv6
+            // hop-by-hop, is an extension header, never a flow's transport).
+            Some(ProtoField::Number(0)) => None,
             Some(ProtoField::Number(n)) => Some(*n),
             Some(ProtoField::Name(n)) => Some(match n.to_ascii_lowercase().as_str() {
                 "tcp" => 6,
@@ -913,6 +944,37 @@ mod tests {
         let v6 = parse_prefix("2001:db8::/32", "x").unwrap();
         assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
         assert!(!v6.contains("2001:db9::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn synthetic_network_ip_numbers_and_rate_zero_mean_what_they_mean_there() {
+        let plan = p(r#"{"default_link": {"ingress": {"rate": 0}, "egress": {}},
+            "flows": [{"label": "a", "flow": {"ip": 16777226}, "link": {}}]}"#)
+        .unwrap();
+        let ip = plan.ingress.flows[0].matcher.prefix.unwrap().addr;
+        assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+        let blocked = &plan.ingress.default[0];
+        assert_eq!(
+            (blocked.name.as_str(), &blocked.config),
+            ("blocked", &json!({"loss_ratio": 1.0}))
+        );
+        assert!(
+            p(r#"{"ingress": {}}"#).unwrap().ingress.default.is_empty(),
+            "no rate: unlimited"
+        );
+        // Native protocol 0 is "any", as in the compat form.
+        let plan = p(r#"{"flows": [{"label": "x", "match": {"protocol": 0}}]}"#).unwrap();
+        assert_eq!(plan.ingress.flows[0].matcher.protocol, None);
+    }
+
+    #[test]
+    fn compat_values_out_of_range_name_the_users_field() {
+        let e = p(r#"{"ingress": {"rate": 1.4e12}}"#).unwrap_err();
+        assert_eq!(e.field, "ingress.rate");
+        let e = p(r#"{"ingress": {"latency": 1e308}}"#).unwrap_err();
+        assert_eq!(e.field, "ingress.latency");
+        let e = p(r#"{"egress": {"jitter": 1e13}}"#).unwrap_err();
+        assert_eq!(e.field, "egress.jitter");
     }
 
     #[test]

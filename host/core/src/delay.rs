@@ -15,8 +15,48 @@
 //! finished reading; as a plain ring every push missed the cache.
 
 use crate::packet::Packet;
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+/// A share of the packet pool that several delay lines hold packets against: every
+/// stage of a chain shares its chain's, every chain of a direction its direction's. So
+/// one chain holding packets (a long delay under a flood) cannot take the pool from the
+/// other chains or from the other direction.
+#[derive(Debug, Default)]
+pub struct HoldShare {
+    held: Cell<usize>,
+    limit: Cell<usize>,
+}
+
+impl HoldShare {
+    pub fn new(limit: usize) -> Rc<HoldShare> {
+        Rc::new(HoldShare {
+            held: Cell::new(0),
+            limit: Cell::new(limit),
+        })
+    }
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+    pub fn limit(&self) -> usize {
+        self.limit.get()
+    }
+    /// A new limit (a configuration change); what is held stays held.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.set(limit);
+    }
+    fn is_full(&self) -> bool {
+        self.held.get() >= self.limit.get()
+    }
+    fn add(&self, n: usize) {
+        self.held.set(self.held.get() + n);
+    }
+    fn sub(&self, n: usize) {
+        self.held.set(self.held.get().saturating_sub(n));
+    }
+}
 
 const BLOCK: usize = 256;
 
@@ -122,6 +162,8 @@ pub struct DelayLine {
     seq: u64,
     len: usize,
     limit: usize,
+    /// The shares this line's packets count against (none: only `limit`).
+    shares: Vec<Rc<HoldShare>>,
 }
 
 impl DelayLine {
@@ -132,6 +174,26 @@ impl DelayLine {
             seq: 0,
             len: 0,
             limit,
+            shares: Vec::new(),
+        }
+    }
+
+    /// Count this line's packets against `shares` from now on (moving what it holds
+    /// from the shares it had).
+    pub fn set_shares(&mut self, shares: Vec<Rc<HoldShare>>) {
+        for s in &self.shares {
+            s.sub(self.len);
+        }
+        for s in &shares {
+            s.add(self.len);
+        }
+        self.shares = shares;
+    }
+
+    fn released(&mut self, n: usize) {
+        self.len -= n;
+        for s in &self.shares {
+            s.sub(n);
         }
     }
 
@@ -142,11 +204,15 @@ impl DelayLine {
         self.len == 0
     }
 
-    /// Hold `pkt` until `at_ns`; hands it back when the line is full.
+    /// Hold `pkt` until `at_ns`; hands it back when the line or one of its shares is
+    /// full.
     #[inline]
     pub fn push(&mut self, at_ns: u64, mut pkt: Packet) -> Result<(), Packet> {
-        if self.len >= self.limit {
+        if self.len >= self.limit || self.shares.iter().any(|s| s.is_full()) {
             return Err(pkt);
+        }
+        for s in &self.shares {
+            s.add(1);
         }
         pkt.ts_ns = at_ns;
         match self.fifo.back_ts() {
@@ -177,7 +243,7 @@ impl DelayLine {
         } else {
             self.fifo.pop_front();
         }
-        self.len -= 1;
+        self.released(1);
     }
 
     /// Departure time of the next packet.
@@ -203,13 +269,15 @@ impl DelayLine {
     #[inline]
     pub fn release(&mut self, now_ns: u64, mut out: impl FnMut(Packet) -> bool) {
         if self.heap.is_empty() {
+            let mut n = 0;
             while let Some(&p) = self.fifo.front() {
                 if p.ts_ns > now_ns || !out(p) {
-                    return;
+                    break;
                 }
                 self.fifo.pop_front();
-                self.len -= 1;
+                n += 1;
             }
+            self.released(n);
             return;
         }
         while let Some((p, in_heap)) = self.head() {
@@ -309,5 +377,27 @@ mod tests {
         d.push(1, pk(1)).unwrap();
         d.push(1, pk(2)).unwrap();
         assert_eq!(d.push(1, pk(3)), Err(pk(3)));
+    }
+
+    #[test]
+    fn shares_bound_several_lines_together() {
+        let chain = HoldShare::new(3);
+        let (mut a, mut b) = (DelayLine::new(10), DelayLine::new(10));
+        a.set_shares(vec![chain.clone()]);
+        b.set_shares(vec![chain.clone()]);
+        a.push(5, pk(1)).unwrap();
+        b.push(5, pk(2)).unwrap();
+        a.push(6, pk(3)).unwrap();
+        assert_eq!(b.push(7, pk(4)), Err(pk(4)), "the chain's share is full");
+        assert_eq!(chain.held(), 3);
+        let mut got = vec![];
+        a.release(5, |p| {
+            got.push(p.id);
+            true
+        });
+        assert_eq!((got, chain.held()), (vec![1], 2));
+        b.push(7, pk(4)).unwrap();
+        assert_eq!(a.drain().len() + b.drain().len(), 3);
+        assert_eq!(chain.held(), 0);
     }
 }

@@ -9,7 +9,7 @@ use crate::engine::{App, Ctx};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use synthnet_sdk::wire::{ethertype, ipproto, EthernetFrame, Ipv4Packet, Ipv6Packet};
+use synthnet_sdk::wire::{ethertype, ipproto, Ipv4Packet, Ipv6Packet};
 
 /// Which way packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -103,12 +103,29 @@ pub struct FlowKey {
     pub port: Option<u16>,
 }
 
+/// VLAN tag protocol identifiers: 802.1Q, 802.1ad (QinQ outer), and the older QinQ one.
+const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
+/// Tags and extension headers walked at most (a frame with more is classified by what
+/// was read so far: the default chain).
+const MAX_HEADERS: usize = 8;
+
 /// Parse the flow key of an Ethernet frame: the source side for ingress, the
-/// destination side for egress. `None` for non-IP frames.
+/// destination side for egress. VLAN tags (802.1Q, QinQ) are skipped, and IPv6
+/// extension headers walked to the transport header; only a first fragment has ports.
+/// `None` for non-IP frames and truncated headers.
 pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let l3 = eth.payload();
-    let (addr, protocol, l4, first_fragment) = match eth.ethertype() {
+    let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
+    let mut ether = be16(frame, 12)?;
+    let mut at = 14;
+    for _ in 0..MAX_HEADERS {
+        if !VLAN_TPIDS.contains(&ether) {
+            break;
+        }
+        ether = be16(frame, at + 2)?;
+        at += 4;
+    }
+    let l3 = frame.get(at..)?;
+    let (addr, protocol, l4, first_fragment) = match ether {
         ethertype::IPV4 => {
             let ip = Ipv4Packet::new_checked(l3).ok()?;
             let addr = if dir == Direction::Ingress {
@@ -116,11 +133,11 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
             } else {
                 ip.dst()
             };
-            let frag_off = u16::from_be_bytes([l3[6], l3[7]]) & 0x1FFF;
+            let frag_off = be16(l3, 6)? & 0x1FFF;
             (
                 IpAddr::from(addr),
                 ip.protocol(),
-                &l3[ip.header_len()..],
+                l3.get(ip.header_len()..)?,
                 frag_off == 0,
             )
         }
@@ -131,12 +148,27 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
             } else {
                 ip.dst()
             };
-            (
-                IpAddr::from(addr),
-                ip.next_header(),
-                &l3[Ipv6Packet::<&[u8]>::HEADER_LEN..],
-                true,
-            )
+            let (mut next, mut p, mut first) =
+                (ip.next_header(), Ipv6Packet::<&[u8]>::HEADER_LEN, true);
+            for _ in 0..MAX_HEADERS {
+                let h = match next {
+                    // Hop-by-hop, routing, destination options: 8-octet units after the
+                    // first 8.
+                    0 | 43 | 60 => l3.get(p..p + 2).map(|h| (h[0], 8 + h[1] as usize * 8)),
+                    // Fragment: fixed 8 bytes; ports only in the first fragment.
+                    44 => l3.get(p..p + 8).map(|h| {
+                        first = u16::from_be_bytes([h[2], h[3]]) >> 3 == 0;
+                        (h[0], 8)
+                    }),
+                    // Authentication header: 4-octet units, plus 2.
+                    51 => l3.get(p..p + 2).map(|h| (h[0], (h[1] as usize + 2) * 4)),
+                    _ => break,
+                };
+                let (n, len) = h?;
+                next = n;
+                p += len;
+            }
+            (IpAddr::from(addr), next, l3.get(p..).unwrap_or(&[]), first)
         }
         _ => return None,
     };
@@ -144,10 +176,7 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
         && (protocol == ipproto::TCP || protocol == ipproto::UDP)
         && l4.len() >= 4
     {
-        let (s, d) = (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        );
+        let (s, d) = (be16(l4, 0)?, be16(l4, 2)?);
         Some(if dir == Direction::Ingress { s } else { d })
     } else {
         None
@@ -290,5 +319,41 @@ mod tests {
         assert_eq!(c.classify(&v6_udp(other.octets(), 1500, 1)), 1);
         assert_eq!(c.classify(&udp_v4()), 2); // sport 1234: not 1400-2000
         assert_eq!(c.classify(&[0u8; 60]), 3);
+    }
+
+    #[test]
+    fn vlan_tags_and_ipv6_extension_headers_are_walked() {
+        let v4 = udp_v4();
+        // 802.1Q, then QinQ (802.1ad outside 802.1Q): the same key as untagged.
+        let tag = |f: &[u8], tpid: u16| {
+            let mut t = f[..12].to_vec();
+            t.extend_from_slice(&tpid.to_be_bytes());
+            t.extend_from_slice(&[0x00, 0x07]);
+            t.extend_from_slice(&f[12..]);
+            t
+        };
+        let plain = flow_key(&v4, Direction::Ingress).unwrap();
+        let q = tag(&v4, 0x8100);
+        assert_eq!(flow_key(&q, Direction::Ingress), Some(plain));
+        assert_eq!(flow_key(&tag(&q, 0x88A8), Direction::Ingress), Some(plain));
+        // IPv6 + hop-by-hop (8 bytes) + fragment (first) → UDP 1500 → 53.
+        let src: std::net::Ipv6Addr = "fd00::7".parse().unwrap();
+        let mut f = vec![0u8; 14 + 40 + 8 + 8 + 8];
+        f[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+        f[14] = 0x60;
+        f[14 + 6] = 0; // hop-by-hop
+        f[14 + 8..14 + 24].copy_from_slice(&src.octets());
+        f[54] = 44; // → fragment
+        f[62] = 17; // → UDP, offset 0
+        f[70..72].copy_from_slice(&1500u16.to_be_bytes());
+        f[72..74].copy_from_slice(&53u16.to_be_bytes());
+        let k = flow_key(&f, Direction::Ingress).unwrap();
+        assert_eq!((k.protocol, k.port), (17, Some(1500)));
+        // A later fragment: UDP, but no ports.
+        f[64..66].copy_from_slice(&(185u16 << 3).to_be_bytes());
+        let k = flow_key(&f, Direction::Ingress).unwrap();
+        assert_eq!((k.protocol, k.port), (17, None));
+        // Truncated inside the extension headers: not classified, no panic.
+        assert_eq!(flow_key(&f[..60], Direction::Ingress), None);
     }
 }

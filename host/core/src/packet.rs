@@ -19,6 +19,12 @@
 //! packet through a chain never touches the buffer or any table indexed by it: measured,
 //! that lookup was the largest cost of a four-plugin chain.
 
+/// Largest frame a small slot holds: an MTU frame with VLAN tags and room to grow.
+pub const SMALL_FRAME: usize = 2032;
+/// Largest frame a large slot holds: a 64 KiB GSO/GRO super-packet plus its Ethernet
+/// header.
+pub const LARGE_FRAME: usize = synthnet_sdk::abi::MAX_PACKET_LEN;
+
 /// Index of a buffer in its pool.
 pub type PacketId = u32;
 

@@ -70,6 +70,16 @@ fn setopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T, what: &str)
     Ok(())
 }
 
+/// The interface index of `name`, or an error saying there is no such interface.
+fn existing(name: &str) -> io::Result<i32> {
+    ifindex(name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named {name:?}"),
+        )
+    })
+}
+
 /// The interface index of `name`, if it exists.
 pub fn ifindex(name: &str) -> Option<i32> {
     let c = CString::new(name).ok()?;
@@ -381,12 +391,7 @@ pub struct RawRx {
 impl RawRx {
     /// Open `ifname` with a ring of about `frames` frames.
     pub fn open(port: &str, ifname: &str, frames: usize) -> io::Result<RawRx> {
-        let idx = ifindex(ifname).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface named {ifname:?}"),
-            )
-        })?;
+        let idx = existing(ifname)?;
         let ring = RxRing::open(idx, frames)?;
         Ok(RawRx {
             frames: ring.frames,
@@ -699,12 +704,7 @@ fn tx_socket(ifindex: i32) -> io::Result<OwnedFd> {
 
 impl RawTx {
     pub fn open(port: &str, ifname: &str) -> io::Result<RawTx> {
-        let idx = ifindex(ifname).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface named {ifname:?}"),
-            )
-        })?;
+        let idx = existing(ifname)?;
         let fd = tx_socket(idx)?;
         Ok(RawTx {
             fd: Some(fd),
@@ -899,12 +899,7 @@ const FLOOD_BATCH: usize = 64;
 
 impl Flood {
     pub fn open(ifname: &str, frame: &[u8]) -> io::Result<Flood> {
-        let idx = ifindex(ifname).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface named {ifname:?}"),
-            )
-        })?;
+        let idx = existing(ifname)?;
         let fd = tx_socket(idx)?;
         let mut buf = vec![0u8; VNET_HDR_LEN];
         buf.extend_from_slice(frame);

@@ -15,41 +15,77 @@ use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 /// One captured frame: capture time (ns since the epoch) and bytes.
 pub type Frame = (u64, Vec<u8>);
 
-/// Read a pcap or pcapng file of Ethernet frames, in file order.
-pub fn read_capture(path: &Path) -> Result<Vec<Frame>> {
+/// A capture read from a file: its frames in time order, and what was wrong with it.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub frames: Vec<Frame>,
+    /// Said to the user, not fatal: a truncated end, frames out of time order.
+    pub notes: Vec<String>,
+}
+
+/// Read a pcap or pcapng file of Ethernet frames. Frames out of time order (a capture
+/// concatenated with `mergecap -a`, say) are sorted by time, stably, and a note says how
+/// many moved; a file cut short keeps its complete frames, and a note says so.
+pub fn read_capture(path: &Path) -> Result<Capture> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut magic = [0u8; 4];
     f.read_exact(&mut magic)
         .with_context(|| format!("{}: too short to be a capture", path.display()))?;
     let f = std::fs::File::open(path)?;
-    let frames = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
-        read_pcapng(BufReader::new(f))
+    let mut cap = Capture::default();
+    let r = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
+        read_pcapng(BufReader::new(f), &mut cap.frames)
     } else {
-        read_pcap(BufReader::new(f))
+        read_pcap(BufReader::new(f), &mut cap.frames)
     };
-    frames.with_context(|| format!("reading {}", path.display()))
+    if let Err(e) = r {
+        if cap.frames.is_empty() {
+            return Err(e).with_context(|| format!("reading {}", path.display()));
+        }
+        cap.notes.push(format!(
+            "{}: read {} complete frames, then: {e:#} (the rest is ignored)",
+            path.display(),
+            cap.frames.len()
+        ));
+    }
+    let late = cap.frames.windows(2).filter(|w| w[1].0 < w[0].0).count();
+    if late > 0 {
+        cap.frames.sort_by_key(|(ts, _)| *ts);
+        cap.notes.push(format!(
+            "{}: {late} frames were out of time order; replayed in time order",
+            path.display()
+        ));
+    }
+    Ok(cap)
 }
 
-fn read_pcap(r: impl Read) -> Result<Vec<Frame>> {
+fn read_pcap(r: impl Read, out: &mut Vec<Frame>) -> Result<()> {
     let mut reader = PcapReader::new(r).context("not a pcap or pcapng file")?;
     let link = reader.header().datalink;
     if link != DataLink::ETHERNET {
         bail!("link type {link:?} is not Ethernet");
     }
-    let mut out = Vec::new();
     while let Some(p) = reader.next_packet() {
         let p = p.context("corrupt packet record")?;
         out.push((p.timestamp.as_nanos() as u64, p.data.into_owned()));
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_pcapng(r: impl Read) -> Result<Vec<Frame>> {
+fn read_pcapng(r: impl Read, out: &mut Vec<Frame>) -> Result<()> {
     let mut reader = PcapNgReader::new(r).context("not a pcapng file")?;
     // Per interface: link type and units per second of its timestamps.
     let mut ifaces: Vec<(DataLink, u64)> = Vec::new();
-    let mut out = Vec::new();
+    let ethernet = |ifaces: &[(DataLink, u64)], id: u32| -> Result<u64> {
+        let Some(&(link, per_sec)) = ifaces.get(id as usize) else {
+            bail!("packet on undeclared interface {id}");
+        };
+        if link != DataLink::ETHERNET {
+            bail!("interface {id} has link type {link:?}, not Ethernet");
+        }
+        Ok(per_sec)
+    };
     while let Some(b) = reader.next_block() {
         match b.context("corrupt pcapng block")? {
             Block::InterfaceDescription(idb) => {
@@ -62,25 +98,29 @@ fn read_pcapng(r: impl Read) -> Result<Vec<Frame>> {
                 ifaces.push((idb.linktype, per_sec.max(1)));
             }
             Block::EnhancedPacket(epb) => {
-                let Some(&(link, per_sec)) = ifaces.get(epb.interface_id as usize) else {
-                    bail!("packet on undeclared interface {}", epb.interface_id);
-                };
-                if link != DataLink::ETHERNET {
-                    bail!(
-                        "interface {} has link type {link:?}, not Ethernet",
-                        epb.interface_id
-                    );
-                }
+                let per_sec = ethernet(&ifaces, epb.interface_id)?;
                 // pcap-file hands over the raw timestamp units as "nanoseconds".
                 let units = epb.timestamp.as_nanos();
                 let ns = units * 1_000_000_000 / per_sec as u128;
-                out.push((ns as u64, epb.data.into_owned()));
+                out.push((u64::try_from(ns).unwrap_or(u64::MAX), epb.data.into_owned()));
+            }
+            // The obsolete Packet Block: like an enhanced one.
+            Block::Packet(pb) => {
+                let per_sec = ethernet(&ifaces, pb.interface_id as u32)?;
+                let ns = pb.timestamp as u128 * 1_000_000_000 / per_sec as u128;
+                out.push((u64::try_from(ns).unwrap_or(u64::MAX), pb.data.into_owned()));
+            }
+            // A Simple Packet Block has no timestamp: it arrives with the frame before it.
+            Block::SimplePacket(spb) => {
+                ethernet(&ifaces, 0)?;
+                let ts = out.last().map_or(0, |(ts, _)| *ts);
+                out.push((ts, spb.data.into_owned()));
             }
             Block::SectionHeader(_) => ifaces.clear(),
             _ => {}
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Write frames as a nanosecond pcap.
@@ -94,7 +134,13 @@ pub fn write_pcap(path: &Path, frames: &[Frame]) -> Result<()> {
         ..Default::default()
     };
     let mut w = PcapWriter::with_header(BufWriter::new(f), header)?;
-    for (ts, data) in frames {
+    for (i, (ts, data)) in frames.iter().enumerate() {
+        if ts / 1_000_000_000 > u32::MAX as u64 {
+            bail!(
+                "{}: packet {i} leaves at {ts} ns since 1970, after 2106, which a pcap file cannot hold",
+                path.display()
+            );
+        }
         w.write_packet(&PcapPacket::new(
             Duration::from_nanos(*ts),
             data.len() as u32,
@@ -163,11 +209,31 @@ impl App for CaptureSource {
     }
 }
 
-/// Keeps every frame that leaves, with its departure time.
-#[derive(Default)]
+/// Keeps every frame that leaves, with its departure time, up to a limit (a plugin
+/// that multiplies packets cannot make it grow without bound): beyond it, frames are
+/// counted in `overflow` and freed.
 pub struct CaptureSink {
     pub out: Vec<Frame>,
+    pub limit: usize,
+    pub overflow: u64,
     counters: Counters,
+}
+
+impl Default for CaptureSink {
+    fn default() -> Self {
+        CaptureSink::with_limit(usize::MAX)
+    }
+}
+
+impl CaptureSink {
+    pub fn with_limit(limit: usize) -> Self {
+        CaptureSink {
+            out: Vec::new(),
+            limit,
+            overflow: 0,
+            counters: Counters::default(),
+        }
+    }
 }
 
 impl App for CaptureSink {
@@ -190,7 +256,11 @@ impl CaptureSink {
         self.counters.rx_bytes += p.len as u64;
         self.counters.tx_packets += 1;
         self.counters.tx_bytes += p.len as u64;
-        self.out.push((p.ts_ns, cx.pool.data(&p).to_vec()));
+        if self.out.len() < self.limit {
+            self.out.push((p.ts_ns, cx.pool.data(&p).to_vec()));
+        } else {
+            self.overflow += 1;
+        }
         cx.pool.free(p);
     }
 }

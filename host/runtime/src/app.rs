@@ -108,6 +108,12 @@ impl PluginApp {
     pub fn health(&self) -> &Health {
         &self.health
     }
+    /// Count the packets this stage holds against `shares` of the pool (its chain's and
+    /// its direction's).
+    pub fn set_shares(&mut self, shares: Vec<std::rc::Rc<synthnet_core::delay::HoldShare>>) {
+        self.delay.set_shares(shares);
+    }
+
     /// The seed the running instance was made with.
     pub fn seed(&self) -> u64 {
         self.seed
@@ -243,12 +249,17 @@ impl PluginApp {
             }
         };
         let mem = inst.memory();
+        // A wake-up at or before this call's `now` asks for nothing this call did not
+        // already do: it is no timer (or a plugin could make the engine spin).
         self.wake_at_ns = abi::le::u64_at(mem, lay.header as usize + abi::hdr::WAKE_AT_NS)
+            .filter(|&t| t > now)
             .unwrap_or(abi::NO_WAKE);
-        match validate(
+        let batch = &self.batch[..n];
+        match abi::validate(
             mem,
             &lay,
-            &self.batch[..n],
+            |i| batch[i].len,
+            n,
             nv,
             cx.pool.max_len(),
             &mut self.refs,
@@ -425,80 +436,6 @@ impl Out<'_> {
             self.counters.drop(DropCause::HoldFull, 1);
         }
     }
-}
-
-/// Check every verdict of a batch before any is applied, and count in `refs` how many
-/// verdicts name each packet. `Ok(true)` when the answer is the common shape — verdict
-/// `j` names packet `j`, one each, nothing replaced — which [`PluginApp::apply`] takes on
-/// a fast path.
-fn validate(
-    mem: &[u8],
-    lay: &Layout,
-    batch: &[Packet],
-    nv: u32,
-    max_len: usize,
-    refs: &mut [u32],
-) -> Result<bool, String> {
-    if nv > lay.max_verdicts {
-        return Err(format!(
-            "{nv} verdicts, more than the {} the header allows",
-            lay.max_verdicts
-        ));
-    }
-    let n = batch.len();
-    refs[..n].fill(0);
-    let mut in_order = nv as usize == n;
-    let chunks = abi::verdict_chunks(mem, lay, nv).ok_or("verdict array lies outside memory")?;
-    for (j, c) in chunks.enumerate() {
-        let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
-        in_order &= v.id as usize == j && v.flags == 0;
-        if v.flags & !abi::VF_KNOWN != 0 {
-            return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
-        }
-        if v.port != abi::PORT_DROP && v.port >= lay.n_outputs {
-            return Err(format!(
-                "verdict {j} names output port {} of {}",
-                v.port, lay.n_outputs
-            ));
-        }
-        let replaces = v.flags & abi::VF_REPLACE != 0;
-        if v.id == abi::ID_NEW || replaces {
-            let bytes = v.bytes(mem, lay).ok_or_else(|| {
-                format!(
-                    "verdict {j} points at bytes {:#x}+{} outside the plugin's region",
-                    v.data_off, v.data_len
-                )
-            })?;
-            if v.id == abi::ID_NEW && (bytes.is_empty() || bytes.len() > max_len) {
-                return Err(format!(
-                    "verdict {j} injects a packet of {} bytes",
-                    bytes.len()
-                ));
-            }
-        }
-        if v.id != abi::ID_NEW {
-            let i = v.id as usize;
-            let Some(p) = batch.get(i) else {
-                return Err(format!(
-                    "verdict {j} names packet {} of a batch of {n}",
-                    v.id
-                ));
-            };
-            if replaces {
-                let cap = if lay.access == access::META {
-                    0
-                } else {
-                    p.len.min(lay.snap_len)
-                };
-                let new_len = p.len as u64 - cap as u64 + v.data_len as u64;
-                if new_len > max_len as u64 {
-                    return Err(format!("verdict {j} grows packet {i} to {new_len} bytes"));
-                }
-            }
-            refs[i] += 1;
-        }
-    }
-    Ok(in_order)
 }
 
 impl App for PluginApp {

@@ -30,6 +30,34 @@ impl fmt::Display for PluginRef {
     }
 }
 
+/// The largest plugin module accepted (the built-ins are 60–200 KiB).
+pub const MAX_MODULE_BYTES: u64 = 16 << 20;
+
+/// Read a regular file of at most `max` bytes. Anything else — a FIFO, a device such as
+/// `/dev/zero`, a directory, a file too large — is refused with a message, without
+/// blocking or reading without end.
+pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("cannot read: not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "cannot read: {} bytes, more than the {max} allowed",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("cannot read: more than the {max} bytes allowed"));
+    }
+    Ok(bytes)
+}
+
 /// Compiles modules once and hands out factories.
 pub struct Loader {
     rt: Arc<WasmRuntime>,
@@ -61,8 +89,8 @@ impl Loader {
             }
             PluginRef::File(path) => {
                 let shown = path.display().to_string();
-                let bytes = std::fs::read(path)
-                    .map_err(|e| PluginError::new(&shown, format!("cannot read: {e}")))?;
+                let bytes =
+                    read_file(path, MAX_MODULE_BYTES).map_err(|e| PluginError::new(&shown, e))?;
                 let hash = fingerprint(&[&bytes]);
                 if let Some((h, m)) = self.modules.get(plugin) {
                     if *h == hash {

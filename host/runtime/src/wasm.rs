@@ -27,6 +27,8 @@ pub const DEADLINE_TICKS: u64 = 10;
 /// run off the packet thread (init) or once per change (state hand-over), and a valid
 /// plugin may do real work in its init (build a table, parse a trace).
 pub const SETUP_DEADLINE_TICKS: u64 = 500;
+/// Largest table a plugin may have (funcref elements; Rust plugins use a few hundred).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Default cap on a plugin's linear memory.
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 /// Log lines a plugin instance may write per second; the rest are counted and dropped.
@@ -140,6 +142,7 @@ impl WasmRuntime {
                 "not a wasm module: it does not start with the wasm magic bytes \\0asm (build the plugin with --target wasm32-unknown-unknown)".into(),
             ));
         }
+        check_size(bytes).map_err(err)?;
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| err(format!("not a valid wasm module: {e:#}")))?;
         let versions: Vec<String> = module
@@ -293,6 +296,59 @@ fn describe_within(e: wasmtime::Error, ticks: u64) -> String {
     }
 }
 
+/// Most functions a plugin may have (the built-ins have a few hundred).
+pub const MAX_FUNCTIONS: u32 = 20_000;
+/// Largest function body a plugin may have, in bytes.
+pub const MAX_FUNCTION_BYTES: usize = 512 << 10;
+
+/// Refuse a module whose compilation would cost seconds and gigabytes before compiling
+/// it: too many functions, or a function too large (a 1.6 MB module of 200,000 trivial
+/// functions took 21 s and 1.1 GB to compile).
+fn check_size(bytes: &[u8]) -> Result<(), String> {
+    use wasmparser::Payload;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("not a valid wasm module: {e}"))? {
+            Payload::CodeSectionStart { count, .. } if count > MAX_FUNCTIONS => {
+                return Err(format!(
+                    "{count} functions, more than the {MAX_FUNCTIONS} a plugin may have"
+                ));
+            }
+            Payload::CodeSectionEntry(body) if body.range().len() > MAX_FUNCTION_BYTES => {
+                return Err(format!(
+                    "a function of {} bytes, more than the {MAX_FUNCTION_BYTES} a plugin's function may have",
+                    body.range().len()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A plugin's error message, or a stand-in saying why there is none: a message is
+/// always shown.
+fn error_message(blob: Option<Vec<u8>>) -> String {
+    match blob {
+        Some(m) if !m.is_empty() => {
+            let m = String::from_utf8_lossy(&m[..m.len().min(4096)]).into_owned();
+            // One line, no control characters: it goes into logs.
+            m.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        }
+        Some(_) => "it failed without a message".into(),
+        None => "it failed, and its error message lies outside its memory".into(),
+    }
+}
+
+/// [`read_blob`], where address 0 means "nothing" (the ABI's "no message").
+fn blob_at(mem: &[u8], ptr: u32) -> Option<Vec<u8>> {
+    if ptr == 0 {
+        return Some(Vec::new());
+    }
+    read_blob(mem, ptr)
+}
+
 /// Read `[len: u32 LE][bytes]` at `ptr` (bounded to 16 MiB).
 fn read_blob(mem: &[u8], ptr: u32) -> Option<Vec<u8>> {
     let len = abi::le::u32_at(mem, ptr as usize)? as usize;
@@ -327,6 +383,9 @@ impl WasmInstance {
             .instances(1)
             .memories(1)
             .tables(4)
+            // Every table's size, not only their number: a table grown by 50 M
+            // elements a call took the process to 24 GB.
+            .table_elements(MAX_TABLE_ELEMENTS)
             .trap_on_grow_failure(true)
             .build();
         let state = HostState {
@@ -376,8 +435,7 @@ impl WasmInstance {
             .map_err(describe_setup)?;
         if hdr == 0 {
             let eptr = error.call(&mut store, ()).map_err(describe_setup)?;
-            let msg = read_blob(memory.data(&store), eptr).unwrap_or_default();
-            return Err(String::from_utf8_lossy(&msg).into_owned());
+            return Err(error_message(blob_at(memory.data(&store), eptr)));
         }
         let lay = Layout::parse(memory.data(&store), hdr).map_err(|e| e.0)?;
         drop(_call);
@@ -443,8 +501,7 @@ impl Instance for WasmInstance {
                 .error
                 .call(&mut self.store, ())
                 .map_err(describe_setup)?;
-            let msg = read_blob(self.memory.data(&self.store), eptr).unwrap_or_default();
-            return Err(String::from_utf8_lossy(&msg).into_owned());
+            return Err(error_message(blob_at(self.memory.data(&self.store), eptr)));
         }
         Ok(())
     }

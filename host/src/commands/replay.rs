@@ -5,9 +5,10 @@
 //! output.
 
 use anyhow::{Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
+use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
 use synthnet_core::{Direction, DropCause, Engine, PacketPool};
 use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
 use synthnet_runtime::{fingerprint, Loader, WasmRuntime};
@@ -58,14 +59,27 @@ impl std::fmt::Display for Summary {
 /// Replay `frames` through direction `dir` of `plan`. Returns what left (in departure
 /// order) and a summary.
 pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Frame>, Summary)> {
-    let max_len = frames.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
-    let slot = max_len.clamp(2048, 65_536 + 4096);
-    let mut engine = Engine::new(PacketPool::new(plan.limits.pool_packets, slot));
-    let arrivals: HashMap<u64, u64> = frames.iter().map(|(ts, d)| (hash(d), *ts)).collect();
+    // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
+    // host capture has them); a frame larger still is counted `too_big`.
+    let mut engine = Engine::new(PacketPool::with_large(
+        plan.limits.pool_packets,
+        SMALL_FRAME,
+        plan.limits.pool_large_packets,
+        LARGE_FRAME,
+    ));
+    // Arrival times by content, in order: the k-th copy of a payload to leave is matched
+    // with the k-th to arrive (retransmissions, duplicates).
+    let mut arrivals: HashMap<u64, VecDeque<u64>> = HashMap::new();
+    for (ts, d) in &frames {
+        arrivals.entry(hash(d)).or_default().push_back(*ts);
+    }
     let packets_in = frames.len() as u64;
     let start = frames.first().map_or(0, |(ts, _)| *ts);
     let source = engine.add(Box::new(CaptureSource::new(frames)));
-    let sink = engine.add(Box::new(CaptureSink::default()));
+    // What leaves is kept in memory: at most 16 times what came in (a plugin may
+    // duplicate and inject, within reason), and at least a million frames.
+    let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
+    let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
     let mut loader = Loader::new(WasmRuntime::new()?);
     let report = net.apply(plan.clone(), &mut loader);
@@ -100,16 +114,21 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
                 .map(|(k, v)| (s.id.to_string(), k.clone(), *v))
         })
         .collect();
-    let mut out = net
+    let (mut out, overflow) = net
         .engine
         .app_mut::<CaptureSink>(sink)
-        .map(|s| std::mem::take(&mut s.out))
+        .map(|s| (std::mem::take(&mut s.out), s.overflow))
         .unwrap_or_default();
+    anyhow::ensure!(
+        overflow == 0,
+        "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+        out.len() as u64 + overflow
+    );
     out.sort_by_key(|(ts, _)| *ts);
     let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
     for (ts, d) in &out {
-        if let Some(a) = arrivals.get(&hash(d)) {
-            let delay = ts.saturating_sub(*a);
+        if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
+            let delay = ts.saturating_sub(a);
             n += 1;
             sum += delay as u128;
             max = max.max(delay);

@@ -32,12 +32,26 @@ impl Control {
 
     /// SIGHUP reloads, SIGINT and SIGTERM stop (each also wakes the engine thread).
     pub fn install_signal_handlers(&self) -> Result<()> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        self.install_reload_handler()?;
+        self.install_stop_handlers()
+    }
+
+    /// SIGHUP sets the reload flag and wakes the engine thread. Installed before a
+    /// bridge starts, so a SIGHUP during startup is kept for after it.
+    pub fn install_reload_handler(&self) -> Result<()> {
+        use signal_hook::consts::SIGHUP;
         signal_hook::flag::register(SIGHUP, self.reload.clone())?;
+        signal_hook::low_level::pipe::register(SIGHUP, self.wake_tx.try_clone()?)?;
+        Ok(())
+    }
+
+    /// SIGINT and SIGTERM set the stop flag and wake the engine thread. A bridge
+    /// installs them once it runs: until then (compiling plugins can take long) they
+    /// keep their default action and end the process at once.
+    pub fn install_stop_handlers(&self) -> Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
         for sig in [SIGINT, SIGTERM] {
             signal_hook::flag::register(sig, self.stop.clone())?;
-        }
-        for sig in [SIGHUP, SIGINT, SIGTERM] {
             signal_hook::low_level::pipe::register(sig, self.wake_tx.try_clone()?)?;
         }
         Ok(())

@@ -24,15 +24,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use synthnet_config::plan::{self, Plan};
 use synthnet_config::{prepare, Network, Ports, Report};
+use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
 use synthnet_core::{AppId, Direction, Engine, PacketPool};
 use synthnet_io::afpacket::{RawRx, RawTx};
 use synthnet_runtime::{Loader, WasmRuntime};
 use worker::{Change, EngineSide, Request};
 
-/// Largest frame a small pool slot holds: an MTU frame with VLAN tags and room to grow.
-pub const SMALL_FRAME: usize = 2032;
-/// Largest GSO/GRO super-packet: 64 KiB of IP packet plus its Ethernet header.
-pub const LARGE_FRAME: usize = 65_536 + 64;
 /// How often ports look for vanished interfaces and read the kernel's ring drops.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).

@@ -6,26 +6,53 @@ use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 /// Where [`Source`] writes each packet's sequence number (after Ethernet+IPv4+UDP).
 pub const SEQ_OFFSET: usize = 42;
 
-/// An Ethernet + IPv4 + UDP header for generated packets (10.0.0.1:1234 → 10.0.0.2:5678).
-pub fn udp_template(len: usize) -> Vec<u8> {
-    let len = len.max(SEQ_OFFSET + 8);
-    let mut t = vec![0u8; len];
-    t[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
-    t[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+/// Ends of a generated UDP/IPv4 frame: MACs, addresses, ports.
+#[derive(Clone, Copy, Debug)]
+pub struct UdpEnds {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// An Ethernet + IPv4 + UDP frame of `len` bytes (at least 60) between `e`, with a valid
+/// IPv4 header checksum and a zero payload.
+pub fn udp_frame(len: usize, e: &UdpEnds) -> Vec<u8> {
+    let mut t = vec![0u8; len.max(60)];
+    t[0..6].copy_from_slice(&e.dst_mac);
+    t[6..12].copy_from_slice(&e.src_mac);
     t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (len - 14) as u16;
+    let ip_len = (t.len() - 14) as u16;
     t[14] = 0x45;
     t[16..18].copy_from_slice(&ip_len.to_be_bytes());
     t[22] = 64;
     t[23] = 17;
-    t[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    t[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    t[26..30].copy_from_slice(&e.src);
+    t[30..34].copy_from_slice(&e.dst);
     let csum = synthnet_sdk::checksum::internet(&t[14..34]);
     t[24..26].copy_from_slice(&csum.to_be_bytes());
-    t[34..36].copy_from_slice(&1234u16.to_be_bytes());
-    t[36..38].copy_from_slice(&5678u16.to_be_bytes());
+    t[34..36].copy_from_slice(&e.sport.to_be_bytes());
+    t[36..38].copy_from_slice(&e.dport.to_be_bytes());
     t[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
     t
+}
+
+/// The frame generated packets use: 10.0.0.1:1234 → 10.0.0.2:5678, room for a
+/// sequence number at [`SEQ_OFFSET`].
+pub fn udp_template(len: usize) -> Vec<u8> {
+    udp_frame(
+        len.max(SEQ_OFFSET + 8),
+        &UdpEnds {
+            src_mac: [0x02, 0, 0, 0, 0, 1],
+            dst_mac: [0x02, 0, 0, 0, 0, 2],
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2],
+            sport: 1234,
+            dport: 5678,
+        },
+    )
 }
 
 /// Emits `count` packets of `size` bytes, one every `interval_ns` from `start_ns`

@@ -4,7 +4,7 @@
 //! behind it, as in a FIFO); with `reorder`, undelayed packets overtake delayed ones.
 
 use serde::Deserialize;
-use synthnet_sdk::{export_plugin, ms_to_ns, Batch, Chance, Plugin, Rng};
+use synthnet_sdk::{duration_ms, export_plugin, Batch, Chance, Plugin, Rng, MAX_DELAY_MS};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, default)]
@@ -41,12 +41,7 @@ impl Plugin for Jitter {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        if !(c.jitter_ms >= 0.0 && c.jitter_ms.is_finite()) {
-            return Err(format!(
-                "jitter_ms: must be a finite number ≥ 0, got {}",
-                c.jitter_ms
-            ));
-        }
+        let max_ns = duration_ms("jitter_ms", c.jitter_ms, MAX_DELAY_MS)?;
         if !(0.0..=1.0).contains(&c.strength) {
             return Err(format!(
                 "strength: must be within 0..=1, got {}",
@@ -54,7 +49,7 @@ impl Plugin for Jitter {
             ));
         }
         Ok(Jitter {
-            max_ns: ms_to_ns(c.jitter_ms),
+            max_ns,
             chance: Chance::new(c.strength),
             reorder: c.reorder,
             rng: Rng::new(seed),
@@ -72,7 +67,7 @@ impl Plugin for Jitter {
             } else {
                 0
             };
-            let mut at = arrival + extra;
+            let mut at = arrival.saturating_add(extra);
             if !self.reorder {
                 at = at.max(self.last_departure_ns);
                 self.last_departure_ns = at;

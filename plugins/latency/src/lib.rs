@@ -3,7 +3,7 @@
 //! that is already held).
 
 use serde::Deserialize;
-use synthnet_sdk::{export_plugin, ms_to_ns, Batch, Plugin};
+use synthnet_sdk::{duration_ms, export_plugin, Batch, Plugin, MAX_DELAY_MS};
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -23,21 +23,17 @@ impl Plugin for Latency {
     const STATE_VERSION: u32 = 1;
 
     fn new(config: Config, _seed: u64) -> Result<Self, String> {
-        if !(config.delay_ms >= 0.0 && config.delay_ms.is_finite()) {
-            return Err(format!(
-                "delay_ms: must be a finite number ≥ 0, got {}",
-                config.delay_ms
-            ));
-        }
+        let delay_ns = duration_ms("delay_ms", config.delay_ms, MAX_DELAY_MS)?;
         Ok(Latency {
-            delay_ns: ms_to_ns(config.delay_ms),
+            delay_ns,
             last_departure_ns: 0,
         })
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
         for i in 0..batch.len() {
-            let at = (batch.arrival_ns(i) + self.delay_ns).max(self.last_departure_ns);
+            let at =
+                (batch.arrival_ns(i).saturating_add(self.delay_ns)).max(self.last_departure_ns);
             self.last_departure_ns = at;
             batch.send(i, 0, at);
         }

@@ -70,7 +70,7 @@ impl Rate {
             let prod = bytes * self.ns_per_byte_fp;
             (prod >> 32, prod & 0xFFFF_FFFF)
         } else {
-            // Rare (very low rates, or configuration): bytes ≤ 2^31, so bytes × 8e9 fits.
+            // Rare (very low rates): a packet's bytes ≤ 2^31, so bytes × 8e9 fits.
             let num = bytes * 8 * NS_PER_S;
             let frac = ((num % self.rate_bps) as u128 * self.denom as u128) / self.rate_bps as u128;
             (num / self.rate_bps, frac as u64)
@@ -124,8 +124,13 @@ impl Plugin for Rate {
             if fp * (MAX_CHARGED as u128) < (1u128 << 64) {
                 r.ns_per_byte_fp = fp as u64;
             }
-            r.tau_ns = r.cost(c.burst_bytes).0;
-            r.limit_ns = r.cost(c.queue_bytes).0;
+            // Bucket and queue can be gigabytes: 128-bit math (once), no overflow.
+            let ns = |bytes: u64| {
+                let ns = bytes as u128 * 8 * NS_PER_S as u128 / c.rate_bps as u128;
+                u64::try_from(ns).unwrap_or(u64::MAX)
+            };
+            r.tau_ns = ns(c.burst_bytes);
+            r.limit_ns = ns(c.queue_bytes);
         }
         Ok(r)
     }
@@ -210,5 +215,16 @@ mod tests {
         for w in out.windows(2) {
             assert_eq!(w[1].at_ns - w[0].at_ns, 800_000);
         }
+    }
+
+    #[test]
+    fn a_queue_of_gigabytes_bounds_the_wait_it_says() {
+        // 200 Gbit/s with a 2.5 GB queue (100 ms): the bound must be 100 ms, not a
+        // wrapped product (it was 7.8 ms).
+        let cfg =
+            r#"{"rate_bps": 200000000000, "burst_bytes": 25000000, "queue_bytes": 2500000000}"#;
+        let h = Harness::<Rate>::new(cfg, 1).unwrap();
+        assert_eq!(h.plugin().limit_ns, 100_000_000);
+        assert_eq!(h.plugin().tau_ns, 1_000_000);
     }
 }

@@ -30,6 +30,8 @@ pub enum Mode {
     Inject,
     /// Rewrite the first captured byte of every packet to 0xEE.
     Rewrite,
+    /// Forward everything, and ask to be woken at time 0 (in the past) every call.
+    WakePast,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -105,6 +107,12 @@ impl Plugin for Testbed {
                 for i in 0..batch.len() {
                     batch.forward(i);
                 }
+            }
+            Mode::WakePast => {
+                for i in 0..batch.len() {
+                    batch.forward(i);
+                }
+                batch.wake_at(0);
             }
             Mode::Rewrite => {
                 for i in 0..batch.len() {
