@@ -10,7 +10,7 @@ as_root() {
     elif command -v sudo >/dev/null 2>&1; then
         sudo -- "$@"
     else
-        echo "error: $why needs root, and this user is not root and has no sudo." >&2
+        echo "error: root is needed for $why, and this user is neither root nor has sudo." >&2
         echo "Run this script as root (e.g. in a root shell: ./${0#./}), or install sudo." >&2
         exit 1
     fi
