@@ -486,3 +486,39 @@ impl App for PluginApp {
         self.delay.drain()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The review's R2: a plugin declaring a second output (which no stage connects)
+    /// wedged its stage; it is refused when it loads, naming the counts.
+    #[test]
+    fn plugins_with_more_than_one_input_or_output_are_refused() {
+        let lay = |n_inputs, n_outputs| Layout {
+            header: 0,
+            max_batch: 1,
+            max_verdicts: 1,
+            access: access::META,
+            snap_len: 0,
+            slot_size: 0,
+            n_inputs,
+            n_outputs,
+            desc_off: 0,
+            verdict_off: 0,
+            data_off: 0,
+            emit_off: 0,
+            emit_cap: 0,
+            counters_off: 0,
+            n_counters: 0,
+            names_off: 0,
+            names_len: 0,
+            state_version: 0,
+            region_len: 0,
+        };
+        assert!(check_ports("p", &lay(1, 1)).is_ok());
+        let e = check_ports("p", &lay(1, 2)).unwrap_err();
+        assert!(e.to_string().contains("1 inputs and 2 outputs"), "{e}");
+        assert!(check_ports("p", &lay(2, 1)).is_err());
+    }
+}

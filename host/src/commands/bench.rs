@@ -15,6 +15,7 @@
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use synthnet_core::delay::HoldShare;
 use synthnet_core::{AppId, Engine, PacketPool};
 use synthnet_runtime::{registry, Factory, PluginApp, PluginError, WasmFactory, WasmRuntime};
 use synthnet_runtime::{DEFAULT_HOLD_LIMIT, DEFAULT_MEMORY_LIMIT};
@@ -79,6 +80,7 @@ pub fn run_case(
     let mut engine = Engine::new(pool);
     let src = engine.add(Box::new(source));
     let mut ids = vec![src];
+    let shares = vec![HoldShare::new(usize::MAX), HoldShare::new(usize::MAX)];
     for (i, (name, cfg)) in chain.iter().enumerate() {
         let factory: Arc<dyn Factory> = match runtime {
             BenchRuntime::Native => native(name, cfg.as_bytes())
@@ -94,7 +96,10 @@ pub fn run_case(
                 ))
             }
         };
-        let app = PluginApp::instantiate(*name, factory, 0x5eed + i as u64, DEFAULT_HOLD_LIMIT)?;
+        let mut app =
+            PluginApp::instantiate(*name, factory, 0x5eed + i as u64, DEFAULT_HOLD_LIMIT)?;
+        // As live: held packets count against the chain's and the direction's shares.
+        app.set_shares(shares.clone());
         ids.push(engine.add(Box::new(app)));
     }
     let sink = engine.add(Box::new(Sink::new(false)));
