@@ -70,6 +70,33 @@ fn setopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T, what: &str)
     Ok(())
 }
 
+/// A socket buffer to size.
+enum Buffer {
+    Receive,
+    Send,
+}
+
+/// Size a socket buffer to `bytes`: beyond `net.core.*mem_max` where we may
+/// (`SO_*BUFFORCE`, CAP_NET_ADMIN), else as far as the limit allows.
+fn set_buffer(fd: RawFd, which: Buffer, bytes: libc::c_int) -> io::Result<()> {
+    let (force, plain, names) = match which {
+        Buffer::Receive => (
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            ("SO_RCVBUFFORCE", "SO_RCVBUF"),
+        ),
+        Buffer::Send => (
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            ("SO_SNDBUFFORCE", "SO_SNDBUF"),
+        ),
+    };
+    if setopt(fd, libc::SOL_SOCKET, force, &bytes, names.0).is_ok() {
+        return Ok(());
+    }
+    setopt(fd, libc::SOL_SOCKET, plain, &bytes, names.1)
+}
+
 /// The interface index of `name`, or an error saying there is no such interface.
 fn existing(name: &str) -> io::Result<i32> {
     ifindex(name).ok_or_else(|| {
@@ -220,18 +247,7 @@ impl RxRing {
                     "PACKET_IGNORE_OUTGOING",
                 )?;
                 // Room for the super-packets queued beside the ring.
-                let rcvbuf: libc::c_int = 16 << 20;
-                if setopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    &rcvbuf,
-                    "SO_RCVBUFFORCE",
-                )
-                .is_err()
-                {
-                    setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf, "SO_RCVBUF")?;
-                }
+                set_buffer(fd, Buffer::Receive, 16 << 20)?;
                 let req = libc::tpacket_req {
                     tp_block_size: BLOCK_SIZE as u32,
                     tp_block_nr: blocks as u32,
@@ -684,19 +700,7 @@ fn tx_socket(ifindex: i32) -> io::Result<OwnedFd> {
                 &one,
                 "PACKET_QDISC_BYPASS",
             );
-            let sndbuf: libc::c_int = 16 << 20;
-            if setopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                &sndbuf,
-                "SO_SNDBUFFORCE",
-            )
-            .is_err()
-            {
-                setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF")?;
-            }
-            Ok(())
+            set_buffer(fd, Buffer::Send, 16 << 20)
         },
         false,
     )
