@@ -289,11 +289,7 @@ impl PluginApp {
             counters,
             ..
         } = self;
-        let room0 = if delay.next_at().is_some_and(|t| t <= now) {
-            0
-        } else {
-            cx.room(0)
-        };
+        let room0 = room_now(delay, cx, now);
         let mut out = Out {
             staged,
             delay,
@@ -371,11 +367,7 @@ impl PluginApp {
                     continue;
                 }
             }
-            let room0 = if self.delay.next_at().is_some_and(|t| t <= now) {
-                0
-            } else {
-                cx.room(0)
-            };
+            let room0 = room_now(&self.delay, cx, now);
             Out {
                 staged: &mut self.staged,
                 delay: &mut self.delay,
@@ -405,6 +397,17 @@ impl PluginApp {
             Some(i) => abi::read_counters(i.memory(), &lay),
             None => Vec::new(),
         }
+    }
+}
+
+/// Room on the output for packets due now: none while held packets are already due
+/// (they leave first, in order), else what the output link has free.
+#[inline(always)]
+fn room_now(delay: &DelayLine, cx: &Ctx<'_>, now: u64) -> usize {
+    if delay.next_at().is_some_and(|t| t <= now) {
+        0
+    } else {
+        cx.room(0)
     }
 }
 
