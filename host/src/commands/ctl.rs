@@ -17,7 +17,10 @@ pub enum Request {
     Validate(String),
     Reset,
     Stats,
-    Flows { direction: Option<String>, top: usize },
+    Flows {
+        direction: Option<String>,
+        top: usize,
+    },
     Watch,
 }
 
