@@ -118,7 +118,15 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"rate_bps": 100000, "overhead_bytes": 24}"#,
         ],
     ),
-    ("loss", &[r#"{"loss_ratio": 0.2}"#]),
+    (
+        "loss",
+        &[
+            r#"{"loss_ratio": 0.2}"#,
+            r#"{"loss_ratio": 0.2, "correlation_ratio": 0.5}"#,
+            r#"{"model": "gilbert_elliott", "p_ratio": 0.05, "r_ratio": 0.3, "bad_loss_ratio": 0.9, "good_loss_ratio": 0.01}"#,
+            r#"{"model": "four_state", "p13_ratio": 0.05, "p31_ratio": 0.4, "p32_ratio": 0.2, "p23_ratio": 0.1, "p14_ratio": 0.01}"#,
+        ],
+    ),
     ("corrupt", &[r#"{"ratio": 0.3}"#]),
 ];
 
