@@ -128,6 +128,16 @@ const CONFIGS: &[(&str, &[&str])] = &[
         ],
     ),
     ("corrupt", &[r#"{"ratio": 0.3}"#]),
+    (
+        "delay",
+        &[
+            r#"{"delay_ms": 5, "jitter_ms": 2}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "normal", "correlation_ratio": 0.3}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "pareto", "reorder": false}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "paretonormal", "correlation_ratio": 0.6, "correlation": "ar1"}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 1, "distribution": "table", "table_samples": [1, 2, 2, 3, 3, 3, 10]}"#,
+        ],
+    ),
 ];
 
 /// Every built-in the registry has (generated from the plugins' own metadata), native
