@@ -129,13 +129,21 @@ const CONFIGS: &[(&str, &[&str])] = &[
     ),
     ("corrupt", &[r#"{"ratio": 0.3}"#]),
     (
+        "duplicate",
+        &[
+            r#"{"duplicate_ratio": 0.2}"#,
+            r#"{"duplicate_ratio": 0.2, "correlation_ratio": 0.5}"#,
+        ],
+    ),
+    (
         "delay",
         &[
             r#"{"delay_ms": 5, "jitter_ms": 2}"#,
             r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "normal", "correlation_ratio": 0.3}"#,
-            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "pareto", "reorder": false}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "pareto", "keep_order": true}"#,
             r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "paretonormal", "correlation_ratio": 0.6, "correlation": "ar1"}"#,
             r#"{"delay_ms": 5, "jitter_ms": 1, "distribution": "table", "table_samples": [1, 2, 2, 3, 3, 3, 10]}"#,
+            r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_correlation_ratio": 0.5, "reorder_gap_packets": 5}"#,
         ],
     ),
 ];

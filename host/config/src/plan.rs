@@ -116,7 +116,7 @@ struct CompatFlows {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 struct NativeStage {
-    /// A built-in name (`latency`, `delay`, `jitter`, `rate`, `loss`, `corrupt`) or a path to a
+    /// A built-in name (`latency`, `delay`, `jitter`, `rate`, `loss`, `duplicate`, `corrupt`) or a path to a
     /// `.wasm` file (relative to the spec's directory).
     plugin: String,
     #[serde(default)]

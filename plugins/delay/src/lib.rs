@@ -18,9 +18,14 @@
 //!   value's magnitude, so ρ > 0 really gives neighbouring packets similar delays.
 //!   `ar1` is a true first-order autoregression of the standardised draw,
 //!   `z = ρ·z_prev + √(1 − ρ²)·ε`, which keeps the distribution's mean and variance.
-//! - `reorder` (default true): each packet leaves at its own time, so a packet drawn a
-//!   shorter delay overtakes the one before it (netem's time-sorted queue). False keeps
-//!   the order: a packet never leaves before the one ahead of it.
+//! - Packets leave at their own times, so a packet drawn a shorter delay overtakes the
+//!   one before it (netem's time-sorted queue); `keep_order: true` keeps their order
+//!   instead (a packet never leaves before the one ahead of it).
+//! - netem's `reorder P [CORR] [gap N]`: `reorder_ratio` P, `reorder_correlation_ratio`,
+//!   `reorder_gap_packets` N (default 1). As the kernel does: once at least N − 1
+//!   packets in a row were delayed, a packet is sent at once (no delay) with
+//!   probability P, and the count starts again; every other packet takes the delay.
+//!   So `delay 10ms reorder 100% gap 5` sends every fifth packet at once.
 //!
 //! A draw below zero delays by zero (a packet never leaves before it arrived).
 
@@ -61,7 +66,10 @@ pub struct Config {
     pub table_samples: Vec<f64>,
     pub correlation_ratio: f64,
     pub correlation: Correlation,
-    pub reorder: bool,
+    pub keep_order: bool,
+    pub reorder_ratio: f64,
+    pub reorder_correlation_ratio: f64,
+    pub reorder_gap_packets: Option<u32>,
 }
 
 impl Default for Config {
@@ -73,7 +81,10 @@ impl Default for Config {
             table_samples: Vec::new(),
             correlation_ratio: 0.0,
             correlation: Correlation::Netem,
-            reorder: true,
+            keep_order: false,
+            reorder_ratio: 0.0,
+            reorder_correlation_ratio: 0.0,
+            reorder_gap_packets: None,
         }
     }
 }
@@ -189,7 +200,14 @@ pub struct Delay {
     table_sd: f64,
     rho: f64,
     correlation: Correlation,
-    reorder: bool,
+    keep_order: bool,
+    /// netem's reorder: probability, correlation, gap, and its state (the packets
+    /// delayed since the last one sent at once, the last mixed draw).
+    reorder: f64,
+    reorder_rho: f64,
+    gap: u32,
+    counter: u32,
+    reorder_last: f64,
     rng: Rng,
     /// The previous mixed uniform draw (netem) or standardised value (ar1).
     last: f64,
@@ -197,6 +215,27 @@ pub struct Delay {
 }
 
 impl Delay {
+    /// netem's reorder rule: is this packet sent at once? Only once `gap − 1` packets
+    /// in a row took the delay, then with probability `reorder` (correlated as netem).
+    fn sent_at_once(&mut self) -> bool {
+        if self.gap == 0 || self.counter < self.gap - 1 {
+            self.counter = self.counter.saturating_add(1);
+            return false;
+        }
+        let mut u = self.rng.next_f64();
+        if self.reorder_rho > 0.0 {
+            u = (1.0 - self.reorder_rho) * u + self.reorder_rho * self.reorder_last;
+            self.reorder_last = u;
+        }
+        if u < self.reorder {
+            self.counter = 0;
+            true
+        } else {
+            self.counter = self.counter.saturating_add(1);
+            false
+        }
+    }
+
     /// One uniform draw in [0, 1), mixed with the previous one (netem's correlation).
     fn uniform(&mut self) -> f64 {
         let u = self.rng.next_f64();
@@ -251,7 +290,7 @@ pub fn moments(table: Option<&[i16]>) -> (f64, f64) {
 
 impl Plugin for Delay {
     type Config = Config;
-    const COUNTERS: &'static [&'static str] = &["delayed"];
+    const COUNTERS: &'static [&'static str] = &["delayed", "reordered"];
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
@@ -273,6 +312,30 @@ impl Plugin for Delay {
             }
         };
         let (table_mean, table_sd) = moments(table.as_deref());
+        for (field, v) in [
+            ("reorder_ratio", c.reorder_ratio),
+            ("reorder_correlation_ratio", c.reorder_correlation_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{field}: must be within 0..=1, got {v}"));
+            }
+        }
+        let gap = match (c.reorder_ratio > 0.0, c.reorder_gap_packets) {
+            (_, Some(0)) => return Err("reorder_gap_packets: must be at least 1".into()),
+            (false, Some(_)) => {
+                return Err(
+                    "reorder_gap_packets: needs reorder_ratio (netem: gap without reorder)".into(),
+                )
+            }
+            (true, g) => g.unwrap_or(1),
+            (false, None) => 0,
+        };
+        if gap > 0 && mu == 0.0 {
+            return Err(
+                "reorder_ratio: needs delay_ms (netem: reordering not possible without some delay)"
+                    .into(),
+            );
+        }
         Ok(Delay {
             mu_ns: mu,
             sigma_ns: sigma,
@@ -281,7 +344,12 @@ impl Plugin for Delay {
             table_sd,
             rho: c.correlation_ratio,
             correlation: c.correlation,
-            reorder: c.reorder,
+            keep_order: c.keep_order,
+            reorder: c.reorder_ratio,
+            reorder_rho: c.reorder_correlation_ratio,
+            gap,
+            counter: 0,
+            reorder_last: 0.0,
             rng: Rng::new(seed),
             last: 0.0,
             last_departure_ns: 0,
@@ -289,18 +357,25 @@ impl Plugin for Delay {
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
+        let mut at_once = 0;
         for i in 0..batch.len() {
             let arrival = batch.arrival_ns(i);
+            if self.sent_at_once() {
+                at_once += 1;
+                batch.send(i, 0, arrival);
+                continue;
+            }
             let d = self.draw().max(0.0) as u64;
             let mut at = arrival.saturating_add(d);
-            if !self.reorder {
+            if self.keep_order {
                 at = at.max(self.last_departure_ns);
                 self.last_departure_ns = at;
             }
             batch.send(i, 0, at);
         }
         let n = batch.len() as u64;
-        batch.count(0, n);
+        batch.count(0, n - at_once);
+        batch.count(1, at_once);
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -312,17 +387,21 @@ impl Plugin for Delay {
             .collect();
         v.extend_from_slice(&self.last.to_le_bytes());
         v.extend_from_slice(&self.last_departure_ns.to_le_bytes());
+        v.extend_from_slice(&self.reorder_last.to_le_bytes());
+        v.extend_from_slice(&u64::from(self.counter).to_le_bytes());
         v
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() != 48 {
-            return Err("delay state must be 48 bytes".into());
+        if state.len() != 64 {
+            return Err("delay state must be 64 bytes".into());
         }
         let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
         self.last = f64::from_bits(w(4));
         self.last_departure_ns = w(5);
+        self.reorder_last = f64::from_bits(w(6));
+        self.counter = u32::try_from(w(7)).unwrap_or(u32::MAX);
         Ok(())
     }
 }
@@ -382,7 +461,7 @@ mod tests {
 
     #[test]
     fn keep_order_never_reorders_and_reorder_does() {
-        let cfg = r#"{"delay_ms": 10, "jitter_ms": 5, "reorder": false}"#;
+        let cfg = r#"{"delay_ms": 10, "jitter_ms": 5, "keep_order": true}"#;
         let mut h = Harness::<Delay>::new(cfg, 3).unwrap();
         for t in 0..5000u64 {
             h.push(&[0; 60], t * 100_000);
@@ -546,6 +625,75 @@ mod tests {
                 "{dist}: deviation {}",
                 var.sqrt()
             );
+        }
+    }
+
+    /// Which of `n` packets 1 ms apart were sent at once under `cfg`.
+    fn at_once(cfg: &str, n: u64) -> Vec<bool> {
+        delays(cfg, n).iter().map(|&d| d == 0.0).collect()
+    }
+
+    #[test]
+    fn reorder_gap_5_at_100_percent_sends_every_fifth_at_once() {
+        let sent = at_once(
+            r#"{"delay_ms": 10, "reorder_ratio": 1, "reorder_gap_packets": 5}"#,
+            1000,
+        );
+        for (i, s) in sent.iter().enumerate() {
+            assert_eq!(*s, i % 5 == 4, "packet {i}");
+        }
+    }
+
+    #[test]
+    fn reorder_25_percent_gap_5_follows_netems_rule() {
+        let n = 100_000;
+        let sent = at_once(
+            r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_gap_packets": 5}"#,
+            n,
+        );
+        // After a packet sent at once (and at the start) come at least four delayed.
+        let mut since = 0;
+        let mut eligible = 0;
+        let mut hits = 0;
+        for s in &sent {
+            if since >= 4 {
+                eligible += 1;
+                hits += *s as usize;
+            } else {
+                assert!(!s, "sent at once inside the gap");
+            }
+            since = if *s { 0 } else { since + 1 };
+        }
+        // Of the packets that could go at once, 25 % did.
+        let sigma = (eligible as f64 * 0.25 * 0.75).sqrt();
+        assert!(
+            (hits as f64 - 0.25 * eligible as f64).abs() < 3.0 * sigma,
+            "{hits} of {eligible}"
+        );
+        // And the delayed ones took exactly the delay: they are overtaken.
+        assert!(delays(
+            r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_gap_packets": 5}"#,
+            100
+        )
+        .iter()
+        .all(|&d| d == 0.0 || d == 10e6));
+    }
+
+    #[test]
+    fn reorder_needs_a_delay_and_gap_needs_reorder() {
+        for (cfg, field) in [
+            (r#"{"reorder_ratio": 0.5}"#, "delay_ms"),
+            (
+                r#"{"delay_ms": 10, "reorder_gap_packets": 5}"#,
+                "reorder_ratio",
+            ),
+            (
+                r#"{"delay_ms": 10, "reorder_ratio": 0.5, "reorder_gap_packets": 0}"#,
+                "reorder_gap_packets",
+            ),
+        ] {
+            let e = Harness::<Delay>::new(cfg, 1).err().unwrap();
+            assert!(e.contains(field), "{cfg}: {e}");
         }
     }
 }
