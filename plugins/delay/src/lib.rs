@@ -27,9 +27,16 @@
 //!   probability P, and the count starts again; every other packet takes the delay.
 //!   So `delay 10ms reorder 100% gap 5` sends every fifth packet at once.
 //!
+//! - `limit_packets`: netem's `limit` — a packet that finds this many packets still
+//!   waiting in this stage is dropped (counted as `limit_drops`). Left out: no limit
+//!   here beyond the host's `hold_packets`. (The count of waiting packets starts again
+//!   after a swap; the packets themselves are kept.)
+//!
 //! A draw below zero delays by zero (a packet never leaves before it arrived).
 
 use serde::Deserialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use synthnet_sdk::{duration_ms, export_plugin, Batch, Plugin, Rng, MAX_DELAY_MS};
 
 /// netem's table scale: a table value of 8192 is one σ.
@@ -70,6 +77,7 @@ pub struct Config {
     pub reorder_ratio: f64,
     pub reorder_correlation_ratio: f64,
     pub reorder_gap_packets: Option<u32>,
+    pub limit_packets: Option<u32>,
 }
 
 impl Default for Config {
@@ -85,6 +93,7 @@ impl Default for Config {
             reorder_ratio: 0.0,
             reorder_correlation_ratio: 0.0,
             reorder_gap_packets: None,
+            limit_packets: None,
         }
     }
 }
@@ -208,6 +217,9 @@ pub struct Delay {
     gap: u32,
     counter: u32,
     reorder_last: f64,
+    /// netem's limit, and the departure times of the packets still waiting.
+    limit: Option<usize>,
+    waiting: BinaryHeap<Reverse<u64>>,
     rng: Rng,
     /// The previous mixed uniform draw (netem) or standardised value (ar1).
     last: f64,
@@ -290,7 +302,7 @@ pub fn moments(table: Option<&[i16]>) -> (f64, f64) {
 
 impl Plugin for Delay {
     type Config = Config;
-    const COUNTERS: &'static [&'static str] = &["delayed", "reordered"];
+    const COUNTERS: &'static [&'static str] = &["delayed", "reordered", "limit_drops"];
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
@@ -350,6 +362,11 @@ impl Plugin for Delay {
             gap,
             counter: 0,
             reorder_last: 0.0,
+            limit: match c.limit_packets {
+                Some(0) => return Err("limit_packets: must be at least 1".into()),
+                l => l.map(|l| l as usize),
+            },
+            waiting: BinaryHeap::new(),
             rng: Rng::new(seed),
             last: 0.0,
             last_departure_ns: 0,
@@ -357,9 +374,19 @@ impl Plugin for Delay {
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
-        let mut at_once = 0;
+        let (mut at_once, mut over) = (0, 0);
         for i in 0..batch.len() {
             let arrival = batch.arrival_ns(i);
+            if let Some(limit) = self.limit {
+                while self.waiting.peek().is_some_and(|Reverse(t)| *t <= arrival) {
+                    self.waiting.pop();
+                }
+                if self.waiting.len() >= limit {
+                    over += 1;
+                    batch.discard(i);
+                    continue;
+                }
+            }
             if self.sent_at_once() {
                 at_once += 1;
                 batch.send(i, 0, arrival);
@@ -371,11 +398,15 @@ impl Plugin for Delay {
                 at = at.max(self.last_departure_ns);
                 self.last_departure_ns = at;
             }
+            if self.limit.is_some() && at > arrival {
+                self.waiting.push(Reverse(at));
+            }
             batch.send(i, 0, at);
         }
         let n = batch.len() as u64;
-        batch.count(0, n - at_once);
+        batch.count(0, n - at_once - over);
         batch.count(1, at_once);
+        batch.count(2, over);
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -695,5 +726,19 @@ mod tests {
             let e = Harness::<Delay>::new(cfg, 1).err().unwrap();
             assert!(e.contains(field), "{cfg}: {e}");
         }
+    }
+
+    #[test]
+    fn limit_drops_what_finds_the_queue_full() {
+        // 1 packet per ms into 10 ms: 10 waiting at any time; a limit of 5 lets half
+        // through once the queue has filled.
+        let mut h = Harness::<Delay>::new(r#"{"delay_ms": 10, "limit_packets": 5}"#, 1).unwrap();
+        for t in 0..1000u64 {
+            h.push(&[0; 60], t * 1_000_000);
+        }
+        let out = h.run(0);
+        let passed = out.iter().filter(|o| o.port.is_some()).count();
+        assert!((495..=505).contains(&passed), "{passed}");
+        assert_eq!(h.counters()[2].1, 1000 - passed as u64);
     }
 }
