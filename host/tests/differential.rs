@@ -133,6 +133,14 @@ const CONFIGS: &[(&str, &[&str])] = &[
     ),
     ("corrupt", &[r#"{"ratio": 0.3}"#]),
     (
+        "trace",
+        &[
+            r#"{"trace_ms": [1, 1, 2, 5, 5, 5, 9]}"#,
+            r#"{"trace_ms": [1, 3, 4], "once": true, "queue": "drop_tail", "queue_packets": 20}"#,
+            r#"{"trace_ms": [1, 2, 3, 4], "queue": "codel", "target_ms": 1, "interval_ms": 10}"#,
+        ],
+    ),
+    (
         "duplicate",
         &[
             r#"{"duplicate_ratio": 0.2}"#,

@@ -117,7 +117,7 @@ struct CompatFlows {
 #[serde(deny_unknown_fields)]
 struct NativeStage {
     /// A built-in name (`latency`, `delay`, `jitter`, `rate`, `loss`, `duplicate`,
-    /// `corrupt`) or a path to a `.wasm` file (relative to the spec's directory).
+    /// `corrupt`, `trace`) or a path to a `.wasm` file (relative to the spec's directory).
     plugin: Option<String>,
     #[serde(default)]
     config: Value,
@@ -733,16 +733,55 @@ fn native_stage(
             .filter(|n: &String| !n.is_empty())
             .unwrap_or_else(|| "plugin".into()),
     };
-    let config = if s.config.is_null() {
+    let mut config = if s.config.is_null() {
         json!({})
     } else {
         s.config.clone()
     };
+    if let (PluginRef::Builtin(b), Some(file)) = (&resolved, config.get("trace_file")) {
+        if b == "trace" {
+            let file = file
+                .as_str()
+                .ok_or_else(|| err(format!("{here}.config.trace_file"), "must be a path"))?;
+            let trace = read_trace(&base.join(file), &format!("{here}.config.trace_file"))?;
+            if let Some(m) = config.as_object_mut() {
+                m.remove("trace_file");
+                m.insert("trace_ms".into(), json!(trace));
+            }
+        }
+    }
     Ok(Stage {
         name,
         plugin: resolved,
         config,
     })
+}
+
+/// The largest trace file read (Mahimahi's bundled traces are a few MB).
+const MAX_TRACE_BYTES: u64 = 64 << 20;
+
+/// A Mahimahi trace file: one delivery opportunity per line, its time in ms.
+fn read_trace(path: &Path, at: &str) -> Result<Vec<u64>, SpecError> {
+    let bytes = synthnet_runtime::loader::read_file(path, MAX_TRACE_BYTES)
+        .map_err(|e| err(at, format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| err(at, "not UTF-8 text"))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.trim().parse::<u64>().map_err(|_| {
+                err(
+                    at,
+                    format!(
+                        "{} line {}: {:?} is not a time in ms",
+                        path.display(),
+                        i + 1,
+                        l.trim()
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
@@ -1107,5 +1146,23 @@ mod tests {
             p(r#"{"ingress": [{"netem": "delay 1ms"}, {"netem": "delay 2ms", "name": "lossy"}]}"#)
                 .unwrap();
         assert_eq!(plan.ingress.default[1].name, "lossy-delay");
+    }
+
+    #[test]
+    fn a_trace_file_is_read_into_the_trace_plugins_config() {
+        let dir = std::env::temp_dir().join(format!("synthnet-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("link.trace"), "1\n1\n3\n\n7\n").unwrap();
+        std::fs::write(dir.join("bad.trace"), "1\nsoon\n").unwrap();
+        let spec = r#"{"ingress": [{"plugin": "trace", "config": {"trace_file": "link.trace"}}]}"#;
+        let plan = parse(spec, &dir).unwrap();
+        assert_eq!(
+            plan.ingress.default[0].config,
+            json!({"trace_ms": [1, 1, 3, 7]})
+        );
+        let e = parse(&spec.replace("link.trace", "bad.trace"), &dir).unwrap_err();
+        assert_eq!(e.field, "ingress[0].config.trace_file");
+        assert!(e.reason.contains("line 2"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
