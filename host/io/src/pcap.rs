@@ -27,25 +27,33 @@ pub struct Capture {
 /// concatenated with `mergecap -a`, say) are sorted by time, stably, and a note says how
 /// many moved; a file cut short keeps its complete frames, and a note says so.
 pub fn read_capture(path: &Path) -> Result<Capture> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_capture_from(&path.display().to_string(), BufReader::new(f))
+}
+
+/// [`read_capture`] from bytes in memory; `name` is what messages call them.
+pub fn read_capture_bytes(name: &str, data: &[u8]) -> Result<Capture> {
+    read_capture_from(name, data)
+}
+
+/// [`read_capture`] from any reader; `name` is what messages call it.
+pub fn read_capture_from(name: &str, mut r: impl Read) -> Result<Capture> {
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic)
-        .with_context(|| format!("{}: too short to be a capture", path.display()))?;
-    let f = std::fs::File::open(path)?;
+    r.read_exact(&mut magic)
+        .with_context(|| format!("{name}: too short to be a capture"))?;
+    let r = std::io::Cursor::new(magic).chain(r);
     let mut cap = Capture::default();
-    let r = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
-        read_pcapng(BufReader::new(f), &mut cap.frames)
+    let res = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
+        read_pcapng(r, &mut cap.frames)
     } else {
-        read_pcap(BufReader::new(f), &mut cap.frames)
+        read_pcap(r, &mut cap.frames)
     };
-    if let Err(e) = r {
+    if let Err(e) = res {
         if cap.frames.is_empty() {
-            return Err(e).with_context(|| format!("reading {}", path.display()));
+            return Err(e).with_context(|| format!("reading {name}"));
         }
         cap.notes.push(format!(
-            "{}: read {} complete frames, then: {e:#} (the rest is ignored)",
-            path.display(),
+            "{name}: read {} complete frames, then: {e:#} (the rest is ignored)",
             cap.frames.len()
         ));
     }
@@ -53,8 +61,7 @@ pub fn read_capture(path: &Path) -> Result<Capture> {
     if late > 0 {
         cap.frames.sort_by_key(|(ts, _)| *ts);
         cap.notes.push(format!(
-            "{}: {late} frames were out of time order; replayed in time order",
-            path.display()
+            "{name}: {late} frames were out of time order; replayed in time order"
         ));
     }
     Ok(cap)
