@@ -48,9 +48,8 @@ fuzz_target!(|data: &[u8]| {
     let mut net = Network::new(engine, ports);
     LOADER.with(|l| {
         let mut l = l.borrow_mut();
-        let loader = l.get_or_insert_with(|| {
-            Loader::new(WasmRuntime::new().expect("wasmtime starts"))
-        });
+        let loader =
+            l.get_or_insert_with(|| Loader::new(WasmRuntime::new().expect("wasmtime starts")));
         if let Outcome::Applied(_) = net.apply(plan, loader).outcome {
             let _ = net.snapshot();
         }

@@ -35,12 +35,17 @@ fuzz_target!(|data: &[u8]| {
     // What the host writes back must parse to the same layout.
     let mut copy = mem.clone();
     let h = lay.header as usize;
-    lay.write_header(&mut copy[h..]).expect("a parsed header fits where it was");
+    lay.write_header(&mut copy[h..])
+        .expect("a parsed header fits where it was");
     assert_eq!(Layout::parse(&copy, addr).as_ref(), Ok(&lay));
 
     let n = n_req.min(lay.max_batch as usize);
     let len_of = |i: usize| -> u32 {
-        (len_seed.wrapping_mul(2_654_435_761).wrapping_add(i as u32 * 977) % 65_601).max(14)
+        (len_seed
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(i as u32 * 977)
+            % 65_601)
+            .max(14)
     };
     // The host's descriptors and slots for a batch of n.
     for i in 0..n as u32 {
@@ -52,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
         };
         if lay.access != access::META {
             let at = data_off as usize;
-            assert!(mem.get(at..at + cap as usize).is_some(), "slot {i} outside memory");
+            assert!(
+                mem.get(at..at + cap as usize).is_some(),
+                "slot {i} outside memory"
+            );
         }
         RawDesc {
             id: i,
@@ -85,7 +93,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(v.flags & !abi::VF_KNOWN, 0);
         let replaces = v.flags & abi::VF_REPLACE != 0;
         if v.id == abi::ID_NEW {
-            let b = v.bytes(&mem, &lay).expect("injected bytes inside the region");
+            let b = v
+                .bytes(&mem, &lay)
+                .expect("injected bytes inside the region");
             assert!(!b.is_empty() && b.len() <= max_len);
             continue;
         }
@@ -101,14 +111,25 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 len.min(lay.snap_len as usize)
             };
-            assert!(len - old + b.len() <= max_len, "packet grown past the longest");
+            assert!(
+                len - old + b.len() <= max_len,
+                "packet grown past the longest"
+            );
         }
         if in_order {
-            assert_eq!((v.id as usize, v.flags), (j, 0), "fast path for a reordered batch");
+            assert_eq!(
+                (v.id as usize, v.flags),
+                (j, 0),
+                "fast path for a reordered batch"
+            );
         }
     }
     assert_eq!(count, nv);
-    assert_eq!(&named[..], &refs[..n], "refs count the verdicts naming each packet");
+    assert_eq!(
+        &named[..],
+        &refs[..n],
+        "refs count the verdicts naming each packet"
+    );
     if in_order {
         assert_eq!(nv as usize, n);
     }

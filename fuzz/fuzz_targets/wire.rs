@@ -11,7 +11,13 @@ use synthnet_sdk::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpSegment, UdpD
 
 fn udp(b: &[u8]) {
     if let Ok(u) = UdpDatagram::new_checked(b) {
-        black_box((u.src_port(), u.dst_port(), u.len(), u.is_empty(), u.checksum()));
+        black_box((
+            u.src_port(),
+            u.dst_port(),
+            u.len(),
+            u.is_empty(),
+            u.checksum(),
+        ));
         black_box(u.payload());
     }
 }
@@ -26,8 +32,20 @@ fn tcp(b: &[u8]) {
 
 fn ipv4(b: &[u8]) {
     if let Ok(ip) = Ipv4Packet::new_checked(b) {
-        black_box((ip.header_len(), ip.dscp_ecn(), ip.total_len(), ip.ident(), ip.ttl()));
-        black_box((ip.protocol(), ip.checksum(), ip.src(), ip.dst(), ip.verify_checksum()));
+        black_box((
+            ip.header_len(),
+            ip.dscp_ecn(),
+            ip.total_len(),
+            ip.ident(),
+            ip.ttl(),
+        ));
+        black_box((
+            ip.protocol(),
+            ip.checksum(),
+            ip.src(),
+            ip.dst(),
+            ip.verify_checksum(),
+        ));
         udp(ip.payload());
         tcp(ip.payload());
     }
@@ -35,7 +53,13 @@ fn ipv4(b: &[u8]) {
 
 fn ipv6(b: &[u8]) {
     if let Ok(ip) = Ipv6Packet::new_checked(b) {
-        black_box((ip.payload_len(), ip.next_header(), ip.hop_limit(), ip.src(), ip.dst()));
+        black_box((
+            ip.payload_len(),
+            ip.next_header(),
+            ip.hop_limit(),
+            ip.src(),
+            ip.dst(),
+        ));
         udp(ip.payload());
         tcp(ip.payload());
     }
@@ -69,7 +93,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(ip.verify_checksum(), "a filled checksum verifies");
         let ttl = ip.ttl();
         ip.set_ttl(ttl.wrapping_sub(1));
-        assert!(ip.verify_checksum(), "a TTL update keeps the checksum valid");
+        assert!(
+            ip.verify_checksum(),
+            "a TTL update keeps the checksum valid"
+        );
         ip.set_checksum(0);
         black_box(ip.payload_mut());
     }

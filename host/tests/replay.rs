@@ -292,3 +292,67 @@ fn a_timer_in_the_past_does_not_stall() {
     let (_, summary) = replay(&dir, &spec, &input, "out.pcap", None);
     assert!(summary.contains("packets in: 100, out: 100"), "{summary}");
 }
+
+/// The reliability report's F11 (snap length): a capture made with `-s 96` of 1500-byte
+/// frames is replayed with the frames' original length, so the rate shaper charges 1500
+/// bytes a frame, not 96; the output says 1500 too.
+#[test]
+fn a_snapped_capture_is_charged_its_original_length() {
+    let dir = workdir("origlen");
+    let input = dir.join("in.pcap");
+    // 10 frames of 1500 bytes at the same instant, 96 of each captured.
+    let full = frames(10, 1500, 0);
+    let f = std::fs::File::create(&input).unwrap();
+    let h = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        snaplen: 96,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(f, h).unwrap();
+    for (ts, d) in &full {
+        w.write_packet(&PcapPacket {
+            timestamp: Duration::from_nanos(*ts),
+            orig_len: 1500,
+            data: d[..96].into(),
+        })
+        .unwrap();
+    }
+    drop(w);
+    // 10 Mbit/s: 1500 bytes take 1.2 ms, 96 bytes 76.8 µs. A bucket of one full frame.
+    let spec = r#"{"ingress": [{"plugin": "rate", "config": {"rate_bps": 10000000, "burst_bytes": 1500, "queue_bytes": 100000}}]}"#;
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--spec"])
+        .arg(&spec_path)
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.join("out.pcap"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("10 frames were cut short by the capture's snap length"),
+        "{stderr}"
+    );
+    let out = read(&dir.join("out.pcap"));
+    assert_eq!(out.len(), 10, "{stdout}");
+    let t0 = full[0].0;
+    for (k, (ts, f)) in out.iter().enumerate() {
+        assert_eq!(f.len(), 1500, "frame {k} leaves with its original length");
+        assert_eq!(f[..96], full[k].1[..96], "its captured bytes unchanged");
+        assert!(
+            f[96..].iter().all(|&b| b == 0),
+            "the missing bytes are zeros"
+        );
+        // The first fits the bucket; each later one waits 1.2 ms more.
+        assert_eq!(*ts - t0, k as u64 * 1_200_000, "frame {k}");
+    }
+    assert!(stdout.contains("max 10.800 ms"), "{stdout}");
+}
