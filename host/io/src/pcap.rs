@@ -341,3 +341,61 @@ impl CaptureSink {
         cx.pool.free(p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A microsecond pcap whose records each hold `caplen` bytes of a frame `orig_len`
+    /// long.
+    fn pcap(records: usize, caplen: usize, orig_len: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 96, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for k in 0..records as u32 {
+            for v in [1, k, caplen as u32, orig_len] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend(std::iter::repeat_n(0xAB, caplen));
+        }
+        b
+    }
+
+    #[test]
+    fn snapped_frames_get_their_original_length_back() {
+        let cap = read_capture_bytes("t", &pcap(3, 96, 1500)).unwrap();
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 1500));
+        assert!(cap.frames[0].1[..96].iter().all(|&b| b == 0xAB));
+        assert!(cap.frames[0].1[96..].iter().all(|&b| b == 0));
+        assert!(
+            cap.notes[0].contains("3 frames were cut short"),
+            "{:?}",
+            cap.notes
+        );
+    }
+
+    #[test]
+    fn an_absurd_original_length_is_not_restored() {
+        let cap = read_capture_bytes("t", &pcap(2, 60, u32::MAX)).unwrap();
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 60));
+        assert!(
+            cap.notes[0].contains("longer than 65600"),
+            "{:?}",
+            cap.notes
+        );
+    }
+
+    #[test]
+    fn restoring_stops_at_a_bound_all_or_none() {
+        // 16,500 records of 60 bytes, each claiming 65,600: over 1 GiB to restore.
+        let cap = read_capture_bytes("t", &pcap(16_500, 60, MAX_RESTORED_LEN)).unwrap();
+        assert_eq!(cap.frames.len(), 16_500);
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 60));
+        assert!(
+            cap.notes[0].contains("replayed as captured"),
+            "{:?}",
+            cap.notes
+        );
+    }
+}
