@@ -8,10 +8,10 @@
 //! panic or abort, and every replay of an accepted spec must succeed.
 //!
 //! What is replayed: every accepted spec of the first 2,000 generated (every shape and
-//! kind of value is among them), then one in 8 of the accepted ones after that. A replay
-//! costs about 40 times a parse and 4 times a build (a capture's worth of breaths
-//! through each plugin); replaying all would take minutes, this takes seconds (see the
-//! counts the test prints). The same seed gives the same specs, so a failure names the
+//! kind of value is among them), then one in 4 of the accepted ones after that: about
+//! 4,558 replays of the 17,189 specs `check` accepts. Replaying all of them took 61 s
+//! (all passed, `REPLAY_EVERY = 1`), too long for every test run; this takes about
+//! 30 s. The same seed gives the same specs, so a failure names the
 //! spec's index and text and reproduces.
 
 use serde_json::{json, Map, Value};
@@ -26,7 +26,7 @@ const SPECS: u64 = 100_000;
 const SEED: u64 = 0x5EED_0009;
 /// Replay every accepted spec among the first this many, then one in `REPLAY_EVERY`.
 const REPLAY_ALL_BELOW: u64 = 2_000;
-const REPLAY_EVERY: u64 = 8;
+const REPLAY_EVERY: u64 = 4;
 
 /// splitmix64: small, seeded, no dependency.
 struct Gen(u64);
