@@ -292,3 +292,143 @@ fn a_timer_in_the_past_does_not_stall() {
     let (_, summary) = replay(&dir, &spec, &input, "out.pcap", None);
     assert!(summary.contains("packets in: 100, out: 100"), "{summary}");
 }
+
+/// The reliability report's F11 (snap length): a capture made with `-s 96` of 1500-byte
+/// frames is replayed with the frames' original length, so the rate shaper charges 1500
+/// bytes a frame, not 96; the output says 1500 too.
+#[test]
+fn a_snapped_capture_is_charged_its_original_length() {
+    let dir = workdir("origlen");
+    let input = dir.join("in.pcap");
+    // 10 frames of 1500 bytes at the same instant, 96 of each captured.
+    let full = frames(10, 1500, 0);
+    let f = std::fs::File::create(&input).unwrap();
+    let h = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        snaplen: 96,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(f, h).unwrap();
+    for (ts, d) in &full {
+        w.write_packet(&PcapPacket {
+            timestamp: Duration::from_nanos(*ts),
+            orig_len: 1500,
+            data: d[..96].into(),
+        })
+        .unwrap();
+    }
+    drop(w);
+    // 10 Mbit/s: 1500 bytes take 1.2 ms, 96 bytes 76.8 µs. A bucket of one full frame.
+    let spec = r#"{"ingress": [{"plugin": "rate", "config": {"rate_bps": 10000000, "burst_bytes": 1500, "queue_bytes": 100000}}]}"#;
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--spec"])
+        .arg(&spec_path)
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.join("out.pcap"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("10 frames were cut short by the capture's snap length"),
+        "{stderr}"
+    );
+    let out = read(&dir.join("out.pcap"));
+    assert_eq!(out.len(), 10, "{stdout}");
+    let t0 = full[0].0;
+    for (k, (ts, f)) in out.iter().enumerate() {
+        assert_eq!(f.len(), 1500, "frame {k} leaves with its original length");
+        assert_eq!(f[..96], full[k].1[..96], "its captured bytes unchanged");
+        assert!(
+            f[96..].iter().all(|&b| b == 0),
+            "the missing bytes are zeros"
+        );
+        // The first fits the bucket; each later one waits 1.2 ms more.
+        assert_eq!(*ts - t0, k as u64 * 1_200_000, "frame {k}");
+    }
+    assert!(stdout.contains("max 10.800 ms"), "{stdout}");
+}
+
+/// The host's own guard for the F8 case, below the SDK (whose `wake_at` ignores the
+/// past, so the testbed's `wake_past` never reaches the host): a hand-written module
+/// that forwards every packet and writes `wake_at_ns` = 0, then 1, after every call.
+/// A wake-up at or before `now` is no timer: the replay ends, every packet through.
+#[test]
+fn a_raw_wake_in_the_past_is_no_timer() {
+    // Header at 1024: max_batch 4, max_verdicts 4, metadata only, one input and one
+    // output, descriptors at 1120, verdicts at 1248, region 320 bytes.
+    let words: [u32; 20] = [
+        u32::from_le_bytes(*b"SNP1"),
+        1, // major 1, minor 0
+        0,
+        4,
+        4,
+        0,
+        0,
+        0,
+        1 | 1 << 16,
+        1120,
+        1248,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        320,
+    ];
+    let header: String = words
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .map(|b| format!("\\{b:02x}"))
+        .collect();
+    for wake in [0u64, 1] {
+        let wat = format!(
+            r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "{header}")
+  (data (i32.const 2048) "\00\00\00\00")
+  (func (export "synthnet_abi_v1") (result i32) i32.const 0)
+  (func (export "synthnet_alloc") (param i32) (result i32) i32.const 4096)
+  (func (export "synthnet_init") (param i32 i32 i64) (result i32)
+    (i64.store (i32.const 1104) (i64.const -1))
+    i32.const 1024)
+  (func (export "synthnet_error") (result i32) i32.const 2048)
+  (func (export "synthnet_process") (param $n i32) (param $now i64) (result i32)
+    (local $i i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        ;; verdict i: id i, port 0, flags 0, now, no bytes
+        (i32.store (i32.add (i32.const 1248) (i32.mul (local.get $i) (i32.const 24))) (local.get $i))
+        (i32.store (i32.add (i32.const 1252) (i32.mul (local.get $i) (i32.const 24))) (i32.const 0))
+        (i64.store (i32.add (i32.const 1256) (i32.mul (local.get $i) (i32.const 24))) (i64.const 0))
+        (i64.store (i32.add (i32.const 1264) (i32.mul (local.get $i) (i32.const 24))) (i64.const 0))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (i64.store (i32.const 1104) (i64.const {wake}))
+    local.get $n))"#
+        );
+        let dir = workdir(&format!("rawwake{wake}"));
+        let plugin = dir.join("wake.wasm");
+        std::fs::write(&plugin, wat::parse_str(&wat).unwrap()).unwrap();
+        let input = dir.join("in.pcap");
+        write(&input, &frames(100, 100, MS), TsResolution::NanoSecond);
+        let spec = format!(r#"{{"ingress": [{{"plugin": {plugin:?}}}], "egress": []}}"#);
+        let (_, summary) = replay(&dir, &spec, &input, "out.pcap", None);
+        assert!(
+            summary.contains("packets in: 100, out: 100"),
+            "wake {wake}: {summary}"
+        );
+    }
+}

@@ -52,7 +52,9 @@ pub trait Plugin: Sized {
         }
     }
 
-    /// Called with an empty batch when the time asked for with [`Batch::wake_at`] comes.
+    /// Called with an empty batch when the timer armed with [`Batch::wake_at`] is due:
+    /// in the host's first breath at or after that time, before that breath's packets.
+    /// The timer is disarmed before `tick` runs; arm it again here for a periodic one.
     fn tick(&mut self, _batch: &mut Batch<'_>) {}
 
     /// State to hand to a new instance on a hot swap (see `STATE_VERSION`).
@@ -284,9 +286,32 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Ask for a [`Plugin::tick`] at `at_ns` (the earliest request wins).
+    /// Arm the plugin's timer: a [`Plugin::tick`] at `at_ns`. There is one timer, and
+    /// it stays armed across later batches until it fires (or [`Batch::cancel_wake`]):
+    ///
+    /// - An earlier time than the armed one moves it earlier; a later one changes
+    ///   nothing (the earliest request wins). To move it later, cancel it first.
+    /// - A time at or before this batch's `now` is ignored: the host never calls back
+    ///   for the past (a plugin could make the engine spin). Do that work now.
+    /// - It fires in the host's first breath at or after `at_ns` (on the virtual clock
+    ///   of `replay`, exactly at it), as a `tick` before that breath's packets, and is
+    ///   disarmed before `tick` runs.
+    /// - A restart after a fault or a hot swap starts with no timer (it is not part of
+    ///   the state handed over): a plugin that needs one arms it at its next batch.
     pub fn wake_at(&mut self, at_ns: u64) {
-        self.wake_at_ns = self.wake_at_ns.min(at_ns);
+        if at_ns > self.now_ns {
+            self.wake_at_ns = self.wake_at_ns.min(at_ns);
+        }
+    }
+
+    /// Disarm the timer (see [`Batch::wake_at`]).
+    pub fn cancel_wake(&mut self) {
+        self.wake_at_ns = abi::NO_WAKE;
+    }
+
+    /// When the armed timer fires, if one is armed.
+    pub fn pending_wake(&self) -> Option<u64> {
+        (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns)
     }
 
     /// Add `delta` to counter `idx` of [`Plugin::COUNTERS`].
@@ -316,6 +341,8 @@ pub struct Guest<P: Plugin> {
     lay: Layout,
     base: u32,
     outbox: Vec<u8>,
+    /// The armed timer ([`Batch::wake_at`]); `NO_WAKE` when none.
+    wake_ns: u64,
 }
 
 fn align8(x: usize) -> usize {
@@ -398,6 +425,7 @@ impl<P: Plugin> Guest<P> {
             lay,
             base,
             outbox: Vec::new(),
+            wake_ns: abi::NO_WAKE,
         }
     }
 
@@ -427,12 +455,18 @@ impl<P: Plugin> Guest<P> {
             n.min(self.lay.max_batch),
             now_ns,
         );
+        // The timer stays armed until the first call at or after its time, which the
+        // host makes a tick; it is disarmed before the plugin runs.
+        if self.wake_ns > now_ns {
+            batch.wake_at_ns = self.wake_ns;
+        }
         if batch.n == 0 {
             self.plugin.tick(&mut batch);
         } else {
             self.plugin.process(&mut batch);
         }
         let (nv, wake, overflow) = (batch.n_verdicts, batch.wake_at_ns, batch.overflow);
+        self.wake_ns = wake;
         if overflow > 0 {
             // The SDK's own counter sits right after the plugin's.
             batch.count(P::COUNTERS.len(), overflow);

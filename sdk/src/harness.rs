@@ -76,13 +76,14 @@ impl<P: Plugin> Harness<P> {
         (w != abi::NO_WAKE).then_some(w)
     }
 
-    /// Hand the queued packets to the plugin in batches at `now_ns` (a timer tick when
-    /// none are queued) and return every verdict, in order.
+    /// Hand the queued packets to the plugin in batches at `now_ns` and return every
+    /// verdict, in order. As the host does, a timer that is due ticks first; with no
+    /// packets queued the call is a tick whether or not a timer is due.
     pub fn run(&mut self, now_ns: u64) -> Vec<Output> {
         let pending = core::mem::take(&mut self.pending);
         let lay = self.guest.layout().clone();
         let mut out = Vec::new();
-        if pending.is_empty() {
+        if pending.is_empty() || self.wake_at().is_some_and(|t| t <= now_ns) {
             let n = self.guest.process(0, now_ns);
             self.collect(&lay, &[], n, now_ns, &mut out);
         }

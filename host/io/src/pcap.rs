@@ -2,6 +2,8 @@
 //! Ethernet frames, read and written, and the engine apps that feed a capture into a
 //! chain at its own timestamps ([`CaptureSource`]) and keep what leaves with its
 //! departure time ([`CaptureSink`]). Offline replay drives them on a virtual clock.
+//! A frame a capture's snap length cut short is replayed with its original length (its
+//! missing bytes zeros): a shaper charges what was on the wire.
 
 use anyhow::{bail, Context, Result};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
@@ -15,11 +17,66 @@ use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 /// One captured frame: capture time (ns since the epoch) and bytes.
 pub type Frame = (u64, Vec<u8>);
 
+/// The longest frame a capture's original length is restored to (the host's largest
+/// packet buffer: a 64 KiB super-packet and its headers).
+pub const MAX_RESTORED_LEN: u32 = synthnet_core::packet::LARGE_FRAME as u32;
+
+/// Most bytes a capture's frames are grown by, in all, to restore their original
+/// lengths (a hostile capture could claim 64 KiB for every 16-byte record).
+pub const MAX_RESTORED_BYTES: u64 = 1 << 30;
+
+/// The original length of each frame read, in order.
+#[derive(Debug, Default)]
+struct OrigLens(Vec<u32>);
+
+impl OrigLens {
+    /// Frames a snap length cut short get their original length back, the missing bytes
+    /// as zeros, so a frame costs a shaper (and leaves with) what it was on the wire. All
+    /// or none: if the capture would grow past [`MAX_RESTORED_BYTES`], none is, and a
+    /// note says so, as it says what was restored.
+    fn restore(&self, name: &str, frames: &mut [Frame], notes: &mut Vec<String>) {
+        let (mut n, mut bytes, mut too_long) = (0u64, 0u64, 0u64);
+        for ((_, f), &orig) in frames.iter().zip(&self.0) {
+            if orig as usize > f.len() {
+                if orig > MAX_RESTORED_LEN {
+                    too_long += 1;
+                } else {
+                    n += 1;
+                    bytes += (orig as usize - f.len()) as u64;
+                }
+            }
+        }
+        if too_long > 0 {
+            notes.push(format!(
+                "{name}: {too_long} frames say they were longer than {MAX_RESTORED_LEN} bytes on the wire; they are replayed as captured"
+            ));
+        }
+        if n == 0 {
+            return;
+        }
+        if bytes > MAX_RESTORED_BYTES {
+            notes.push(format!(
+                "{name}: {n} frames were cut short by the capture's snap length; restoring their original lengths would take {bytes} bytes, more than {MAX_RESTORED_BYTES}, so they are replayed as captured (a rate charges their captured length)"
+            ));
+            return;
+        }
+        for ((_, f), &orig) in frames.iter_mut().zip(&self.0) {
+            if orig as usize > f.len() && orig <= MAX_RESTORED_LEN {
+                f.resize(orig as usize, 0);
+            }
+        }
+        notes.push(format!(
+            "{name}: {n} frames were cut short by the capture's snap length; they are replayed with their original length (the missing bytes are zeros), so a rate charges what was on the wire"
+        ));
+    }
+}
+
 /// A capture read from a file: its frames in time order, and what was wrong with it.
 #[derive(Debug, Default)]
 pub struct Capture {
     pub frames: Vec<Frame>,
-    /// Said to the user, not fatal: a truncated end, frames out of time order.
+    /// Said to the user, not fatal: a truncated end, frames out of time order, frames
+    /// cut short by a snap length.
     pub notes: Vec<String>,
 }
 
@@ -27,53 +84,70 @@ pub struct Capture {
 /// concatenated with `mergecap -a`, say) are sorted by time, stably, and a note says how
 /// many moved; a file cut short keeps its complete frames, and a note says so.
 pub fn read_capture(path: &Path) -> Result<Capture> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_capture_from(&path.display().to_string(), BufReader::new(f))
+}
+
+/// [`read_capture`] from bytes in memory; `name` is what messages call them.
+pub fn read_capture_bytes(name: &str, data: &[u8]) -> Result<Capture> {
+    read_capture_from(name, data)
+}
+
+/// [`read_capture`] from any reader; `name` is what messages call it.
+pub fn read_capture_from(name: &str, mut r: impl Read) -> Result<Capture> {
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic)
-        .with_context(|| format!("{}: too short to be a capture", path.display()))?;
-    let f = std::fs::File::open(path)?;
+    r.read_exact(&mut magic)
+        .with_context(|| format!("{name}: too short to be a capture"))?;
+    let r = std::io::Cursor::new(magic).chain(r);
     let mut cap = Capture::default();
-    let r = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
-        read_pcapng(BufReader::new(f), &mut cap.frames)
+    let mut orig = OrigLens::default();
+    let res = if magic == [0x0A, 0x0D, 0x0D, 0x0A] {
+        read_pcapng(r, &mut cap.frames, &mut orig)
     } else {
-        read_pcap(BufReader::new(f), &mut cap.frames)
+        read_pcap(r, &mut cap.frames, &mut orig)
     };
-    if let Err(e) = r {
+    if let Err(e) = res {
         if cap.frames.is_empty() {
-            return Err(e).with_context(|| format!("reading {}", path.display()));
+            return Err(e).with_context(|| format!("reading {name}"));
         }
         cap.notes.push(format!(
-            "{}: read {} complete frames, then: {e:#} (the rest is ignored)",
-            path.display(),
+            "{name}: read {} complete frames, then: {e:#} (the rest is ignored)",
             cap.frames.len()
         ));
     }
+    orig.restore(name, &mut cap.frames, &mut cap.notes);
     let late = cap.frames.windows(2).filter(|w| w[1].0 < w[0].0).count();
     if late > 0 {
         cap.frames.sort_by_key(|(ts, _)| *ts);
         cap.notes.push(format!(
-            "{}: {late} frames were out of time order; replayed in time order",
-            path.display()
+            "{name}: {late} frames were out of time order; replayed in time order"
         ));
     }
     Ok(cap)
 }
 
-fn read_pcap(r: impl Read, out: &mut Vec<Frame>) -> Result<()> {
+fn read_pcap(r: impl Read, out: &mut Vec<Frame>, orig: &mut OrigLens) -> Result<()> {
     let mut reader = PcapReader::new(r).context("not a pcap or pcapng file")?;
-    let link = reader.header().datalink;
-    if link != DataLink::ETHERNET {
-        bail!("link type {link:?} is not Ethernet");
+    let header = reader.header();
+    if header.datalink != DataLink::ETHERNET {
+        bail!("link type {:?} is not Ethernet", header.datalink);
     }
-    while let Some(p) = reader.next_packet() {
+    let frac_ns = match header.ts_resolution {
+        TsResolution::MicroSecond => 1_000,
+        TsResolution::NanoSecond => 1,
+    };
+    // Raw records, checked here: pcap-file refuses a record whose original length
+    // exceeds the file's snap length, which is every frame `tcpdump -s 96` cut short.
+    while let Some(p) = reader.next_raw_packet() {
         let p = p.context("corrupt packet record")?;
-        out.push((p.timestamp.as_nanos() as u64, p.data.into_owned()));
+        let ts = p.ts_sec as u64 * 1_000_000_000 + p.ts_frac as u64 * frac_ns;
+        orig.0.push(p.orig_len);
+        out.push((ts, p.data.into_owned()));
     }
     Ok(())
 }
 
-fn read_pcapng(r: impl Read, out: &mut Vec<Frame>) -> Result<()> {
+fn read_pcapng(r: impl Read, out: &mut Vec<Frame>, orig: &mut OrigLens) -> Result<()> {
     let mut reader = PcapNgReader::new(r).context("not a pcapng file")?;
     // Per interface: link type and units per second of its timestamps.
     let mut ifaces: Vec<(DataLink, u64)> = Vec::new();
@@ -102,18 +176,21 @@ fn read_pcapng(r: impl Read, out: &mut Vec<Frame>) -> Result<()> {
                 // pcap-file hands over the raw timestamp units as "nanoseconds".
                 let units = epb.timestamp.as_nanos();
                 let ns = units * 1_000_000_000 / per_sec as u128;
+                orig.0.push(epb.original_len);
                 out.push((u64::try_from(ns).unwrap_or(u64::MAX), epb.data.into_owned()));
             }
             // The obsolete Packet Block: like an enhanced one.
             Block::Packet(pb) => {
                 let per_sec = ethernet(&ifaces, pb.interface_id as u32)?;
                 let ns = pb.timestamp as u128 * 1_000_000_000 / per_sec as u128;
+                orig.0.push(pb.original_len);
                 out.push((u64::try_from(ns).unwrap_or(u64::MAX), pb.data.into_owned()));
             }
             // A Simple Packet Block has no timestamp: it arrives with the frame before it.
             Block::SimplePacket(spb) => {
                 ethernet(&ifaces, 0)?;
                 let ts = out.last().map_or(0, |(ts, _)| *ts);
+                orig.0.push(spb.original_len);
                 out.push((ts, spb.data.into_owned()));
             }
             Block::SectionHeader(_) => ifaces.clear(),
@@ -262,5 +339,63 @@ impl CaptureSink {
             self.overflow += 1;
         }
         cx.pool.free(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A microsecond pcap whose records each hold `caplen` bytes of a frame `orig_len`
+    /// long.
+    fn pcap(records: usize, caplen: usize, orig_len: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 96, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for k in 0..records as u32 {
+            for v in [1, k, caplen as u32, orig_len] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend(std::iter::repeat_n(0xAB, caplen));
+        }
+        b
+    }
+
+    #[test]
+    fn snapped_frames_get_their_original_length_back() {
+        let cap = read_capture_bytes("t", &pcap(3, 96, 1500)).unwrap();
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 1500));
+        assert!(cap.frames[0].1[..96].iter().all(|&b| b == 0xAB));
+        assert!(cap.frames[0].1[96..].iter().all(|&b| b == 0));
+        assert!(
+            cap.notes[0].contains("3 frames were cut short"),
+            "{:?}",
+            cap.notes
+        );
+    }
+
+    #[test]
+    fn an_absurd_original_length_is_not_restored() {
+        let cap = read_capture_bytes("t", &pcap(2, 60, u32::MAX)).unwrap();
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 60));
+        assert!(
+            cap.notes[0].contains("longer than 65600"),
+            "{:?}",
+            cap.notes
+        );
+    }
+
+    #[test]
+    fn restoring_stops_at_a_bound_all_or_none() {
+        // 16,500 records of 60 bytes, each claiming 65,600: over 1 GiB to restore.
+        let cap = read_capture_bytes("t", &pcap(16_500, 60, MAX_RESTORED_LEN)).unwrap();
+        assert_eq!(cap.frames.len(), 16_500);
+        assert!(cap.frames.iter().all(|(_, f)| f.len() == 60));
+        assert!(
+            cap.notes[0].contains("replayed as captured"),
+            "{:?}",
+            cap.notes
+        );
     }
 }

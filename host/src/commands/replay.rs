@@ -59,6 +59,16 @@ impl std::fmt::Display for Summary {
 /// Replay `frames` through direction `dir` of `plan`. Returns what left (in departure
 /// order) and a summary.
 pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Frame>, Summary)> {
+    replay_with(plan, dir, frames, &mut Loader::new(WasmRuntime::new()?))
+}
+
+/// [`replay`] with `loader`'s compiled modules (many replays compile each plugin once).
+pub fn replay_with(
+    plan: &Plan,
+    dir: Direction,
+    frames: Vec<Frame>,
+    loader: &mut Loader,
+) -> Result<(Vec<Frame>, Summary)> {
     // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
     // host capture has them); a frame larger still is counted `too_big`.
     let mut engine = Engine::new(PacketPool::with_large(
@@ -81,8 +91,7 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
     let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
     let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
-    let mut loader = Loader::new(WasmRuntime::new()?);
-    let report = net.apply(plan.clone(), &mut loader);
+    let report = net.apply(plan.clone(), loader);
     if let synthnet_config::Outcome::Refused(e) = report.outcome {
         anyhow::bail!("invalid spec: {e}");
     }

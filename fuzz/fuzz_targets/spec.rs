@@ -1,0 +1,57 @@
+//! Fuzz target `spec`: any bytes as a spec. `plan::parse` must answer without
+//! panicking, `describe` must describe what it accepts, and an accepted plan goes
+//! through the one apply path into a network without interfaces — the graph `synthnet
+//! check` builds, plugins compiled (once, cached) and instantiated with their configs.
+//! Refusals are fine; a panic or an abort is a bug.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::cell::RefCell;
+use std::path::Path;
+use synthnet_config::{plan, Network, Outcome, Ports};
+use synthnet_core::{App, Counters, Ctx, Direction, Engine, PacketPool};
+use synthnet_runtime::{Loader, WasmRuntime};
+
+/// The ends of a dry-run network, as in `check`.
+struct Idle(Counters);
+
+impl App for Idle {
+    fn breathe(&mut self, _: &mut Ctx<'_>) {}
+    fn counters(&self) -> &Counters {
+        &self.0
+    }
+}
+
+thread_local! {
+    // One loader for the whole run: compiling the built-ins for every input would leave
+    // no time for inputs.
+    static LOADER: RefCell<Option<Loader>> = const { RefCell::new(None) };
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Relative plugin paths resolve into a directory that does not exist.
+    let Ok(plan) = plan::parse(text, Path::new("/nonexistent/synthnet-fuzz")) else {
+        return;
+    };
+    let _ = plan::describe(&plan);
+    let mut engine = Engine::new(PacketPool::new(1024, 2048));
+    let mut ports = Vec::new();
+    for d in Direction::BOTH {
+        let source = engine.add(Box::new(Idle(Counters::default())));
+        let sink = engine.add(Box::new(Idle(Counters::default())));
+        ports.push((d, Ports { source, sink }));
+    }
+    let mut net = Network::new(engine, ports);
+    LOADER.with(|l| {
+        let mut l = l.borrow_mut();
+        let loader =
+            l.get_or_insert_with(|| Loader::new(WasmRuntime::new().expect("wasmtime starts")));
+        if let Outcome::Applied(_) = net.apply(plan, loader).outcome {
+            let _ = net.snapshot();
+        }
+    });
+});
