@@ -86,24 +86,53 @@ fn http(
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("{method} {path}: {e}"))?;
+    // Read the head, then exactly the body it announces: chromedriver answers
+    // "Connection: close" yet keeps the socket open for a while.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{method} {path}: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{method} {path}: no HTTP header in the answer"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut buf = [0u8; 16384];
+    let fail = |e: std::io::Error| format!("{method} {path}: {e}");
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            return Err(format!(
+                "{method} {path}: the connection closed before a full header"
+            ));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let mut payload = raw[split + 4..].to_vec();
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let complete = match length {
+            Some(n) => payload.len() >= n,
+            None if chunked => dechunk(&payload).is_some(),
+            None => false,
+        };
+        if complete {
+            break;
+        }
+        let n = s.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        payload.extend_from_slice(&buf[..n]);
+    }
+    if let Some(n) = length {
+        payload.truncate(n);
+    } else if chunked {
         payload = dechunk(&payload).ok_or_else(|| format!("{method} {path}: bad chunks"))?;
     }
     let text = String::from_utf8_lossy(&payload).to_string();
