@@ -43,6 +43,12 @@ enum Command {
         /// Receive ring frames per interface (2 KiB each).
         #[arg(long, default_value_t = 4096)]
         ring_frames: usize,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Flows each interface counts for the API's flow list and synthetic-network's
+        /// /top profiles (0: no per-flow accounting).
+        #[arg(long, default_value_t = 4096)]
+        flow_table: usize,
     },
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
@@ -102,6 +108,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Talk to a running bridge's HTTP API (for scripts and CI).
+    Ctl {
+        /// The API's address (host:port); also from SYNTHNET_API.
+        #[arg(long, env = "SYNTHNET_API", default_value = "127.0.0.1:8080")]
+        api: String,
+        /// A file holding the API's bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Plugin authoring.
     Plugin {
         #[command(subcommand)]
@@ -127,6 +144,75 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         chain: Vec<String>,
     },
+}
+
+/// Where the HTTP API listens and who may use it.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Serve the HTTP API and web UI on ADDR (host:port), or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    api: String,
+    /// Require `Authorization: Bearer TOKEN` with the token in this file (first line).
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+    /// A host name the API answers to besides IP addresses and localhost (repeatable).
+    #[arg(long, value_name = "NAME")]
+    api_host: Vec<String>,
+}
+
+impl ApiArgs {
+    /// Bind the listener now (a busy port is an error before anything else starts);
+    /// `None` when the API is off.
+    fn open(&self) -> Result<Option<synthnet::api::ApiOptions>> {
+        if self.api == "off" {
+            return Ok(None);
+        }
+        let token = match &self.api_token_file {
+            None => None,
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("--api-token-file {}", f.display()))?;
+                let t = text.lines().next().unwrap_or("").trim().to_string();
+                anyhow::ensure!(
+                    !t.is_empty(),
+                    "--api-token-file {}: the file is empty",
+                    f.display()
+                );
+                Some(t)
+            }
+        };
+        Ok(Some(synthnet::api::ApiOptions {
+            listener: synthnet::api::bind(&self.api)?,
+            token,
+            hosts: self.api_host.clone(),
+        }))
+    }
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Print the running spec (as written), its plan and generation.
+    Get,
+    /// Replace the spec with SPEC (a file; `-`: standard input).
+    Set { spec: String },
+    /// Merge a JSON merge patch (RFC 7396) into the spec as written.
+    Patch { json: String },
+    /// Would SPEC apply? (a dry run; a file or `-`)
+    Validate { spec: String },
+    /// Back to the spec the bridge started with.
+    Reset,
+    /// Every counter, per direction and stage.
+    Stats,
+    /// The busiest flows (5-tuples, after impairment).
+    Flows {
+        /// `ingress` or `egress`; left out: both.
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Follow the stats: one line a second.
+    Watch,
 }
 
 #[derive(Subcommand)]
@@ -166,6 +252,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             spec,
             stats,
             ring_frames,
+            api,
+            flow_table,
         } => {
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
@@ -173,6 +261,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             anyhow::ensure!(
                 (64..=1 << 20).contains(&ring_frames),
                 "--ring-frames: must be within 64..=1048576, got {ring_frames}"
+            );
+            anyhow::ensure!(
+                flow_table <= 1 << 20,
+                "--flow-table: must be at most 1048576 flows, got {flow_table}"
             );
             let ctl = Control::new()?;
             ctl.install_reload_handler()?;
@@ -183,9 +275,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     spec,
                     stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
                     ring_frames,
+                    flow_table,
+                    publish: api.api != "off",
                 },
                 &ctl,
             )?;
+            // After the bridge claimed its interfaces (a second bridge on them is told
+            // so), before it runs.
+            let api = api.open()?;
+            if let (Some(api), Some(board)) = (api, b.board()) {
+                synthnet::api::spawn(api, b.worker(), board)?;
+            }
             ctl.install_stop_handlers()?;
             let budget = b.memory_budget();
             let total: usize = budget.iter().map(|(_, n)| n).sum();
@@ -293,6 +393,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{summary}");
                 println!("wrote {}", output.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl {
+            api,
+            token_file,
+            command,
+        } => {
+            use synthnet::commands::ctl::{self, Request};
+            let token = match token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--token-file {}", f.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let req = match command {
+                CtlCommand::Get => Request::Get,
+                CtlCommand::Set { spec } => Request::Set(spec),
+                CtlCommand::Patch { json } => Request::Patch(json),
+                CtlCommand::Validate { spec } => Request::Validate(spec),
+                CtlCommand::Reset => Request::Reset,
+                CtlCommand::Stats => Request::Stats,
+                CtlCommand::Flows { direction, top } => Request::Flows { direction, top },
+                CtlCommand::Watch => Request::Watch,
+            };
+            ctl::run(&ctl::Target { api, token }, req)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
