@@ -116,6 +116,10 @@ const CONFIGS: &[(&str, &[&str])] = &[
         &[
             r#"{"rate_bps": 20000000, "burst_bytes": 4000, "queue_bytes": 30000}"#,
             r#"{"rate_bps": 100000, "overhead_bytes": 24}"#,
+            r#"{"rate_bps": 1000000, "cell_bytes": 48, "cell_overhead_bytes": 5}"#,
+            r#"{"rate_bps": 1000000, "queue": "codel", "queue_bytes": 100000}"#,
+            r#"{"rate_bps": 1000000, "queue": "pie", "qdelay_ref_ms": 5, "max_burst_ms": 20}"#,
+            r#"{"rate_bps": 1000000, "queue_packets": 10}"#,
         ],
     ),
     (

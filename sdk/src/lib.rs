@@ -14,7 +14,9 @@
 //!
 //! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
 //! - [`checksum`]: internet checksum and incremental updates;
-//! - [`rng`]: the seeded PRNG, integer-only on the hot path.
+//! - [`rng`]: the seeded PRNG, integer-only on the hot path;
+//! - [`queue`]: queue disciplines (drop-tail, CoDel, PIE) for plugins that hand out
+//!   departure times.
 
 #![deny(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod checksum;
 pub mod export;
 mod guest;
 mod harness;
+pub mod queue;
 pub mod rng;
 pub mod wire;
 
