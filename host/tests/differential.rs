@@ -141,6 +141,21 @@ const CONFIGS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "slot",
+        &[
+            r#"{"min_delay_ms": 1, "max_delay_ms": 3, "packets": 4}"#,
+            r#"{"distribution": "normal", "delay_ms": 2, "jitter_ms": 1, "bytes": 3000}"#,
+        ],
+    ),
+    (
+        "outage",
+        &[
+            r#"{"mode": "onoff", "mean_on_ms": 5, "mean_off_ms": 2}"#,
+            r#"{"mode": "intermittent", "on_ms": 3, "off_ms": 1, "hold": true}"#,
+            r#"{"mode": "blackout", "blackouts": [{"at_ms": 2, "for_ms": 3}]}"#,
+        ],
+    ),
+    (
         "duplicate",
         &[
             r#"{"duplicate_ratio": 0.2}"#,

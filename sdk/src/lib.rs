@@ -14,6 +14,7 @@
 //!
 //! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
 //! - [`checksum`]: internet checksum and incremental updates;
+//! - [`dist`]: netem's delay distributions (its tables, and tables from samples);
 //! - [`rng`]: the seeded PRNG, integer-only on the hot path;
 //! - [`queue`]: queue disciplines (drop-tail, CoDel, PIE) for plugins that hand out
 //!   departure times.
@@ -22,6 +23,7 @@
 
 pub mod abi;
 pub mod checksum;
+pub mod dist;
 pub mod export;
 mod guest;
 mod harness;

@@ -7,14 +7,17 @@
 //! [loss [random] PERCENT [CORRELATION] | loss state P13 [P31 [P32 [P23 [P14]]]]
 //!       | loss gemodel P [R [1-H [1-K]]]] [corrupt PERCENT [CORRELATION]]
 //! [duplicate PERCENT [CORRELATION]] [reorder PERCENT [CORRELATION] [gap DISTANCE]]
-//! [rate RATE [PACKETOVERHEAD [CELLSIZE [CELLOVERHEAD]]]] [seed VALUE]
+//! [rate RATE [PACKETOVERHEAD [CELLSIZE [CELLOVERHEAD]]]]
+//! [slot MIN_DELAY [MAX_DELAY] | slot distribution D DELAY JITTER [packets N] [bytes N]]
+//! [seed VALUE]
 //! ```
 //!
 //! Units as tc reads them: times `s`, `ms`, `us`, `ns` (a bare number is µs); percents
 //! with or without `%` (a bare number is a percent too); rates `bit`, `kbit`, `mbit`,
 //! `gbit`, `tbit`, their `ibit` (×1024) forms and `bps`, `kbps`, … in bytes (a bare
 //! number is bits/s). The expansion, in the order a packet meets it:
-//! `duplicate` → `loss` → `corrupt` → `delay` (with reorder and limit) → `rate`.
+//! `duplicate` → `loss` → `corrupt` → `delay` (with reorder and limit) → `rate` →
+//! `slot`.
 //!
 //! Deliberate differences from the kernel, each also in `specs/README.md`:
 //! - the chain is the plugins one after another, so a duplicate meets loss on its own
@@ -25,7 +28,7 @@
 //! - correlation picks table entries by the correlated value, not its low bits (see
 //!   the `delay` plugin), and `seed` seeds what netem leaves unseeded too.
 //!
-//! Not built yet, refused naming the word: `slot` (bursty MACs), `ecn`, `loss … ecn`.
+//! Not built yet, refused naming the word: `ecn`, `loss … ecn`.
 
 use crate::plan::{SpecError, Stage};
 use serde_json::{json, Map, Value};
@@ -129,6 +132,82 @@ fn integer<T: std::str::FromStr>(at: &str, what: &str, s: &str) -> Result<T, Spe
         .map_err(|_| err(at, format!("{what}: {s:?} is not a whole number")))
 }
 
+/// A tc size in bytes (`64k`, `1m`, `1500`, `2kb`).
+fn size_bytes(at: &str, s: &str) -> Result<u64, SpecError> {
+    let (num, unit) = split_unit(s);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| err(at, format!("slot bytes: {s:?} is not a size (e.g. 64k)")))?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1024.0,
+        "m" | "mb" => 1024.0 * 1024.0,
+        "g" | "gb" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(err(at, format!("slot bytes: unknown size unit in {s:?}"))),
+    };
+    if !(1.0..=1e12).contains(&(v * scale)) {
+        return Err(err(
+            at,
+            format!("slot bytes: must be at least 1 byte, got {s:?}"),
+        ));
+    }
+    Ok((v * scale) as u64)
+}
+
+/// `slot`'s arguments: `MIN [MAX]` or `distribution D DELAY JITTER`, then `packets N`
+/// and `bytes SIZE` in any order.
+fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
+    let mut m = Map::new();
+    let mut rest: &[&str] = if a.first() == Some(&"distribution") {
+        if a.len() < 4 {
+            return Err(err(
+                at,
+                "slot distribution: needs a name, a delay and a jitter",
+            ));
+        }
+        if !["normal", "pareto", "paretonormal", "uniform"].contains(&a[1]) {
+            return Err(err(
+                at,
+                format!(
+                    "slot distribution: {:?} is not one of uniform, normal, pareto, paretonormal",
+                    a[1]
+                ),
+            ));
+        }
+        m.insert("distribution".into(), json!(a[1]));
+        m.insert("delay_ms".into(), json!(time_ms(at, "slot delay", a[2])?));
+        m.insert("jitter_ms".into(), json!(time_ms(at, "slot jitter", a[3])?));
+        &a[4..]
+    } else {
+        let Some(min) = a.first() else {
+            return Err(err(at, "slot: needs a delay (e.g. slot 800us 10ms)"));
+        };
+        m.insert("min_delay_ms".into(), json!(time_ms(at, "slot", min)?));
+        match a.get(1) {
+            Some(max) if !["packets", "bytes"].contains(max) => {
+                m.insert("max_delay_ms".into(), json!(time_ms(at, "slot", max)?));
+                &a[2..]
+            }
+            _ => &a[1..],
+        }
+    };
+    while let [word, value, more @ ..] = rest {
+        match *word {
+            "packets" => m.insert(
+                "packets".into(),
+                json!(integer::<u32>(at, "slot packets", value)?),
+            ),
+            "bytes" => m.insert("bytes".into(), json!(size_bytes(at, value)?)),
+            other => return Err(err(at, format!("slot: unexpected {other:?}"))),
+        };
+        rest = more;
+    }
+    if let Some(w) = rest.first() {
+        return Err(err(at, format!("slot: {w:?} needs a value")));
+    }
+    Ok(m)
+}
+
 /// The words netem options start with.
 const KEYWORDS: &[&str] = &[
     "limit",
@@ -158,6 +237,7 @@ struct Netem {
     reorder: Option<(f64, f64, Option<u32>)>,
     distribution: Option<String>,
     rate: Option<Map<String, Value>>,
+    slot: Option<Map<String, Value>>,
     seed: Option<u64>,
 }
 
@@ -184,7 +264,14 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
     };
     while i < words.len() {
         let word = words[i];
-        let a = args(i);
+        // `slot distribution …`: there "distribution" belongs to slot.
+        let a = if word == "slot" && words.get(i + 1) == Some(&"distribution") {
+            let mut a = vec!["distribution"];
+            a.extend(args(i + 1));
+            a
+        } else {
+            args(i)
+        };
         let need = |k: usize, what: &str| -> Result<(), SpecError> {
             if a.len() < k {
                 Err(err(at, format!("{word}: needs {what}")))
@@ -357,12 +444,7 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                 too_many(1)?;
                 n.seed = Some(integer(at, "seed", a[0])?);
             }
-            "slot" => {
-                return Err(err(
-                    at,
-                    "slot: bursty-MAC slots are not built yet (use a delay with jitter and a rate meanwhile)",
-                ))
-            }
+            "slot" => n.slot = Some(slot(at, &a)?),
             "ecn" => return Err(err(at, "ecn: marking instead of dropping is not built yet")),
             other => {
                 return Err(err(
@@ -416,6 +498,7 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
         ("corrupt", n.corrupt),
         ("delay", delay),
         ("rate", n.rate),
+        ("slot", n.slot),
     ]
     .into_iter()
     .filter_map(|(plugin, m)| {
@@ -576,6 +659,27 @@ mod tests {
                 want.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
             assert_eq!(got, want, "{line}");
         }
+        // The slot examples of the netem commit that added slots.
+        assert_eq!(
+            configs("delay 200us slot 800us 10ms bytes 64k packets 42 limit 512"),
+            vec![
+                (
+                    "netem-delay".to_string(),
+                    json!({"delay_ms": 0.2, "limit_packets": 512})
+                ),
+                (
+                    "netem-slot".to_string(),
+                    json!({"min_delay_ms": 0.8, "max_delay_ms": 10.0, "bytes": 65536, "packets": 42})
+                ),
+            ]
+        );
+        assert_eq!(
+            configs("slot distribution pareto 1ms 2ms packets 4"),
+            vec![(
+                "netem-slot".to_string(),
+                json!({"distribution": "pareto", "delay_ms": 1.0, "jitter_ms": 2.0, "packets": 4})
+            )]
+        );
         let (_, seed) = expand("delay 1ms seed 42", "netem", "x").unwrap();
         assert_eq!(seed, Some(42));
     }
@@ -596,7 +700,8 @@ mod tests {
         for (line, word) in [
             ("delay 10ms jiggle 5", "jiggle"),
             ("delay 10 parsecs", "parsecs"),
-            ("slot 800us 10ms", "slot"),
+            ("slot 800us 10ms packets", "packets"),
+            ("slot distribution gamma 1ms 1ms", "gamma"),
             ("loss 1% ecn", "ecn"),
             ("delay 10ms distribution gamma", "gamma"),
             ("distribution normal delay 10ms", "distribution"),
