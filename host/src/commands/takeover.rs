@@ -177,6 +177,7 @@ fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Res
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("start synthnet bridge")?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?);
+    log::info!("synthnet bridge started, pid {pid}");
     let stderr = child
         .stderr
         .take()
