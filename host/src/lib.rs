@@ -8,6 +8,8 @@
 //!   [`daemon::control`] flags and wake pipe (signals registered once), the
 //!   [`daemon::worker`] thread that prepares every configuration change off the packet
 //!   thread, and the [`daemon::stats`] line.
+//! - [`api`]: the control plane the bridge serves: REST API, web UI, Prometheus
+//!   metrics, synthetic-network's `/qos` and `/top` profiles.
 //! - [`commands`]: the other subcommands: `check`, `replay`, `demo`, `bench`,
 //!   `bench-bridge`, `plugin new`.
 //!
@@ -15,5 +17,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod commands;
 pub mod daemon;

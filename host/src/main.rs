@@ -45,6 +45,12 @@ enum Command {
         /// Receive ring frames per interface (2 KiB each).
         #[arg(long, default_value_t = 4096)]
         ring_frames: usize,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Flows each interface counts for the API's flow list and synthetic-network's
+        /// /top profiles (0: no per-flow accounting).
+        #[arg(long, default_value_t = 4096)]
+        flow_table: usize,
     },
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
@@ -157,6 +163,49 @@ enum Command {
     },
 }
 
+/// Where the HTTP API listens and who may use it.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Serve the HTTP API and web UI on ADDR (host:port), or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    api: String,
+    /// Require `Authorization: Bearer TOKEN` with the token in this file (first line).
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+    /// A host name the API answers to besides IP addresses and localhost (repeatable).
+    #[arg(long, value_name = "NAME")]
+    api_host: Vec<String>,
+}
+
+impl ApiArgs {
+    /// Bind the listener now (a busy port is an error before anything else starts);
+    /// `None` when the API is off.
+    fn open(&self) -> Result<Option<synthnet::api::ApiOptions>> {
+        if self.api == "off" {
+            return Ok(None);
+        }
+        let token = match &self.api_token_file {
+            None => None,
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("--api-token-file {}", f.display()))?;
+                let t = text.lines().next().unwrap_or("").trim().to_string();
+                anyhow::ensure!(
+                    !t.is_empty(),
+                    "--api-token-file {}: the file is empty",
+                    f.display()
+                );
+                Some(t)
+            }
+        };
+        Ok(Some(synthnet::api::ApiOptions {
+            listener: synthnet::api::bind(&self.api)?,
+            token,
+            hosts: self.api_host.clone(),
+        }))
+    }
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Write a ready-to-build plugin crate that forwards every packet.
@@ -194,6 +243,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             spec,
             stats,
             ring_frames,
+            api,
+            flow_table,
         } => {
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
@@ -202,6 +253,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (64..=1 << 20).contains(&ring_frames),
                 "--ring-frames: must be within 64..=1048576, got {ring_frames}"
             );
+            anyhow::ensure!(
+                flow_table <= 1 << 20,
+                "--flow-table: must be at most 1048576 flows, got {flow_table}"
+            );
+            let api = api.open()?;
             let ctl = Control::new()?;
             ctl.install_reload_handler()?;
             let mut b = Bridge::new(
@@ -211,9 +267,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     spec,
                     stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
                     ring_frames,
+                    flow_table,
+                    publish: api.is_some(),
                 },
                 &ctl,
             )?;
+            if let (Some(api), Some(board)) = (api, b.board()) {
+                synthnet::api::spawn(api, b.worker(), board)?;
+            }
             ctl.install_stop_handlers()?;
             let budget = b.memory_budget();
             let total: usize = budget.iter().map(|(_, n)| n).sum();

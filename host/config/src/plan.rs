@@ -217,7 +217,7 @@ pub struct ChainId {
 /// A stage's identity: its chain and its name there. Configuration changes are diffed
 /// by it: a stage with the same id keeps running (or is swapped in place, keeping its
 /// held packets), whatever else moved around it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StageId {
     pub chain: ChainId,
     pub name: String,
@@ -231,6 +231,13 @@ impl fmt::Display for ChainId {
             self.dir,
             self.flow.as_deref().unwrap_or("default")
         )
+    }
+}
+
+/// Serialized as it is written in logs and URLs: `ingress/default/latency`.
+impl Serialize for StageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -335,18 +342,39 @@ pub const MAX_SPEC_BYTES: u64 = 4 << 20;
 /// Read and validate the spec at `path` (plugin paths are resolved against its
 /// directory).
 pub fn load(path: &Path) -> Result<Plan, SpecError> {
+    load_value(path).map(|(_, plan)| plan)
+}
+
+/// Read and validate the spec at `path`: the JSON as written, and its plan.
+pub fn load_value(path: &Path) -> Result<(Value, Plan), SpecError> {
     let at = || path.display().to_string();
     let bytes =
         synthnet_runtime::loader::read_file(path, MAX_SPEC_BYTES).map_err(|e| err(at(), e))?;
     let text = String::from_utf8(bytes).map_err(|_| err(at(), "not UTF-8 text"))?;
-    parse(&text, path.parent().unwrap_or(Path::new(".")))
+    let value = json_of(&text)?;
+    let plan = from_value(&value, base_of(path))?;
+    Ok((value, plan))
+}
+
+/// The directory relative plugin paths of the spec file at `path` are resolved against.
+pub fn base_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Spec `text` as JSON (not yet validated).
+pub fn json_of(text: &str) -> Result<Value, SpecError> {
+    serde_json::from_str(text).map_err(|e| err("(spec)", format!("not valid JSON: {e}")))
 }
 
 /// Validate spec `text`; relative plugin paths are resolved against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| err("(spec)", format!("not valid JSON: {e}")))?;
-    let Value::Object(obj) = &value else {
+    from_value(&json_of(text)?, base)
+}
+
+/// Validate a spec already read as JSON; relative plugin paths are resolved against
+/// `base`.
+pub fn from_value(value: &Value, base: &Path) -> Result<Plan, SpecError> {
+    let Value::Object(obj) = value else {
         return Err(err("(spec)", "must be a JSON object"));
     };
     let is_native = ["ingress", "egress"]
@@ -358,11 +386,11 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
             .and_then(Value::as_array)
             .is_some_and(|f| f.iter().any(|x| x.get("match").is_some()));
     if is_native {
-        let spec: NativeSpec = typed(&value)?;
+        let spec: NativeSpec = typed(value)?;
         return native_plan(spec, base);
     }
     if obj.contains_key("default_link") || obj.contains_key("flows") {
-        let spec: CompatFlows = typed(&value)?;
+        let spec: CompatFlows = typed(value)?;
         let mut flows = (Vec::new(), Vec::new());
         let mut labels = std::collections::HashSet::new();
         for (i, f) in spec.flows.iter().enumerate() {
@@ -419,7 +447,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
             },
         });
     }
-    let spec: CompatLink = typed(&value)?;
+    let spec: CompatLink = typed(value)?;
     Ok(Plan {
         shape: Shape::SyntheticNetworkSimple,
         seed: 0,

@@ -109,11 +109,27 @@ const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
 /// was read so far: the default chain).
 const MAX_HEADERS: usize = 8;
 
-/// Parse the flow key of an Ethernet frame: the source side for ingress, the
-/// destination side for egress. VLAN tags (802.1Q, QinQ) are skipped, and IPv6
-/// extension headers walked to the transport header; only a first fragment has ports.
-/// `None` for non-IP frames and truncated headers.
-pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
+/// The addresses, protocol and ports of an IP frame: what per-flow accounting keys on
+/// and what [`flow_key`] picks one side of. Ports are 0 for other protocols and for
+/// fragments after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Parse the five-tuple of an Ethernet frame. VLAN tags (802.1Q, QinQ) are skipped, and
+/// IPv6 extension headers walked to the transport header; only a first fragment has
+/// ports. `None` for non-IP frames and truncated headers.
+pub fn five_tuple(frame: &[u8]) -> Option<FiveTuple> {
+    five_tuple_ports(frame).map(|(t, _)| t)
+}
+
+/// The five-tuple, and whether it has ports (TCP or UDP, first fragment).
+fn five_tuple_ports(frame: &[u8]) -> Option<(FiveTuple, bool)> {
     let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
     let mut ether = be16(frame, 12)?;
     let mut at = 14;
@@ -125,17 +141,13 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
         at += 4;
     }
     let l3 = frame.get(at..)?;
-    let (addr, protocol, l4, first_fragment) = match ether {
+    let (src, dst, protocol, l4, first_fragment) = match ether {
         ethertype::IPV4 => {
             let ip = Ipv4Packet::new_checked(l3).ok()?;
-            let addr = if dir == Direction::Ingress {
-                ip.src()
-            } else {
-                ip.dst()
-            };
             let frag_off = be16(l3, 6)? & 0x1FFF;
             (
-                IpAddr::from(addr),
+                IpAddr::from(ip.src()),
+                IpAddr::from(ip.dst()),
                 ip.protocol(),
                 l3.get(ip.header_len()..)?,
                 frag_off == 0,
@@ -143,11 +155,6 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
         }
         ethertype::IPV6 => {
             let ip = Ipv6Packet::new_checked(l3).ok()?;
-            let addr = if dir == Direction::Ingress {
-                ip.src()
-            } else {
-                ip.dst()
-            };
             let (mut next, mut p, mut first) =
                 (ip.next_header(), Ipv6Packet::<&[u8]>::HEADER_LEN, true);
             for _ in 0..MAX_HEADERS {
@@ -168,23 +175,49 @@ pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
                 next = n;
                 p += len;
             }
-            (IpAddr::from(addr), next, l3.get(p..).unwrap_or(&[]), first)
+            (
+                IpAddr::from(ip.src()),
+                IpAddr::from(ip.dst()),
+                next,
+                l3.get(p..).unwrap_or(&[]),
+                first,
+            )
         }
         _ => return None,
     };
-    let port = if first_fragment
+    let ports = if first_fragment
         && (protocol == ipproto::TCP || protocol == ipproto::UDP)
         && l4.len() >= 4
     {
-        let (s, d) = (be16(l4, 0)?, be16(l4, 2)?);
-        Some(if dir == Direction::Ingress { s } else { d })
+        Some((be16(l4, 0)?, be16(l4, 2)?))
     } else {
         None
     };
+    let (src_port, dst_port) = ports.unwrap_or((0, 0));
+    Some((
+        FiveTuple {
+            src,
+            dst,
+            protocol,
+            src_port,
+            dst_port,
+        },
+        ports.is_some(),
+    ))
+}
+
+/// Parse the flow key of an Ethernet frame: the source side for ingress, the
+/// destination side for egress (see [`five_tuple`] for what is walked).
+pub fn flow_key(frame: &[u8], dir: Direction) -> Option<FlowKey> {
+    let (t, has_ports) = five_tuple_ports(frame)?;
+    let (addr, port) = match dir {
+        Direction::Ingress => (t.src, t.src_port),
+        Direction::Egress => (t.dst, t.dst_port),
+    };
     Some(FlowKey {
         addr,
-        protocol,
-        port,
+        protocol: t.protocol,
+        port: has_ports.then_some(port),
     })
 }
 

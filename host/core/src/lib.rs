@@ -13,6 +13,7 @@
 //!   the caller. The graph changes by add, connect and remove only.
 //! - [`counters`]: what every app counts, drops by a typed cause.
 //! - [`flow`]: directions, flow keys and matchers, the classifier app.
+//! - [`flowtable`]: per-flow packet and byte counts, bounded, for the control plane.
 //! - [`clock`]: the virtual clock that drives an engine offline (replay, tests).
 //!
 //! The layers above: `synthnet-runtime` (plugin host), `synthnet-config` (specs, plans,
@@ -25,6 +26,7 @@ pub mod counters;
 pub mod delay;
 pub mod engine;
 pub mod flow;
+pub mod flowtable;
 pub mod link;
 pub mod packet;
 

@@ -32,6 +32,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use synthnet_core::flowtable::FlowTable;
 use synthnet_core::packet::{Packet, VnetHdr, VNET_HDR_LEN};
 use synthnet_core::{App, Counters, Ctx, DropCause};
 
@@ -402,6 +403,8 @@ pub struct RawRx {
     supers: u64,
     /// Frames received truncated (could not be queued whole): dropped.
     truncated: u64,
+    /// Per-flow counts of what is received, when asked for.
+    meter: Option<FlowTable>,
 }
 
 impl RawRx {
@@ -416,7 +419,16 @@ impl RawRx {
             counters: Counters::default(),
             supers: 0,
             truncated: 0,
+            meter: None,
         })
+    }
+
+    /// Count every received frame per flow in `table` (`None`: stop counting).
+    pub fn set_meter(&mut self, table: Option<FlowTable>) {
+        self.meter = table;
+    }
+    pub fn meter_mut(&mut self) -> Option<&mut FlowTable> {
+        self.meter.as_mut()
     }
 
     /// Bytes the ring maps.
@@ -550,6 +562,7 @@ impl App for RawRx {
             supers,
             truncated,
             watch,
+            meter,
             ..
         } = self;
         let Some(ring) = ring.as_mut() else {
@@ -641,6 +654,9 @@ impl App for RawRx {
             };
             counters.rx_packets += 1;
             counters.rx_bytes += p.len as u64;
+            if let Some(m) = meter {
+                m.record(cx.pool.data(&p), p.len, now);
+            }
             cx.transmit(0, p, counters);
         }
         if got > 0 {
@@ -682,6 +698,8 @@ pub struct RawTx {
     pending: Vec<Packet>,
     /// When to try them again.
     retry_at_ns: Option<u64>,
+    /// Per-flow counts of what is sent, when asked for.
+    meter: Option<FlowTable>,
 }
 
 // SAFETY: the raw pointers in `iov`/`msgs` are scratch, rewritten before every use.
@@ -721,7 +739,16 @@ impl RawTx {
             nobufs: 0,
             pending: Vec::with_capacity(TX_BATCH),
             retry_at_ns: None,
+            meter: None,
         })
+    }
+
+    /// Count every sent frame per flow in `table` (`None`: stop counting).
+    pub fn set_meter(&mut self, table: Option<FlowTable>) {
+        self.meter = table;
+    }
+    pub fn meter_mut(&mut self) -> Option<&mut FlowTable> {
+        self.meter.as_mut()
     }
 
     pub fn housekeeping(&mut self, now_ns: u64) {
@@ -778,6 +805,11 @@ impl RawTx {
                 let sent = &self.batch[done..done + r as usize];
                 self.counters.tx_packets += r as u64;
                 self.counters.tx_bytes += sent.iter().map(|p| p.len as u64).sum::<u64>();
+                if let Some(m) = &mut self.meter {
+                    for p in sent {
+                        m.record(cx.pool.data(p), p.len, cx.now_ns);
+                    }
+                }
                 done += r as usize;
                 self.watch.fine();
                 continue;

@@ -137,6 +137,8 @@ pub fn run(opts: &DemoOptions, ctl: &Control) -> Result<()> {
                         spec,
                         stats: None,
                         ring_frames: 4096,
+                        flow_table: 0,
+                        publish: false,
                     },
                     &bridge_ctl,
                 )

@@ -8,27 +8,33 @@
 //!
 //! Configuration changes take the one apply path (`synthnet_config::apply`): the first
 //! plan is prepared and committed before the loop starts; afterwards the
-//! [`worker`] thread prepares every change (SIGHUP) off the packet thread, and the
-//! engine thread commits it between two breaths.
+//! [`worker`] thread prepares every change (SIGHUP, the HTTP API) off the packet
+//! thread, and the engine thread commits it between two breaths.
+//!
+//! Counters leave the engine thread only through the [`board`]: at a fixed cadence the
+//! engine pins a snapshot of every counter and of its flow tables there, for the API.
 
+pub mod board;
 pub mod control;
 pub mod stats;
 pub mod worker;
 
 use anyhow::{Context, Result};
+use board::{Board, DirectionFlows, Published, TableRows};
 use control::Control;
 use nix::poll::{PollFd, PollFlags};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthnet_config::plan::{self, Plan};
-use synthnet_config::{prepare, Network, Ports, Report};
+use synthnet_config::{prepare, Network, Ports};
+use synthnet_core::flowtable::FlowTable;
 use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
 use synthnet_core::{AppId, Direction, Engine, PacketPool};
 use synthnet_io::afpacket::{RawRx, RawTx};
 use synthnet_runtime::{Loader, WasmRuntime};
-use worker::{Change, EngineSide, Request};
+use worker::{Change, EngineSide, Handle, SpecState};
 
 /// How often ports look for vanished interfaces and read the kernel's ring drops.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -51,6 +57,10 @@ pub struct Options {
     pub stats: Option<Duration>,
     /// Receive ring frames per interface.
     pub ring_frames: usize,
+    /// Flows each interface counts (0: no per-flow accounting).
+    pub flow_table: usize,
+    /// Publish counters on the [`board`] (for the HTTP API).
+    pub publish: bool,
 }
 
 /// The running bridge.
@@ -64,8 +74,9 @@ pub struct Bridge {
     tx: [AppId; 2],
     epoch: Instant,
     runtime: Arc<WasmRuntime>,
-    requests: mpsc::Sender<Request>,
+    worker: Handle,
     engine_side: EngineSide,
+    board: Option<Arc<Board>>,
     /// How long before a deadline to wake up: the timer's measured lateness.
     early_ns: u64,
 }
@@ -118,9 +129,18 @@ fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
 
 /// The spec at `path`, or the built-in default.
 pub fn load_plan(path: Option<&std::path::Path>) -> Result<Plan> {
+    Ok(load_spec(path)?.1)
+}
+
+/// The spec at `path`, or the built-in default: as written, and its plan.
+pub fn load_spec(path: Option<&std::path::Path>) -> Result<(serde_json::Value, Plan)> {
     Ok(match path {
-        Some(p) => plan::load(p).with_context(|| format!("invalid spec {}", p.display()))?,
-        None => plan::parse(plan::DEFAULT_SPEC, std::path::Path::new("."))?,
+        Some(p) => plan::load_value(p).with_context(|| format!("invalid spec {}", p.display()))?,
+        None => {
+            let v = plan::json_of(plan::DEFAULT_SPEC)?;
+            let p = plan::from_value(&v, std::path::Path::new("."))?;
+            (v, p)
+        }
     })
 }
 
@@ -136,7 +156,7 @@ impl Bridge {
             .into_iter()
             .filter_map(|i| claim(i).transpose())
             .collect::<Result<Vec<_>>>()?;
-        let plan = load_plan(opts.spec.as_deref())?;
+        let (spec, plan) = load_spec(opts.spec.as_deref())?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
         let pool = PacketPool::with_large(
@@ -178,16 +198,34 @@ impl Bridge {
             ],
         );
         // Startup is a change like any other: from nothing to the plan.
-        let prepared = prepare(&net.view(), plan, &mut loader)
+        let prepared = prepare(&net.view(), plan.clone(), &mut loader)
             .map_err(|e| anyhow::anyhow!("invalid spec: {e}"))?;
         let report = net.commit(prepared);
         if let synthnet_config::Outcome::Refused(e) = report.outcome {
             anyhow::bail!("invalid spec: {e}");
         }
-        let (requests, engine_side) =
-            worker::spawn(loader, net.view(), opts.spec.clone(), ctl.clone())
-                .context("cannot start the configuration thread")?;
-        Ok(Bridge {
+        if opts.flow_table > 0 {
+            let e = &mut net.engine;
+            for id in [orx, irx] {
+                if let Some(a) = e.app_mut::<RawRx>(id) {
+                    a.set_meter(Some(FlowTable::new(opts.flow_table)));
+                }
+            }
+            for id in [otx, itx] {
+                if let Some(a) = e.app_mut::<RawTx>(id) {
+                    a.set_meter(Some(FlowTable::new(opts.flow_table)));
+                }
+            }
+        }
+        let startup = SpecState {
+            generation: report.generation,
+            path: opts.spec.clone(),
+            spec,
+            plan,
+        };
+        let (worker, engine_side) = worker::spawn(loader, net.view(), startup, ctl.clone())
+            .context("cannot start the configuration thread")?;
+        let mut bridge = Bridge {
             _claims: claims,
             opts,
             net,
@@ -195,10 +233,56 @@ impl Bridge {
             tx: [otx, itx],
             epoch: Instant::now(),
             runtime,
-            requests,
+            worker,
             engine_side,
+            board: None,
             early_ns: 50_000,
-        })
+        };
+        if bridge.opts.publish {
+            let first = bridge.publication(0);
+            bridge.board = Some(Arc::new(Board::new(first)));
+        }
+        Ok(bridge)
+    }
+
+    /// Where changes are asked for, and the spec that runs.
+    pub fn worker(&self) -> Handle {
+        self.worker.clone()
+    }
+
+    /// Where counters are published (`None` unless [`Options::publish`]).
+    pub fn board(&self) -> Option<Arc<Board>> {
+        self.board.clone()
+    }
+
+    /// Every counter and flow row, now (engine thread). Idle flows are evicted first.
+    fn publication(&mut self, now: u64) -> Published {
+        let idle = board::FLOW_IDLE.as_nanos() as u64;
+        let e = &mut self.net.engine;
+        let mut table = |rx: AppId, tx: AppId| -> Option<DirectionFlows> {
+            let received = e.app_mut::<RawRx>(rx)?.meter_mut().map(|t| {
+                t.evict_idle(now, idle);
+                TableRows::of(t)
+            })?;
+            let sent = e.app_mut::<RawTx>(tx)?.meter_mut().map(|t| {
+                t.evict_idle(now, idle);
+                TableRows::of(t)
+            })?;
+            Some(DirectionFlows { received, sent })
+        };
+        // Ingress runs outer → inner, egress inner → outer.
+        let flows = [
+            (Direction::Ingress, self.rx[0], self.tx[1]),
+            (Direction::Egress, self.rx[1], self.tx[0]),
+        ]
+        .into_iter()
+        .map(|(d, rx, tx)| table(rx, tx).map(|f| (d, f)))
+        .collect::<Option<Vec<_>>>();
+        Published {
+            at_ns: now,
+            snapshot: self.net.snapshot(),
+            flows,
+        }
     }
 
     pub fn plan(&self) -> &Plan {
@@ -206,17 +290,6 @@ impl Bridge {
     }
     pub fn network(&mut self) -> &mut Network {
         &mut self.net
-    }
-
-    /// Ask for a change; the report arrives on the returned channel once the engine
-    /// applied or refused it (the engine must be running).
-    pub fn request(&self, change: Change) -> mpsc::Receiver<Report> {
-        let (tx, rx) = mpsc::channel();
-        let _ = self.requests.send(Request {
-            change,
-            reply: Some(tx),
-        });
-        rx
     }
 
     /// The most memory the bridge can make resident, by part (bytes).
@@ -259,6 +332,8 @@ impl Bridge {
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut next_house = 0;
         let mut next_stats = self.opts.stats.map(|d| d.as_nanos() as u64);
+        let period = board::PUBLISH_PERIOD.as_nanos() as u64;
+        let mut next_publish = self.board.is_some().then_some(period);
         let mut stats = stats::StatsLine::new(0, self.net.snapshot());
         loop {
             let now = self.now_ns();
@@ -273,14 +348,18 @@ impl Bridge {
                     next_stats = Some(t + d.as_nanos() as u64);
                 }
             }
+            if next_publish.is_some_and(|t| now >= t) {
+                let p = self.publication(now);
+                if let Some(b) = &self.board {
+                    b.publish(p);
+                }
+                next_publish = Some(now + period);
+            }
             if ctl.stopping() {
                 break;
             }
             if ctl.reload.swap(false, Ordering::SeqCst) {
-                let _ = self.requests.send(Request {
-                    change: Change::Reload,
-                    reply: None,
-                });
+                self.worker.send(Change::Reload, None);
             }
             // Commit what the worker prepared, between two breaths.
             while let Ok(prepared) = self.engine_side.commits.try_recv() {
@@ -296,7 +375,7 @@ impl Bridge {
                 .next_deadline()
                 .unwrap_or(u64::MAX)
                 .min(next_house);
-            if let Some(t) = next_stats {
+            for t in [next_stats, next_publish].into_iter().flatten() {
                 deadline = deadline.min(t);
             }
             let now = self.now_ns();
