@@ -413,21 +413,12 @@ fn root_docker_two_containers_rtt_rate_and_first_traffic_within_1s() {
     let env_spec = format!("SYNTHNET_SPEC={spec}");
     let mut args = vec!["--network", &net, "--ip", APP_IP];
     args.extend_from_slice(&CAPS);
-    args.extend_from_slice(&[
-        "-e",
-        &env_net,
-        "-e",
-        &env_spec,
-        "--entrypoint",
-        "/usr/local/bin/synthnet",
-        &img,
-        "takeover",
-        "--",
-    ]);
+    // The own-image's entrypoint is `synthnet takeover --api 0.0.0.0:80 --`: the
+    // arguments are the application.
+    args.extend_from_slice(&["-e", &env_net, "-e", &env_spec, &img]);
     args.extend_from_slice(&[
         "iperf3", "-c", PEER_IP, "-u", "-b", "11M", "-l", "1400", "-t", "5", "--json",
     ]);
-    // The own-image's entrypoint is `synthnet takeover --api … --`: give it a command.
     let _ = docker(&["rm", "-f", &app]);
     s.containers.retain(|c| c != &app);
     let rate = s.create("rate", &args);
@@ -590,4 +581,171 @@ fn root_docker_stop_exits_with_the_apps_code_and_bridge_death_stops_the_app() {
         log.contains("app: TERM"),
         "the application was not stopped: {log}"
     );
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (no client library in the workspace);
+/// returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+#[ignore = "needs root and Docker, builds images for minutes: run by .ci/run's docker step (--ignored)"]
+fn root_docker_api_on_the_control_network_changes_the_rtt() {
+    let _g = serial();
+    let mut s = Scene::new("api");
+    let ctl = s.network("ctl", "10.78.0.0/24");
+    let net = s.network("syn", SUBNET);
+    let peer = start_peer(&mut s, &net);
+    let app_img = images().app.clone();
+    // The image's defaults: `takeover --api 0.0.0.0:80`, then /opt/bin/entry. The API
+    // is published from the control network (the first one), the link is on the second.
+    let env_net = format!("SYNTHETIC_NETWORK={SUBNET}");
+    let env_spec = format!("SYNTHNET_SPEC={SPEC_40MS}");
+    let mut args = vec!["--network", &ctl, "-p", "127.0.0.1::80"];
+    args.extend_from_slice(&CAPS);
+    args.extend_from_slice(&["-e", &env_net, "-e", &env_spec, &app_img]);
+    let app = s.create("app", &args);
+    docker_ok(&["network", "connect", "--ip", APP_IP, &net, &app]);
+    docker_ok(&["start", &app]);
+    wait_log(&app, "] running ", Duration::from_secs(20));
+    let port: u16 = docker_ok(&["port", &app, "80/tcp"])
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("published port");
+    let t0 = Instant::now();
+    loop {
+        match http(port, "GET", "/healthz", None) {
+            Ok((200, _)) => break,
+            r => assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no /healthz on the published port {port}: {r:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ping = |label: &str| {
+        let _ = docker(&["exec", &peer, "ping", "-c", "3", "-i", "0.2", APP_IP]);
+        let out = docker_ok(&[
+            "exec", &peer, "ping", "-q", "-n", "-c", "30", "-i", "0.05", APP_IP,
+        ]);
+        let (received, avg) = ping_summary(&out);
+        println!("{label}: {received}/30 replies, avg {avg:.3} ms");
+        assert!(received >= 29, "{label}: {out}");
+        avg
+    };
+    let before = ping("40 ms each way (SYNTHNET_SPEC)");
+    assert!((79.5..90.0).contains(&before), "RTT {before} ms, want ~80");
+    let (status, body) = http(
+        port,
+        "PUT",
+        "/api/v1/spec",
+        Some(r#"{"ingress": {"latency": 100}, "egress": {"latency": 100}}"#),
+    )
+    .expect("PUT /api/v1/spec");
+    assert_eq!(status, 200, "PUT /api/v1/spec: {body}");
+    let after = ping("100 ms each way (PUT /api/v1/spec through the published port)");
+    assert!((199.5..210.0).contains(&after), "RTT {after} ms, want ~200");
+    let (status, body) = http(port, "GET", "/qos", None).expect("GET /qos");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"latency\":100"), "GET /qos: {body}");
+}
+
+/// `docker-compose` (Debian's v1) with the example's file and a unique project name.
+fn compose(project: &str, args: &[&str]) -> Output {
+    let file = repo().join("examples/docker/compose.yaml");
+    Command::new("docker-compose")
+        .arg("-p")
+        .arg(project)
+        .arg("-f")
+        .arg(&file)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker-compose (scripts/docker-setup installs it)")
+}
+
+/// Brings the compose project down on drop.
+struct Project(String);
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = compose(&self.0, &["down", "-t", "10"]);
+    }
+}
+
+#[test]
+#[ignore = "needs root and Docker, builds images for minutes: run by .ci/run's docker step (--ignored)"]
+fn root_docker_compose_example_impairs_one_of_two_containers() {
+    let _g = serial();
+    // Clears leftovers on the subnet; the project's own names come from compose.
+    let _s = Scene::new("compose");
+    // The example's images: built here with the host's network (the file's `build:`
+    // sections are for `docker compose up --build` elsewhere).
+    docker_ok(&["tag", &images().app, "synthnet-example-app"]);
+    docker_ok(&["tag", &images().tools, "synthnet-example-peer"]);
+    let p = Project(format!("sntest{}compose", std::process::id()));
+    let out = compose(&p.0, &["up", "-d", "--no-build"]);
+    assert!(
+        out.status.success(),
+        "docker-compose up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    loop {
+        let logs = compose(&p.0, &["logs", "impaired"]);
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        if text.contains("] running ") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "impaired never ran its application:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", "-T", "peer"];
+        a.extend_from_slice(args);
+        let o = compose(&p.0, &a);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    exec(&["ping", "-c", "3", "-i", "0.2", APP_IP]);
+    let (received, avg) = ping_summary(&exec(&[
+        "ping", "-q", "-n", "-c", "30", "-i", "0.05", APP_IP,
+    ]));
+    println!(
+        "compose example: peer → impaired {received}/30 replies, avg {avg:.3} ms (40 ms each way)"
+    );
+    assert!(
+        received >= 29 && (79.5..90.0).contains(&avg),
+        "RTT {avg} ms, {received}/30"
+    );
+    // The UI/API published from the control network answers.
+    let (status, body) = http(3000, "GET", "/qos", None).expect("GET http://127.0.0.1:3000/qos");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"latency\":40"), "{body}");
 }
