@@ -136,6 +136,17 @@ enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Talk to a running bridge's HTTP API (for scripts and CI).
+    Ctl {
+        /// The API's address (host:port); also from SYNTHNET_API.
+        #[arg(long, env = "SYNTHNET_API", default_value = "127.0.0.1:8080")]
+        api: String,
+        /// A file holding the API's bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Plugin authoring.
     Plugin {
         #[command(subcommand)]
@@ -207,6 +218,32 @@ impl ApiArgs {
 }
 
 #[derive(Subcommand)]
+enum CtlCommand {
+    /// Print the running spec (as written), its plan and generation.
+    Get,
+    /// Replace the spec with SPEC (a file; `-`: standard input).
+    Set { spec: String },
+    /// Merge a JSON merge patch (RFC 7396) into the spec as written.
+    Patch { json: String },
+    /// Would SPEC apply? (a dry run; a file or `-`)
+    Validate { spec: String },
+    /// Back to the spec the bridge started with.
+    Reset,
+    /// Every counter, per direction and stage.
+    Stats,
+    /// The busiest flows (5-tuples, after impairment).
+    Flows {
+        /// `ingress` or `egress`; left out: both.
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Follow the stats: one line a second.
+    Watch,
+}
+
+#[derive(Subcommand)]
 enum PluginCommand {
     /// Write a ready-to-build plugin crate that forwards every packet.
     New {
@@ -257,7 +294,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 flow_table <= 1 << 20,
                 "--flow-table: must be at most 1048576 flows, got {flow_table}"
             );
-            let api = api.open()?;
             let ctl = Control::new()?;
             ctl.install_reload_handler()?;
             let mut b = Bridge::new(
@@ -268,10 +304,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
                     ring_frames,
                     flow_table,
-                    publish: api.is_some(),
+                    publish: api.api != "off",
                 },
                 &ctl,
             )?;
+            // After the bridge claimed its interfaces (a second bridge on them is told
+            // so), before it runs.
+            let api = api.open()?;
             if let (Some(api), Some(board)) = (api, b.board()) {
                 synthnet::api::spawn(api, b.worker(), board)?;
             }
@@ -412,6 +451,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 command,
             })?;
             Ok(ExitCode::from(code))
+        }
+        Command::Ctl {
+            api,
+            token_file,
+            command,
+        } => {
+            use synthnet::commands::ctl::{self, Request};
+            let token = match token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--token-file {}", f.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let req = match command {
+                CtlCommand::Get => Request::Get,
+                CtlCommand::Set { spec } => Request::Set(spec),
+                CtlCommand::Patch { json } => Request::Patch(json),
+                CtlCommand::Validate { spec } => Request::Validate(spec),
+                CtlCommand::Reset => Request::Reset,
+                CtlCommand::Stats => Request::Stats,
+                CtlCommand::Flows { direction, top } => Request::Flows { direction, top },
+                CtlCommand::Watch => Request::Watch,
+            };
+            ctl::run(&ctl::Target { api, token }, req)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
             command: PluginCommand::New { name, dir },

@@ -5,13 +5,15 @@
 //! They run one at a time: latency accuracy on a 2-core machine does not survive a
 //! neighbouring flood.
 
+mod common;
+
+use common::bridge::BridgeProc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology};
 use synthnet_testkit::traffic;
@@ -35,93 +37,6 @@ fn pinned_topology(tag: &str) -> Topology {
     let t = topology(tag);
     t.pin_neighbours().expect("static neighbours");
     t
-}
-
-/// A `synthnet bridge` process in the middle namespace; killed on drop.
-struct BridgeProc {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl BridgeProc {
-    fn start(topo: &Topology, spec: &Path, extra: &[&str]) -> BridgeProc {
-        let mut child = topo
-            .middle()
-            .command(env!("CARGO_BIN_EXE_synthnet"))
-            .args(["bridge", "outer", "inner"])
-            .arg(spec)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start synthnet bridge");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
-        let b = BridgeProc { child, log };
-        b.wait_for("bridging", Duration::from_secs(30));
-        b
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
-        let t = Instant::now();
-        loop {
-            if let Some(l) = self.lines().iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "bridge never logged {needle:?}; log:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines().iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn signal(&self, sig: Signal) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal(Signal::SIGTERM);
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "bridge ignored SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BridgeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A spec file in a temporary directory that lives as long as the value.

@@ -118,8 +118,34 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"rate_bps": 100000, "overhead_bytes": 24}"#,
         ],
     ),
-    ("loss", &[r#"{"loss_ratio": 0.2}"#]),
+    (
+        "loss",
+        &[
+            r#"{"loss_ratio": 0.2}"#,
+            r#"{"loss_ratio": 0.2, "correlation_ratio": 0.5}"#,
+            r#"{"model": "gilbert_elliott", "p_ratio": 0.05, "r_ratio": 0.3, "bad_loss_ratio": 0.9, "good_loss_ratio": 0.01}"#,
+            r#"{"model": "four_state", "p13_ratio": 0.05, "p31_ratio": 0.4, "p32_ratio": 0.2, "p23_ratio": 0.1, "p14_ratio": 0.01}"#,
+        ],
+    ),
     ("corrupt", &[r#"{"ratio": 0.3}"#]),
+    (
+        "duplicate",
+        &[
+            r#"{"duplicate_ratio": 0.2}"#,
+            r#"{"duplicate_ratio": 0.2, "correlation_ratio": 0.5}"#,
+        ],
+    ),
+    (
+        "delay",
+        &[
+            r#"{"delay_ms": 5, "jitter_ms": 2}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "normal", "correlation_ratio": 0.3}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "pareto", "keep_order": true}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "paretonormal", "correlation_ratio": 0.6, "correlation": "ar1"}"#,
+            r#"{"delay_ms": 5, "jitter_ms": 1, "distribution": "table", "table_samples": [1, 2, 2, 3, 3, 3, 10]}"#,
+            r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_correlation_ratio": 0.5, "reorder_gap_packets": 5}"#,
+        ],
+    ),
 ];
 
 /// Every built-in the registry has (generated from the plugins' own metadata), native

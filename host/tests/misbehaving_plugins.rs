@@ -97,3 +97,77 @@ fn garbage_output_port() {
 fn garbage_offset_outside_the_region() {
     run("bad_offset", DropCause::BadVerdict);
 }
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(std::time::Duration::from)
+        .unwrap()
+}
+
+/// A call's deadline is CPU the plugin used, not time that passed: a valid plugin whose
+/// init needs ~0.3 s of CPU, run on a CPU shared with four busy threads (so it takes
+/// ~1.5 s of wall time, past the 1 s setup deadline), still starts. Without CPU
+/// accounting this failed with "ran past its CPU deadline" on any loaded machine.
+#[test]
+fn a_valid_plugin_on_a_crowded_cpu_is_not_cut_off() {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    // Measure the init's speed alone: rounds per CPU millisecond (the module compiled
+    // first, outside the measurement).
+    let probe = 20_000_000u64;
+    let factory = testbed(&format!(r#"{{"mode": "pass", "init_spin": {probe}}}"#));
+    let t0 = thread_cpu();
+    factory.instantiate(1).expect("a short init starts");
+    let per_ms = probe as f64 / (thread_cpu() - t0).as_secs_f64() / 1e3;
+    let rounds = (per_ms * 300.0) as u64;
+    // Everything on one CPU: this thread and four spinners.
+    let mut one = CpuSet::new();
+    one.set(0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    let (wall, cpu) = (Instant::now(), thread_cpu());
+    let r = testbed(&format!(r#"{{"mode": "pass", "init_spin": {rounds}}}"#)).instantiate(2);
+    let (wall, cpu) = (wall.elapsed(), thread_cpu() - cpu);
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert!(
+        wall > Duration::from_millis(1000),
+        "the CPU was not crowded enough to test anything: {wall:?} of wall time for {cpu:?} of CPU"
+    );
+    if let Err(e) = r {
+        panic!("a valid init ({cpu:?} of CPU, {wall:?} of wall time) was cut off: {e}");
+    }
+    // A plugin that never stops is still cut off after its budget of CPU (the loop
+    // tests above), and so is an init that needs more than the budget.
+    let t0 = thread_cpu();
+    let e = testbed(&format!(
+        r#"{{"mode": "pass", "init_spin": {}}}"#,
+        (per_ms * 3000.0) as u64
+    ))
+    .instantiate(3)
+    .err()
+    .expect("an init needing 3 s of CPU is cut off at 1 s");
+    let used = thread_cpu() - t0;
+    assert!(
+        used < Duration::from_millis(1500),
+        "cut off only after {used:?} of CPU"
+    );
+    assert!(e.to_string().contains("CPU deadline"), "{e}");
+}

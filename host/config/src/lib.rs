@@ -7,6 +7,8 @@
 //!   form), validated into a [`plan::Plan`] with typed units, typed stage identities
 //!   ([`plan::StageId`]) and resolved plugins; only a plan reaches the engine. Also the
 //!   `synthnet check` description.
+//! - [`netem`]: tc-netem(8)'s option grammar, expanded into built-in plugins (a native
+//!   chain entry `{"netem": "delay 100ms 10ms loss 1%"}`).
 //! - [`apply`]: the one path every change takes, startup included: [`apply::prepare`]
 //!   off the packet thread, [`apply::Network::commit`] on it, a typed
 //!   [`apply::Report`] at the end.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod netem;
 pub mod plan;
 
 pub use apply::{

@@ -112,16 +112,19 @@ struct CompatFlows {
     flows: Vec<CompatFlow>,
 }
 
-/// One plugin of a native chain.
+/// One entry of a native chain: a plugin with its config, or a netem line.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 struct NativeStage {
-    /// A built-in name (`latency`, `jitter`, `rate`, `loss`, `corrupt`) or a path to a
-    /// `.wasm` file (relative to the spec's directory).
-    plugin: String,
+    /// A built-in name (`latency`, `delay`, `jitter`, `rate`, `loss`, `duplicate`,
+    /// `corrupt`) or a path to a `.wasm` file (relative to the spec's directory).
+    plugin: Option<String>,
     #[serde(default)]
     config: Value,
-    /// App name; defaults to the plugin's name.
+    /// tc-netem(8) options, expanded into built-ins ([`crate::netem`]).
+    netem: Option<String>,
+    /// App name; defaults to the plugin's name (for a netem line: the prefix of its
+    /// stages' names, default `netem`).
     name: Option<String>,
 }
 
@@ -626,72 +629,120 @@ fn parse_prefix(s: &str, at: &str) -> Result<Prefix, SpecError> {
     Ok(Prefix { addr, len })
 }
 
-fn native_chain(stages: &[NativeStage], at: &str, base: &Path) -> Result<Vec<Stage>, SpecError> {
+fn native_chain(
+    stages: &[NativeStage],
+    at: &str,
+    base: &Path,
+    seed: &mut Option<u64>,
+) -> Result<Vec<Stage>, SpecError> {
     let mut names = std::collections::HashSet::new();
-    stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let here = format!("{at}[{i}]");
-            let plugin = if registry::wasm(&s.plugin).is_some() {
-                PluginRef::Builtin(s.plugin.clone())
-            } else if s.plugin.ends_with(".wasm") {
-                let p = Path::new(&s.plugin);
-                PluginRef::File(if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    base.join(p)
-                })
-            } else {
-                let known: Vec<&str> = registry::names().collect();
-                return Err(err(
-                    format!("{here}.plugin"),
-                    format!(
-                        "{:?} is neither a built-in ({}) nor a .wasm path",
-                        s.plugin,
-                        known.join(", ")
-                    ),
-                ));
-            };
-            if !(s.config.is_object() || s.config.is_null()) {
-                return Err(err(format!("{here}.config"), "must be a JSON object"));
+    let mut out = Vec::new();
+    for (i, s) in stages.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        let expanded = match (&s.plugin, &s.netem) {
+            (Some(_), Some(_)) => {
+                return Err(err(here, "give either \"plugin\" or \"netem\", not both"))
             }
-            let name = match (&s.name, &plugin) {
-                (Some(n), _) => {
-                    check_name(n, &format!("{here}.name"))?;
-                    n.clone()
+            (None, None) => return Err(err(here, "needs a \"plugin\" (or a \"netem\" line)")),
+            (Some(plugin), None) => vec![native_stage(s, plugin, &here, base)?],
+            (None, Some(line)) => {
+                if !s.config.is_null() {
+                    return Err(err(
+                        format!("{here}.config"),
+                        "a netem line takes no config: its options are in the line",
+                    ));
                 }
-                (None, PluginRef::Builtin(n)) => n.clone(),
-                // A file's stem, made a valid name (`my-plugin.v2.wasm` → `my-plugin_v2`).
-                (None, PluginRef::File(p)) => p
-                    .file_stem()
-                    .map(|s| {
-                        s.to_string_lossy()
-                            .chars()
-                            .map(|c| if is_name_char(c) { c } else { '_' })
-                            .collect()
-                    })
-                    .filter(|n: &String| !n.is_empty())
-                    .unwrap_or_else(|| "plugin".into()),
-            };
-            if !names.insert(name.clone()) {
+                let prefix = s.name.as_deref().unwrap_or("netem");
+                check_name(prefix, &format!("{here}.name"))?;
+                let (stages, line_seed) =
+                    crate::netem::expand(line, prefix, &format!("{here}.netem"))?;
+                if let Some(v) = line_seed {
+                    match seed {
+                        Some(s) if *s != v => {
+                            return Err(err(
+                                format!("{here}.netem"),
+                                format!("seed {v} differs from the spec's seed {s}"),
+                            ))
+                        }
+                        _ => *seed = Some(v),
+                    }
+                }
+                stages
+            }
+        };
+        for st in expanded {
+            if !names.insert(st.name.clone()) {
                 return Err(err(
                     format!("{here}.name"),
-                    format!("{name:?} is used twice in this chain: give one a \"name\""),
+                    format!(
+                        "{:?} is used twice in this chain: give one a \"name\"",
+                        st.name
+                    ),
                 ));
             }
-            let config = if s.config.is_null() {
-                json!({})
-            } else {
-                s.config.clone()
-            };
-            Ok(Stage {
-                name,
-                plugin,
-                config,
-            })
+            out.push(st);
+        }
+    }
+    Ok(out)
+}
+
+/// One plugin entry of a native chain, resolved.
+fn native_stage(
+    s: &NativeStage,
+    plugin: &str,
+    here: &str,
+    base: &Path,
+) -> Result<Stage, SpecError> {
+    let resolved = if registry::wasm(plugin).is_some() {
+        PluginRef::Builtin(plugin.to_string())
+    } else if plugin.ends_with(".wasm") {
+        let p = Path::new(plugin);
+        PluginRef::File(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
         })
-        .collect()
+    } else {
+        let known: Vec<&str> = registry::names().collect();
+        return Err(err(
+            format!("{here}.plugin"),
+            format!(
+                "{plugin:?} is neither a built-in ({}) nor a .wasm path",
+                known.join(", ")
+            ),
+        ));
+    };
+    if !(s.config.is_object() || s.config.is_null()) {
+        return Err(err(format!("{here}.config"), "must be a JSON object"));
+    }
+    let name = match (&s.name, &resolved) {
+        (Some(n), _) => {
+            check_name(n, &format!("{here}.name"))?;
+            n.clone()
+        }
+        (None, PluginRef::Builtin(n)) => n.clone(),
+        // A file's stem, made a valid name (`my-plugin.v2.wasm` → `my-plugin_v2`).
+        (None, PluginRef::File(p)) => p
+            .file_stem()
+            .map(|s| {
+                s.to_string_lossy()
+                    .chars()
+                    .map(|c| if is_name_char(c) { c } else { '_' })
+                    .collect()
+            })
+            .filter(|n: &String| !n.is_empty())
+            .unwrap_or_else(|| "plugin".into()),
+    };
+    let config = if s.config.is_null() {
+        json!({})
+    } else {
+        s.config.clone()
+    };
+    Ok(Stage {
+        name,
+        plugin: resolved,
+        config,
+    })
 }
 
 fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
@@ -710,12 +761,14 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
     in_range("pool_large_packets", l.pool_large_packets, 16, 65_536)?;
     in_range("hold_packets", l.hold_packets, 1, 1 << 24)?;
     in_range("plugin_memory_mib", l.plugin_memory_mib, 1, 4096)?;
+    // A netem line's `seed` is the spec's seed (when the spec gives none).
+    let mut seed = (spec.seed != 0).then_some(spec.seed);
     let mut ingress = DirectionPlan {
-        default: native_chain(&spec.ingress, "ingress", base)?,
+        default: native_chain(&spec.ingress, "ingress", base, &mut seed)?,
         flows: vec![],
     };
     let mut egress = DirectionPlan {
-        default: native_chain(&spec.egress, "egress", base)?,
+        default: native_chain(&spec.egress, "egress", base, &mut seed)?,
         flows: vec![],
     };
     let mut labels = std::collections::HashSet::new();
@@ -773,17 +826,17 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
         ingress.flows.push(FlowPlan {
             label: f.label.clone(),
             matcher: matcher.clone(),
-            chain: native_chain(&f.ingress, &format!("{at}.ingress"), base)?,
+            chain: native_chain(&f.ingress, &format!("{at}.ingress"), base, &mut seed)?,
         });
         egress.flows.push(FlowPlan {
             label: f.label.clone(),
             matcher,
-            chain: native_chain(&f.egress, &format!("{at}.egress"), base)?,
+            chain: native_chain(&f.egress, &format!("{at}.egress"), base, &mut seed)?,
         });
     }
     Ok(Plan {
         shape: Shape::Native,
-        seed: spec.seed,
+        seed: seed.unwrap_or(spec.seed),
         limits: spec.limits,
         ingress,
         egress,
@@ -888,6 +941,7 @@ fn unit_of(field: &str) -> &'static str {
         Some("bps") => " bit/s",
         Some("bytes") => " B",
         Some("ratio") => " (ratio)",
+        Some("packets") => " packets",
         _ if field == "strength" => " (ratio)",
         _ => "",
     }
@@ -1008,5 +1062,50 @@ mod tests {
     #[test]
     fn default_spec_is_valid() {
         p(DEFAULT_SPEC).unwrap();
+    }
+
+    #[test]
+    fn netem_lines_expand_in_native_chains() {
+        let plan = p(r#"{"ingress": [{"netem": "delay 10ms loss 1% seed 7"},
+                                      {"plugin": "latency", "config": {"delay_ms": 1}}]}"#)
+        .unwrap();
+        let names: Vec<&str> = plan
+            .ingress
+            .default
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["netem-loss", "netem-delay", "latency"]);
+        assert_eq!(plan.seed, 7);
+        for (text, field) in [
+            (
+                r#"{"ingress": [{"netem": "delay 1ms", "plugin": "latency"}]}"#,
+                "ingress[0]",
+            ),
+            (
+                r#"{"ingress": [{"netem": "delay 1ms", "config": {"x": 1}}]}"#,
+                "ingress[0].config",
+            ),
+            (
+                r#"{"ingress": [{"netem": "delay 1ms"}, {"netem": "delay 2ms"}]}"#,
+                "ingress[1].name",
+            ),
+            (
+                r#"{"seed": 3, "ingress": [{"netem": "delay 1ms seed 4"}]}"#,
+                "ingress[0].netem",
+            ),
+            (
+                r#"{"egress": [{"netem": "delay 1ms bogus 3"}]}"#,
+                "egress[0].netem",
+            ),
+            (r#"{"ingress": [{"config": {}}]}"#, "ingress[0]"),
+        ] {
+            assert_eq!(p(text).unwrap_err().field, field, "{text}");
+        }
+        // Two netem lines in one chain: named apart.
+        let plan =
+            p(r#"{"ingress": [{"netem": "delay 1ms"}, {"netem": "delay 2ms", "name": "lossy"}]}"#)
+                .unwrap();
+        assert_eq!(plan.ingress.default[1].name, "lossy-delay");
     }
 }

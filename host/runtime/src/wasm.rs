@@ -3,9 +3,14 @@
 //! in the instance (so a swapped instance can never be called through an old handle).
 //!
 //! Every instance is bounded: linear memory by a `StoreLimits` cap (growing past it
-//! traps), CPU by an epoch deadline per call (a ticker thread advances the epoch every
-//! [`TICK`]; a call gets [`DEADLINE_TICKS`] ticks). A trap of any kind is an error value
-//! here, never a host crash.
+//! traps), CPU by a budget per call ([`DEADLINE_TICKS`] ticks of [`TICK`] for a batch,
+//! [`SETUP_DEADLINE_TICKS`] for the other calls). A ticker thread advances wasmtime's
+//! epoch every tick; when a call reaches its deadline, the CPU time its thread has
+//! used since the call began is checked: past the budget, the call is interrupted;
+//! short of it (the machine did not run the thread — a loaded host, a noisy VM), it
+//! goes on, checked again a tick later. So a looping plugin is cut off after its
+//! budget of CPU, and a valid one is never cut off for time it did not get. A trap of
+//! any kind is an error value here, never a host crash.
 
 use crate::instance::{fingerprint, Factory, Instance, PluginError};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 use synthnet_sdk::abi::{self, Layout};
 use wasmtime::{
     Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
 };
 
 /// Epoch tick period.
@@ -225,6 +230,9 @@ impl WasmModule {
 
 struct HostState {
     limits: StoreLimits,
+    /// This thread's CPU time when the running call began, and the call's budget.
+    call_cpu_start: Duration,
+    call_budget: Duration,
     name: Arc<str>,
     log_window: Instant,
     log_lines: u32,
@@ -265,6 +273,21 @@ fn host_log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) {
         _ => log::Level::Debug,
     };
     log::log!(target: "plugin", lvl, "{}: {}", st.name, msg);
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Give the next call `ticks` ticks of CPU, counted from now.
+fn arm(store: &mut Store<HostState>, ticks: u64) {
+    let s = store.data_mut();
+    s.call_cpu_start = thread_cpu();
+    s.call_budget = TICK * ticks as u32;
+    store.set_epoch_deadline(ticks);
 }
 
 /// Why a batch call failed, in words a user can act on.
@@ -390,6 +413,8 @@ impl WasmInstance {
             .build();
         let state = HostState {
             limits,
+            call_cpu_start: Duration::ZERO,
+            call_budget: Duration::ZERO,
             name: module.name.as_str().into(),
             log_window: Instant::now(),
             log_lines: 0,
@@ -399,8 +424,17 @@ impl WasmInstance {
         let _call = ticker.enter();
         let mut store = Store::new(&module.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        store.epoch_deadline_callback(|ctx| {
+            let s = ctx.data();
+            Ok(
+                if thread_cpu().saturating_sub(s.call_cpu_start) >= s.call_budget {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Continue(1)
+                },
+            )
+        });
+        arm(&mut store, SETUP_DEADLINE_TICKS);
         let instance = module.pre.instantiate(&mut store).map_err(describe_setup)?;
         let memory = instance
             .get_memory(&mut store, "memory")
@@ -429,7 +463,7 @@ impl WasmInstance {
         memory
             .write(&mut store, ptr as usize, config)
             .map_err(|_| "config buffer lies outside memory")?;
-        store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        arm(&mut store, SETUP_DEADLINE_TICKS);
         let hdr = init
             .call(&mut store, (ptr, len, seed))
             .map_err(describe_setup)?;
@@ -464,7 +498,7 @@ impl Instance for WasmInstance {
     #[inline]
     fn process(&mut self, n: u32, now_ns: u64) -> Result<u32, String> {
         let _call = self.ticker.enter();
-        self.store.set_epoch_deadline(DEADLINE_TICKS);
+        arm(&mut self.store, DEADLINE_TICKS);
         self.process
             .call(&mut self.store, (n, now_ns))
             .map_err(describe)
@@ -474,7 +508,7 @@ impl Instance for WasmInstance {
             return Ok(Vec::new());
         };
         let _call = self.ticker.enter();
-        self.store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        arm(&mut self.store, SETUP_DEADLINE_TICKS);
         let ptr = f.call(&mut self.store, ()).map_err(describe_setup)?;
         read_blob(self.memory.data(&self.store), ptr)
             .ok_or_else(|| "snapshot lies outside memory".into())
@@ -484,7 +518,7 @@ impl Instance for WasmInstance {
             return Ok(());
         };
         let _call = self.ticker.enter();
-        self.store.set_epoch_deadline(SETUP_DEADLINE_TICKS);
+        arm(&mut self.store, SETUP_DEADLINE_TICKS);
         let len = u32::try_from(state.len()).map_err(|_| "state too large")?;
         let ptr = self
             .alloc

@@ -44,7 +44,7 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
     error_response(status, msg, None)
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

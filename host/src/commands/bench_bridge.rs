@@ -36,8 +36,13 @@ const SINK_MAC: &str = "02:00:5e:77:00:02";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Path {
-    /// synthnet with no plugins.
+    /// synthnet with no plugins, as it runs by default: the API on (and watched: a UI's
+    /// stats stream open, `/metrics` scraped every 100 ms) and flows counted.
     SynthnetEmpty,
+    /// The same without per-flow accounting (`--flow-table 0`).
+    SynthnetNoFlows,
+    /// The same with the API off (`--api off --flow-table 0`): nothing published.
+    SynthnetApiOff,
     /// synthnet with the four QoS plugins.
     SynthnetQos,
     KernelBridge,
@@ -48,6 +53,8 @@ impl Path {
     fn label(self) -> &'static str {
         match self {
             Path::SynthnetEmpty => "synthnet, no plugins",
+            Path::SynthnetNoFlows => "  …, no flow table",
+            Path::SynthnetApiOff => "  …, API off",
             Path::SynthnetQos => "synthnet, 4 QoS plugins",
             Path::KernelBridge => "kernel veth+bridge",
             Path::KernelVeth => "kernel veth",
@@ -66,10 +73,88 @@ pub struct Row {
     pub cpu: Option<f64>,
 }
 
-/// The synthnet process of a path, killed on drop.
+/// The synthnet process of a path, killed on drop (and what watches its API).
 struct Forwarder {
     child: Child,
     _spec: tempfile_path::TempSpec,
+    _watch: Option<Watcher>,
+}
+
+/// What a user with the web UI open and a Prometheus scraping every 100 ms does to the
+/// API: the stats stream followed, stats and flows read every second, `/metrics` every
+/// 100 ms. Stops on drop.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(ns: &str) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let api = "http://127.0.0.1:8080";
+        let poll =
+            |ns: String, stop: Arc<AtomicBool>, paths: &'static [&'static str], every: Duration| {
+                std::thread::spawn(move || {
+                    if netns::enter(&ns).is_err() {
+                        return;
+                    }
+                    let agent = ureq::Agent::new_with_defaults();
+                    while !stop.load(Ordering::Relaxed) {
+                        for p in paths {
+                            if let Ok(mut r) = agent.get(format!("{api}{p}")).call() {
+                                let _ = r.body_mut().read_to_vec();
+                            }
+                        }
+                        std::thread::sleep(every);
+                    }
+                })
+            };
+        let stream = {
+            let (ns, stop) = (ns.to_string(), stop.clone());
+            std::thread::spawn(move || {
+                if netns::enter(&ns).is_err() {
+                    return;
+                }
+                let agent = ureq::Agent::new_with_defaults();
+                if let Ok(mut r) = agent.get(format!("{api}/api/v1/stats/stream")).call() {
+                    let mut body = r.body_mut().as_reader();
+                    let mut buf = [0u8; 4096];
+                    while !stop.load(Ordering::Relaxed) {
+                        if matches!(std::io::Read::read(&mut body, &mut buf), Ok(0) | Err(_)) {
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        let threads = vec![
+            stream,
+            poll(
+                ns.into(),
+                stop.clone(),
+                &["/metrics"],
+                Duration::from_millis(100),
+            ),
+            poll(
+                ns.into(),
+                stop.clone(),
+                &["/api/v1/stats", "/api/v1/flows?top=20", "/qos"],
+                Duration::from_secs(1),
+            ),
+        ];
+        Watcher { stop, threads }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The stream thread ends at its next event (within a second); the pollers at
+        // their next turn.
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 mod tempfile_path {
@@ -119,6 +204,7 @@ fn start_synthnet(
     spec: &str,
     exe: &std::path::Path,
     pin: bool,
+    extra: &[&str],
 ) -> Result<Forwarder> {
     let path = std::env::temp_dir().join(format!("{}.json", netns::unique("bench")));
     std::fs::write(&path, spec)?;
@@ -131,13 +217,18 @@ fn start_synthnet(
         .args(["bridge", "outer", "inner"])
         .arg(&spec.0)
         .args(["--stats", "0", "--ring-frames", "8192"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .context("start synthnet bridge (is util-linux's taskset installed?)")?;
     // Wait until its rings are open: the first ping through gets an answer.
-    let f = Forwarder { child, _spec: spec };
+    let mut f = Forwarder {
+        child,
+        _spec: spec,
+        _watch: None,
+    };
     let t = Instant::now();
     loop {
         let ok = topo
@@ -148,6 +239,9 @@ fn start_synthnet(
             .status()?
             .success();
         if ok {
+            if !extra.contains(&"off") {
+                f._watch = Some(Watcher::start(&topo.middle().name));
+            }
             return Ok(f);
         }
         if t.elapsed() > Duration::from_secs(30) {
@@ -160,7 +254,10 @@ fn topology_for(path: Path) -> Result<Topology> {
     let t = Topology::create(
         "bench",
         match path {
-            Path::SynthnetEmpty | Path::SynthnetQos => Middle::Synthnet,
+            Path::SynthnetEmpty
+            | Path::SynthnetNoFlows
+            | Path::SynthnetApiOff
+            | Path::SynthnetQos => Middle::Synthnet,
             Path::KernelBridge => Middle::KernelBridge,
             Path::KernelVeth => Middle::Direct,
         },
@@ -176,8 +273,22 @@ fn forwarder(
     pin: bool,
 ) -> Result<Option<Forwarder>> {
     Ok(match path {
-        Path::SynthnetEmpty => Some(start_synthnet(topo, EMPTY_SPEC, exe, pin)?),
-        Path::SynthnetQos => Some(start_synthnet(topo, QOS_SPEC, exe, pin)?),
+        Path::SynthnetEmpty => Some(start_synthnet(topo, EMPTY_SPEC, exe, pin, &[])?),
+        Path::SynthnetNoFlows => Some(start_synthnet(
+            topo,
+            EMPTY_SPEC,
+            exe,
+            pin,
+            &["--flow-table", "0"],
+        )?),
+        Path::SynthnetApiOff => Some(start_synthnet(
+            topo,
+            EMPTY_SPEC,
+            exe,
+            pin,
+            &["--api", "off", "--flow-table", "0"],
+        )?),
+        Path::SynthnetQos => Some(start_synthnet(topo, QOS_SPEC, exe, pin, &[])?),
         _ => None,
     })
 }
@@ -204,6 +315,8 @@ pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
     };
     let all = [
         Path::SynthnetEmpty,
+        Path::SynthnetNoFlows,
+        Path::SynthnetApiOff,
         Path::SynthnetQos,
         Path::KernelBridge,
         Path::KernelVeth,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_bridge;
 pub mod check;
+pub mod ctl;
 pub mod demo;
 pub mod replay;
 pub mod scaffold;

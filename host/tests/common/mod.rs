@@ -2,6 +2,9 @@
 //! wasm or native, and run them on a virtual clock.
 #![allow(dead_code)]
 
+pub mod bridge;
+pub mod http;
+
 use std::sync::{Arc, OnceLock};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::{AppId, Engine, PacketPool};

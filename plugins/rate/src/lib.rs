@@ -8,6 +8,11 @@
 //! seconds; up to `burst_bytes` may leave back to back after an idle period (the bucket),
 //! then departures are spaced exactly at the rate. Time is integer nanoseconds with the
 //! division remainder carried, so long-run throughput is exact.
+//!
+//! netem's link-layer accounting: `overhead_bytes` is added to every frame (negative
+//! strips bytes), and with `cell_bytes` the result is rounded up to whole cells, each
+//! charged `cell_bytes + cell_overhead_bytes` (ATM: 48 and 5, so a 50-byte packet
+//! takes two cells, 106 bytes on the wire).
 
 use serde::Deserialize;
 use synthnet_sdk::{export_plugin, Batch, Plugin};
@@ -24,6 +29,10 @@ pub struct Config {
     /// Bytes added to every frame's length when charging (e.g. 24 for preamble, SFD,
     /// FCS and inter-frame gap on Ethernet). May be negative to strip headers.
     pub overhead_bytes: i64,
+    /// Cell payload size (0: no cells).
+    pub cell_bytes: u32,
+    /// Bytes added per cell (may be negative).
+    pub cell_overhead_bytes: i32,
 }
 
 impl Default for Config {
@@ -33,6 +42,8 @@ impl Default for Config {
             burst_bytes: 1514,
             queue_bytes: 256 * 1024,
             overhead_bytes: 0,
+            cell_bytes: 0,
+            cell_overhead_bytes: 0,
         }
     }
 }
@@ -42,6 +53,8 @@ const NS_PER_S: u64 = 1_000_000_000;
 pub struct Rate {
     rate_bps: u64,
     overhead: i64,
+    cell: u64,
+    cell_overhead: i64,
     /// Bucket depth as time, ns: how far ahead of a packet's arrival the theoretical
     /// time may run while the packet still leaves at once.
     tau_ns: u64,
@@ -62,6 +75,18 @@ pub struct Rate {
 const MAX_CHARGED: u64 = 70_000;
 
 impl Rate {
+    /// The bytes a frame of `len` costs: plus overhead, in whole cells when cells are
+    /// configured.
+    #[inline]
+    fn charged(&self, len: u32) -> u64 {
+        let bytes = (len as i64 + self.overhead).max(0) as u64;
+        if self.cell == 0 {
+            return bytes;
+        }
+        let cells = bytes.div_ceil(self.cell);
+        (cells as i64 * (self.cell as i64 + self.cell_overhead)).max(0) as u64
+    }
+
     /// Time to send `bytes`, as (whole ns, fraction in 1/`denom` ns). A 64-bit division
     /// per packet cost as much as the rest of the plugin, so the common case multiplies.
     #[inline]
@@ -108,9 +133,28 @@ impl Plugin for Rate {
                 c.overhead_bytes
             ));
         }
+        if c.cell_bytes > 65_535 {
+            return Err(format!(
+                "cell_bytes: must be at most 65535, got {}",
+                c.cell_bytes
+            ));
+        }
+        if c.cell_overhead_bytes.unsigned_abs() > 1024
+            || c.cell_bytes as i64 + c.cell_overhead_bytes as i64 <= 0 && c.cell_bytes > 0
+        {
+            return Err(format!(
+                "cell_overhead_bytes: must be within ±1024 and leave a cell more than 0 bytes, got {}",
+                c.cell_overhead_bytes
+            ));
+        }
+        if c.cell_bytes == 0 && c.cell_overhead_bytes != 0 {
+            return Err("cell_overhead_bytes: needs cell_bytes".into());
+        }
         let mut r = Rate {
             rate_bps: c.rate_bps,
             overhead: c.overhead_bytes,
+            cell: c.cell_bytes as u64,
+            cell_overhead: c.cell_overhead_bytes as i64,
             tau_ns: 0,
             limit_ns: 0,
             tat_ns: 0,
@@ -145,7 +189,7 @@ impl Plugin for Rate {
         let (mut drops, mut delayed) = (0, 0);
         for i in 0..batch.len() {
             let t = batch.arrival_ns(i);
-            let bytes = (batch.wire_len(i) as i64 + self.overhead).max(0) as u64;
+            let bytes = self.charged(batch.wire_len(i));
             let (c, rem) = self.cost(bytes);
             // After this packet the theoretical time advances by its cost; it may leave
             // as soon as that is no more than one bucket (tau) ahead: exactly when a
@@ -226,5 +270,28 @@ mod tests {
         let h = Harness::<Rate>::new(cfg, 1).unwrap();
         assert_eq!(h.plugin().limit_ns, 100_000_000);
         assert_eq!(h.plugin().tau_ns, 1_000_000);
+    }
+
+    #[test]
+    fn cells_round_up_as_atm() {
+        let cfg = r#"{"rate_bps": 8000, "cell_bytes": 48, "cell_overhead_bytes": 5}"#;
+        let r = Rate::new(serde_json::from_str(cfg).unwrap(), 0).unwrap();
+        // netem's man page: a 50-byte packet takes two cells, 106 bytes on the wire.
+        assert_eq!(r.charged(50), 106);
+        assert_eq!(r.charged(48), 53);
+        assert_eq!(r.charged(0), 0);
+        let with_overhead = r#"{"rate_bps": 8000, "overhead_bytes": 20, "cell_bytes": 100, "cell_overhead_bytes": 5}"#;
+        let r = Rate::new(serde_json::from_str(with_overhead).unwrap(), 0).unwrap();
+        assert_eq!(r.charged(60), 105);
+        assert_eq!(r.charged(81), 210);
+        for bad in [
+            r#"{"cell_overhead_bytes": 5}"#,
+            r#"{"cell_bytes": 10, "cell_overhead_bytes": -10}"#,
+        ] {
+            let e = Rate::new(serde_json::from_str(bad).unwrap(), 0)
+                .err()
+                .unwrap();
+            assert!(e.contains("cell_overhead_bytes"), "{e}");
+        }
     }
 }

@@ -1,0 +1,614 @@
+//! netem's words: a chain entry `{"netem": "delay 100ms 10ms 25% distribution normal
+//! loss gemodel 1% 10% 70% 0.1% rate 10mbit"}` in tc-netem(8)'s grammar, expanded into
+//! the built-in plugins that do the same.
+//!
+//! ```text
+//! [limit PACKETS] [delay TIME [JITTER [CORRELATION]] [distribution uniform|normal|pareto|paretonormal]]
+//! [loss [random] PERCENT [CORRELATION] | loss state P13 [P31 [P32 [P23 [P14]]]]
+//!       | loss gemodel P [R [1-H [1-K]]]] [corrupt PERCENT [CORRELATION]]
+//! [duplicate PERCENT [CORRELATION]] [reorder PERCENT [CORRELATION] [gap DISTANCE]]
+//! [rate RATE [PACKETOVERHEAD [CELLSIZE [CELLOVERHEAD]]]] [seed VALUE]
+//! ```
+//!
+//! Units as tc reads them: times `s`, `ms`, `us`, `ns` (a bare number is µs); percents
+//! with or without `%` (a bare number is a percent too); rates `bit`, `kbit`, `mbit`,
+//! `gbit`, `tbit`, their `ibit` (×1024) forms and `bps`, `kbps`, … in bytes (a bare
+//! number is bits/s). The expansion, in the order a packet meets it:
+//! `duplicate` → `loss` → `corrupt` → `delay` (with reorder and limit) → `rate`.
+//!
+//! Deliberate differences from the kernel, each also in `specs/README.md`:
+//! - the chain is the plugins one after another, so a duplicate meets loss on its own
+//!   (in netem one loss event removes one of the two copies), and `rate` queues after
+//!   the delay instead of adding its serialisation time to it;
+//! - `limit` (default 1000, as tc sets it) bounds the packets waiting in the delay
+//!   stage; the rate stage's queue is bounded to `limit` full-size frames in bytes;
+//! - correlation picks table entries by the correlated value, not its low bits (see
+//!   the `delay` plugin), and `seed` seeds what netem leaves unseeded too.
+//!
+//! Not built yet, refused naming the word: `slot` (bursty MACs), `ecn`, `loss … ecn`.
+
+use crate::plan::{SpecError, Stage};
+use serde_json::{json, Map, Value};
+use synthnet_runtime::PluginRef;
+
+fn err(at: &str, msg: impl Into<String>) -> SpecError {
+    SpecError {
+        field: at.to_string(),
+        reason: msg.into(),
+    }
+}
+
+/// A netem time in ms.
+fn time_ms(at: &str, what: &str, s: &str) -> Result<f64, SpecError> {
+    let (num, unit) = split_unit(s);
+    let v: f64 = num.parse().map_err(|_| {
+        err(
+            at,
+            format!("{what}: {s:?} is not a time (e.g. 100ms, 10us, 1s)"),
+        )
+    })?;
+    let scale = match unit {
+        "s" | "sec" | "secs" => 1e3,
+        "ms" | "msec" | "msecs" => 1.0,
+        "" | "us" | "usec" | "usecs" => 1e-3,
+        "ns" | "nsec" | "nsecs" => 1e-6,
+        _ => return Err(err(at, format!("{what}: unknown time unit in {s:?}"))),
+    };
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(err(at, format!("{what}: must be a time ≥ 0, got {s:?}")));
+    }
+    Ok(v * scale)
+}
+
+/// A netem percent as a ratio 0..=1.
+fn percent(at: &str, what: &str, s: &str) -> Result<f64, SpecError> {
+    let num = s.strip_suffix('%').unwrap_or(s);
+    let v: f64 = num.parse().map_err(|_| {
+        err(
+            at,
+            format!("{what}: {s:?} is not a percentage (e.g. 1%, 0.5%)"),
+        )
+    })?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(err(
+            at,
+            format!("{what}: must be within 0%..=100%, got {s:?}"),
+        ));
+    }
+    Ok(v / 100.0)
+}
+
+/// A tc rate in bits/s.
+fn rate_bps(at: &str, s: &str) -> Result<u64, SpecError> {
+    let (num, unit) = split_unit(s);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| err(at, format!("rate: {s:?} is not a rate (e.g. 10mbit)")))?;
+    let lower = unit.to_ascii_lowercase();
+    let scale = match lower.as_str() {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "tbit" => 1e12,
+        "kibit" => 1024.0,
+        "mibit" => 1024.0 * 1024.0,
+        "gibit" => 1024.0 * 1024.0 * 1024.0,
+        "tibit" => 1024.0f64.powi(4),
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        "tbps" => 8e12,
+        "kibps" => 8.0 * 1024.0,
+        "mibps" => 8.0 * 1024.0 * 1024.0,
+        "gibps" => 8.0 * 1024.0f64.powi(3),
+        "tibps" => 8.0 * 1024.0f64.powi(4),
+        _ => return Err(err(at, format!("rate: unknown rate unit in {s:?}"))),
+    };
+    let bps = v * scale;
+    if !(8.0..=1e13).contains(&bps) {
+        return Err(err(
+            at,
+            format!("rate: must be within 8 bit/s and 10 Tbit/s, got {s:?}"),
+        ));
+    }
+    Ok(bps.round() as u64)
+}
+
+/// A number and the unit after it (`"10ms"` → `("10", "ms")`).
+fn split_unit(s: &str) -> (&str, &str) {
+    let i = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(s.len());
+    s.split_at(i)
+}
+
+fn integer<T: std::str::FromStr>(at: &str, what: &str, s: &str) -> Result<T, SpecError> {
+    s.parse()
+        .map_err(|_| err(at, format!("{what}: {s:?} is not a whole number")))
+}
+
+/// The words netem options start with.
+const KEYWORDS: &[&str] = &[
+    "limit",
+    "delay",
+    "latency",
+    "distribution",
+    "loss",
+    "drop",
+    "corrupt",
+    "duplicate",
+    "reorder",
+    "gap",
+    "rate",
+    "slot",
+    "ecn",
+    "seed",
+];
+
+/// What a netem line asks for.
+#[derive(Debug, Default)]
+struct Netem {
+    limit: Option<u32>,
+    delay: Option<Map<String, Value>>,
+    loss: Option<Map<String, Value>>,
+    corrupt: Option<Map<String, Value>>,
+    duplicate: Option<Map<String, Value>>,
+    reorder: Option<(f64, f64, Option<u32>)>,
+    distribution: Option<String>,
+    rate: Option<Map<String, Value>>,
+    seed: Option<u64>,
+}
+
+/// Expand the netem line `text` into stages; stage names are `prefix-plugin`
+/// (`netem-delay`, …). `at` names the entry in errors. Also returns the `seed`, if
+/// the line gives one.
+pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<u64>), SpecError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    // tc allows the command before the options: skip "tc qdisc … netem".
+    let start = words
+        .iter()
+        .position(|w| *w == "netem")
+        .map_or(0, |i| i + 1);
+    let words = &words[start..];
+    let mut n = Netem::default();
+    let mut i = 0;
+    // The optional arguments after a keyword: words until the next keyword.
+    let args = |i: usize| -> Vec<&str> {
+        words[i + 1..]
+            .iter()
+            .take_while(|w| !KEYWORDS.contains(w))
+            .copied()
+            .collect()
+    };
+    while i < words.len() {
+        let word = words[i];
+        let a = args(i);
+        let need = |k: usize, what: &str| -> Result<(), SpecError> {
+            if a.len() < k {
+                Err(err(at, format!("{word}: needs {what}")))
+            } else {
+                Ok(())
+            }
+        };
+        let too_many = |max: usize| -> Result<(), SpecError> {
+            if a.len() > max {
+                Err(err(at, format!("{word}: unexpected {:?}", a[max])))
+            } else {
+                Ok(())
+            }
+        };
+        match word {
+            "limit" => {
+                need(1, "a number of packets")?;
+                too_many(1)?;
+                let l: u32 = integer(at, "limit", a[0])?;
+                if l == 0 {
+                    return Err(err(at, "limit: must be at least 1 packet"));
+                }
+                n.limit = Some(l);
+            }
+            "delay" | "latency" => {
+                need(1, "a time (e.g. delay 100ms)")?;
+                too_many(3)?;
+                let mut m = Map::new();
+                m.insert("delay_ms".into(), json!(time_ms(at, "delay", a[0])?));
+                if let Some(j) = a.get(1) {
+                    m.insert("jitter_ms".into(), json!(time_ms(at, "jitter", j)?));
+                }
+                if let Some(c) = a.get(2) {
+                    let c = percent(at, "delay correlation", c)?;
+                    // netem: a correlation of 100% would freeze the draw; our plugin
+                    // takes ρ < 1.
+                    m.insert("correlation_ratio".into(), json!(c.min(0.999)));
+                }
+                n.delay = Some(m);
+            }
+            "distribution" => {
+                need(1, "a name: uniform, normal, pareto or paretonormal")?;
+                too_many(1)?;
+                match a[0] {
+                    "uniform" | "normal" | "pareto" | "paretonormal" => {
+                        n.distribution = Some(a[0].to_string())
+                    }
+                    other => {
+                        return Err(err(
+                            at,
+                            format!("distribution: {other:?} is not one of uniform, normal, pareto, paretonormal (a table of your own: the delay plugin's \"table_samples\")"),
+                        ))
+                    }
+                }
+            }
+            "loss" | "drop" => {
+                need(1, "a percentage or a model (random, state, gemodel)")?;
+                let mut m = Map::new();
+                let (model, rest) = match a[0] {
+                    "random" => ("random", &a[1..]),
+                    "state" => ("four_state", &a[1..]),
+                    "gemodel" => ("gilbert_elliott", &a[1..]),
+                    _ => ("random", &a[..]),
+                };
+                if rest.last() == Some(&"ecn") {
+                    return Err(err(at, "ecn: marking instead of dropping is not built yet"));
+                }
+                m.insert("model".into(), json!(model));
+                let fields: &[&str] = match model {
+                    "random" => &["loss_ratio", "correlation_ratio"],
+                    "four_state" => &[
+                        "p13_ratio",
+                        "p31_ratio",
+                        "p32_ratio",
+                        "p23_ratio",
+                        "p14_ratio",
+                    ],
+                    _ => &["p_ratio", "r_ratio", "bad_loss_ratio", "good_loss_ratio"],
+                };
+                if rest.is_empty() {
+                    return Err(err(at, format!("loss {}: needs a percentage", a[0])));
+                }
+                if rest.len() > fields.len() {
+                    return Err(err(
+                        at,
+                        format!("loss: unexpected {:?}", rest[fields.len()]),
+                    ));
+                }
+                for (f, v) in fields.iter().zip(rest) {
+                    m.insert((*f).into(), json!(percent(at, "loss", v)?));
+                }
+                n.loss = Some(m);
+            }
+            "corrupt" => {
+                need(1, "a percentage")?;
+                too_many(2)?;
+                if a.len() > 1 {
+                    return Err(err(at, "corrupt: a correlation is not built yet"));
+                }
+                let mut m = Map::new();
+                m.insert("ratio".into(), json!(percent(at, "corrupt", a[0])?));
+                // netem flips a bit anywhere in the frame, headers included.
+                m.insert("skip_bytes".into(), json!(0));
+                n.corrupt = Some(m);
+            }
+            "duplicate" => {
+                need(1, "a percentage")?;
+                too_many(2)?;
+                let mut m = Map::new();
+                m.insert(
+                    "duplicate_ratio".into(),
+                    json!(percent(at, "duplicate", a[0])?),
+                );
+                if let Some(c) = a.get(1) {
+                    m.insert(
+                        "correlation_ratio".into(),
+                        json!(percent(at, "duplicate correlation", c)?),
+                    );
+                }
+                n.duplicate = Some(m);
+            }
+            "reorder" => {
+                need(1, "a percentage")?;
+                too_many(2)?;
+                let p = percent(at, "reorder", a[0])?;
+                let c = a
+                    .get(1)
+                    .map(|c| percent(at, "reorder correlation", c))
+                    .transpose()?
+                    .unwrap_or(0.0);
+                let gap = n.reorder.and_then(|r| r.2);
+                n.reorder = Some((p, c, gap));
+            }
+            "gap" => {
+                need(1, "a distance in packets")?;
+                too_many(1)?;
+                let g: u32 = integer(at, "gap", a[0])?;
+                let (p, c, _) = n.reorder.unwrap_or((-1.0, 0.0, None));
+                n.reorder = Some((p, c, Some(g)));
+            }
+            "rate" => {
+                need(1, "a rate (e.g. rate 10mbit)")?;
+                too_many(4)?;
+                let mut m = Map::new();
+                m.insert("rate_bps".into(), json!(rate_bps(at, a[0])?));
+                // netem has no bucket: every packet takes its own serialisation time.
+                m.insert("burst_bytes".into(), json!(1));
+                if let Some(o) = a.get(1) {
+                    m.insert(
+                        "overhead_bytes".into(),
+                        json!(integer::<i64>(at, "rate PACKETOVERHEAD", o)?),
+                    );
+                }
+                if let Some(c) = a.get(2) {
+                    m.insert(
+                        "cell_bytes".into(),
+                        json!(integer::<u32>(at, "rate CELLSIZE", c)?),
+                    );
+                }
+                if let Some(c) = a.get(3) {
+                    m.insert(
+                        "cell_overhead_bytes".into(),
+                        json!(integer::<i32>(at, "rate CELLOVERHEAD", c)?),
+                    );
+                }
+                n.rate = Some(m);
+            }
+            "seed" => {
+                need(1, "a number")?;
+                too_many(1)?;
+                n.seed = Some(integer(at, "seed", a[0])?);
+            }
+            "slot" => {
+                return Err(err(
+                    at,
+                    "slot: bursty-MAC slots are not built yet (use a delay with jitter and a rate meanwhile)",
+                ))
+            }
+            "ecn" => return Err(err(at, "ecn: marking instead of dropping is not built yet")),
+            other => {
+                return Err(err(
+                    at,
+                    format!("{other:?} is not a netem option (tc-netem(8): limit, delay, distribution, loss, corrupt, duplicate, reorder, gap, rate, slot, seed)"),
+                ))
+            }
+        }
+        i += 1 + a.len();
+    }
+    // netem's own consistency rules.
+    if n.distribution.is_some()
+        && !n
+            .delay
+            .as_ref()
+            .is_some_and(|d| d.contains_key("jitter_ms"))
+    {
+        return Err(err(at, "distribution: needs a delay with a jitter (netem: distribution specified but no latency and jitter values)"));
+    }
+    let mut delay = n.delay.take();
+    if let Some((p, c, gap)) = n.reorder {
+        if p < 0.0 {
+            return Err(err(
+                at,
+                "gap: needs reorder (netem: gap specified without reorder probability)",
+            ));
+        }
+        let d = delay.as_mut().filter(|d| d["delay_ms"] != json!(0.0)).ok_or_else(|| {
+            err(at, "reorder: needs a delay (netem: reordering not possible without specifying some delay)")
+        })?;
+        d.insert("reorder_ratio".into(), json!(p));
+        if c > 0.0 {
+            d.insert("reorder_correlation_ratio".into(), json!(c));
+        }
+        d.insert("reorder_gap_packets".into(), json!(gap.unwrap_or(1).max(1)));
+    }
+    // tc sets a limit of 1000 packets when none is given.
+    let limit = n.limit.unwrap_or(1000);
+    if let (Some(d), Some(dist)) = (delay.as_mut(), &n.distribution) {
+        d.insert("distribution".into(), json!(dist));
+    }
+    if let Some(d) = delay.as_mut() {
+        d.insert("limit_packets".into(), json!(limit));
+    }
+    if let Some(r) = n.rate.as_mut() {
+        r.insert("queue_bytes".into(), json!(u64::from(limit) * 1514));
+    }
+    let stages = [
+        ("duplicate", n.duplicate),
+        ("loss", n.loss),
+        ("corrupt", n.corrupt),
+        ("delay", delay),
+        ("rate", n.rate),
+    ]
+    .into_iter()
+    .filter_map(|(plugin, m)| {
+        m.map(|m| Stage {
+            name: format!("{prefix}-{plugin}"),
+            plugin: PluginRef::Builtin(plugin.into()),
+            config: Value::Object(m),
+        })
+    })
+    .collect();
+    Ok((stages, n.seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(line: &str) -> Vec<(String, Value)> {
+        expand(line, "netem", "ingress[0]")
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .0
+            .into_iter()
+            .map(|s| (s.name, s.config))
+            .collect()
+    }
+
+    /// Every example line of tc-netem(8) (the EXAMPLES section, and the option
+    /// descriptions' examples), with what it expands to.
+    #[test]
+    fn the_man_pages_examples_expand_as_documented() {
+        let delay = |extra: Value| {
+            let mut m = json!({"delay_ms": 100.0, "limit_packets": 1000});
+            for (k, v) in extra.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            m
+        };
+        let cases: Vec<(&str, Vec<(&str, Value)>)> = vec![
+            (
+                "tc qdisc add dev eth0 root netem delay 100ms",
+                vec![("netem-delay", delay(json!({})))],
+            ),
+            (
+                "netem delay 100ms 10ms",
+                vec![("netem-delay", delay(json!({"jitter_ms": 10.0})))],
+            ),
+            (
+                "netem delay 100ms 10ms 25%",
+                vec![(
+                    "netem-delay",
+                    delay(json!({"jitter_ms": 10.0, "correlation_ratio": 0.25})),
+                )],
+            ),
+            (
+                "netem delay 100ms 20ms distribution normal",
+                vec![(
+                    "netem-delay",
+                    delay(json!({"jitter_ms": 20.0, "distribution": "normal"})),
+                )],
+            ),
+            (
+                "netem loss 0.1%",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "random", "loss_ratio": 0.001}),
+                )],
+            ),
+            (
+                "netem loss 0.3% 25%",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "random", "loss_ratio": 0.003, "correlation_ratio": 0.25}),
+                )],
+            ),
+            (
+                "netem duplicate 1%",
+                vec![("netem-duplicate", json!({"duplicate_ratio": 0.01}))],
+            ),
+            (
+                "netem corrupt 0.1%",
+                vec![("netem-corrupt", json!({"ratio": 0.001, "skip_bytes": 0}))],
+            ),
+            (
+                "netem delay 10ms reorder 25% 50%",
+                vec![(
+                    "netem-delay",
+                    json!({"delay_ms": 10.0, "limit_packets": 1000, "reorder_ratio": 0.25, "reorder_correlation_ratio": 0.5, "reorder_gap_packets": 1}),
+                )],
+            ),
+            (
+                "netem reorder 25% gap 5 delay 10ms",
+                vec![(
+                    "netem-delay",
+                    json!({"delay_ms": 10.0, "limit_packets": 1000, "reorder_ratio": 0.25, "reorder_gap_packets": 5}),
+                )],
+            ),
+            (
+                "netem rate 5kbit 20 100 5",
+                vec![(
+                    "netem-rate",
+                    json!({"rate_bps": 5000, "burst_bytes": 1, "overhead_bytes": 20, "cell_bytes": 100, "cell_overhead_bytes": 5, "queue_bytes": 1514000}),
+                )],
+            ),
+            (
+                "netem loss state 1% 10% 70% 0.1%",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "four_state", "p13_ratio": 0.01, "p31_ratio": 0.1, "p32_ratio": 0.7, "p23_ratio": 0.001}),
+                )],
+            ),
+            (
+                "netem loss gemodel 1% 10% 70% 0.1%",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "gilbert_elliott", "p_ratio": 0.01, "r_ratio": 0.1, "bad_loss_ratio": 0.7, "good_loss_ratio": 0.001}),
+                )],
+            ),
+            (
+                "delay 100ms 10ms 25% distribution normal loss gemodel 1% 10% 70% 0.1% rate 10mbit",
+                vec![
+                    (
+                        "netem-loss",
+                        json!({"model": "gilbert_elliott", "p_ratio": 0.01, "r_ratio": 0.1, "bad_loss_ratio": 0.7, "good_loss_ratio": 0.001}),
+                    ),
+                    (
+                        "netem-delay",
+                        delay(
+                            json!({"jitter_ms": 10.0, "correlation_ratio": 0.25, "distribution": "normal"}),
+                        ),
+                    ),
+                    (
+                        "netem-rate",
+                        json!({"rate_bps": 10_000_000, "burst_bytes": 1, "queue_bytes": 1514000}),
+                    ),
+                ],
+            ),
+            (
+                "limit 10000 delay 20ms rate 200mbit duplicate 2% 25%",
+                vec![
+                    (
+                        "netem-duplicate",
+                        json!({"duplicate_ratio": 0.02, "correlation_ratio": 0.25}),
+                    ),
+                    (
+                        "netem-delay",
+                        json!({"delay_ms": 20.0, "limit_packets": 10000}),
+                    ),
+                    (
+                        "netem-rate",
+                        json!({"rate_bps": 200_000_000, "burst_bytes": 1, "queue_bytes": 15_140_000}),
+                    ),
+                ],
+            ),
+        ];
+        for (line, want) in cases {
+            let got = configs(line);
+            let want: Vec<(String, Value)> =
+                want.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            assert_eq!(got, want, "{line}");
+        }
+        let (_, seed) = expand("delay 1ms seed 42", "netem", "x").unwrap();
+        assert_eq!(seed, Some(42));
+    }
+
+    #[test]
+    fn units_read_as_tc_reads_them() {
+        assert_eq!(time_ms("x", "delay", "1s").unwrap(), 1000.0);
+        assert_eq!(time_ms("x", "delay", "250us").unwrap(), 0.25);
+        assert_eq!(time_ms("x", "delay", "100").unwrap(), 0.1);
+        assert_eq!(percent("x", "loss", "5").unwrap(), 0.05);
+        assert_eq!(rate_bps("x", "1mbps").unwrap(), 8_000_000);
+        assert_eq!(rate_bps("x", "100kbit").unwrap(), 100_000);
+        assert_eq!(rate_bps("x", "2kibit").unwrap(), 2048);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_words_are_named() {
+        for (line, word) in [
+            ("delay 10ms jiggle 5", "jiggle"),
+            ("delay 10 parsecs", "parsecs"),
+            ("slot 800us 10ms", "slot"),
+            ("loss 1% ecn", "ecn"),
+            ("delay 10ms distribution gamma", "gamma"),
+            ("distribution normal delay 10ms", "distribution"),
+            ("gap 5 delay 10ms", "gap"),
+            ("reorder 25%", "reorder"),
+            ("loss 200%", "loss"),
+            ("rate 10furlongs", "rate"),
+            ("loss gemodel 1% 2% 3% 4% 5%", "5%"),
+        ] {
+            let e = expand(line, "netem", "ingress[0]").unwrap_err();
+            assert!(e.reason.contains(word), "{line}: {e}");
+            assert_eq!(e.field, "ingress[0]");
+        }
+    }
+}

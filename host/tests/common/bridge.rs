@@ -1,0 +1,98 @@
+//! A `synthnet bridge` process in a test topology's middle namespace, for the
+//! namespace tests: its log collected, waited on, signalled, killed on drop.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use synthnet_testkit::netns::Topology;
+
+/// A `synthnet bridge` process in the middle namespace; killed on drop.
+pub struct BridgeProc {
+    pub child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl BridgeProc {
+    pub fn start(topo: &Topology, spec: &Path, extra: &[&str]) -> BridgeProc {
+        let mut child = topo
+            .middle()
+            .command(env!("CARGO_BIN_EXE_synthnet"))
+            .args(["bridge", "outer", "inner"])
+            .arg(spec)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start synthnet bridge");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let b = BridgeProc { child, log };
+        b.wait_for("bridging", Duration::from_secs(30));
+        b
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(l) = self.lines().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "bridge never logged {needle:?}; log:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "bridge ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BridgeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

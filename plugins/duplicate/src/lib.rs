@@ -1,0 +1,152 @@
+//! `duplicate`: netem's `duplicate P [CORR]`. Each packet is sent twice with
+//! probability `duplicate_ratio`; with `correlation_ratio` ρ the uniform draws are
+//! mixed as netem mixes them (`u = (1 − ρ)·U + ρ·u_prev`, an approximation, not a true
+//! correlation). The copy goes down the rest of the chain on its own, as netem's copy
+//! is enqueued again at the root: a `delay` after this stage draws it its own delay, so
+//! the copy may arrive before or after the original. A copy is never duplicated again
+//! here (each packet is looked at once).
+
+use serde::Deserialize;
+use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Probability that a packet is sent twice, 0..=1.
+    pub duplicate_ratio: f64,
+    /// netem's correlation approximation, 0..=1.
+    pub correlation_ratio: f64,
+}
+
+pub struct Duplicate {
+    p: f64,
+    rho: f64,
+    last: f64,
+    rng: Rng,
+}
+
+impl Plugin for Duplicate {
+    type Config = Config;
+    const COUNTERS: &'static [&'static str] = &["duplicated"];
+    const STATE_VERSION: u32 = 1;
+
+    fn new(c: Config, seed: u64) -> Result<Self, String> {
+        for (field, v) in [
+            ("duplicate_ratio", c.duplicate_ratio),
+            ("correlation_ratio", c.correlation_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{field}: must be within 0..=1, got {v}"));
+            }
+        }
+        Ok(Duplicate {
+            p: c.duplicate_ratio,
+            rho: c.correlation_ratio,
+            last: 0.0,
+            rng: Rng::new(seed),
+        })
+    }
+
+    fn process(&mut self, batch: &mut Batch<'_>) {
+        let mut copies = 0;
+        for i in 0..batch.len() {
+            let mut u = self.rng.next_f64();
+            if self.rho > 0.0 {
+                u = (1.0 - self.rho) * u + self.rho * self.last;
+                self.last = u;
+            }
+            batch.forward(i);
+            if u < self.p {
+                // A second verdict for the same packet: the host makes the copy.
+                batch.forward(i);
+                copies += 1;
+            }
+        }
+        batch.count(0, copies);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self
+            .rng
+            .state()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        v.extend_from_slice(&self.last.to_le_bytes());
+        v
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() != 40 {
+            return Err("duplicate state must be 40 bytes".into());
+        }
+        let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
+        self.last = f64::from_bits(w(4));
+        Ok(())
+    }
+}
+
+export_plugin!(Duplicate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synthnet_sdk::Harness;
+
+    /// How many times each of `n` packets came out.
+    fn copies(cfg: &str, n: usize) -> Vec<usize> {
+        let mut h = Harness::<Duplicate>::new(cfg, 11).unwrap();
+        for t in 0..n {
+            h.push(&[t as u8; 60], t as u64);
+        }
+        let out = h.run(0);
+        let mut k = vec![0; n];
+        let mut at = 0;
+        // Verdicts come in input order: a duplicated packet's two are adjacent.
+        for o in &out {
+            while o.bytes[0] != at as u8 {
+                at += 1;
+            }
+            k[at] += 1;
+        }
+        k
+    }
+
+    #[test]
+    fn duplicate_ratio_within_three_sigma() {
+        let n = 100_000;
+        let k = copies(r#"{"duplicate_ratio": 0.1}"#, n);
+        assert!(k.iter().all(|&c| c == 1 || c == 2));
+        let dup = k.iter().filter(|&&c| c == 2).count() as f64;
+        let sigma = (n as f64 * 0.1 * 0.9).sqrt();
+        assert!((dup - 0.1 * n as f64).abs() < 3.0 * sigma, "{dup}");
+    }
+
+    #[test]
+    fn correlation_clusters_the_copies() {
+        let n = 100_000;
+        let lag1 = |k: &[usize]| {
+            let x: Vec<f64> = k.iter().map(|&c| (c - 1) as f64).collect();
+            let m = x.iter().sum::<f64>() / n as f64;
+            let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>();
+            x.windows(2).map(|w| (w[0] - m) * (w[1] - m)).sum::<f64>() / var
+        };
+        let plain = copies(r#"{"duplicate_ratio": 0.3}"#, n);
+        let corr = copies(r#"{"duplicate_ratio": 0.3, "correlation_ratio": 0.7}"#, n);
+        assert!(
+            lag1(&plain).abs() < 3.0 / (n as f64).sqrt(),
+            "{}",
+            lag1(&plain)
+        );
+        assert!(lag1(&corr) > 0.1, "{}", lag1(&corr));
+    }
+
+    #[test]
+    fn out_of_range_is_refused_naming_the_field() {
+        let e = Harness::<Duplicate>::new(r#"{"duplicate_ratio": 2}"#, 1)
+            .err()
+            .unwrap();
+        assert!(e.contains("duplicate_ratio"), "{e}");
+    }
+}
