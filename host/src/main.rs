@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use synthnet::commands::{bench, bench_bridge as fwdbench, check, demo, replay, scaffold};
+use synthnet::commands::{
+    bench, bench_bridge as fwdbench, check, demo, replay, scaffold, takeover,
+};
 use synthnet::daemon::control::Control;
 use synthnet::daemon::{load_plan as plan_of, Bridge, Options};
 use synthnet_config::plan;
@@ -107,6 +109,32 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Put this container's application behind a synthetic link: move the interface's
+    /// addresses, routes and MAC (SYNTHETIC_NETWORK=CIDR picks it; default: the default
+    /// route's) onto a veth pair, bridge the real interface to it with the spec
+    /// (SPEC, else SYNTHNET_SPEC, else /opt/etc/synthetic_network.json, else the built-in
+    /// default), run the application (`-- CMD`, else ENTRY, else /opt/bin/entry, else
+    /// none: a sidecar) and exit with its code; undone on exit. Exit code 3: the bridge
+    /// died (the application was stopped). Needs CAP_NET_ADMIN and CAP_NET_RAW.
+    Takeover {
+        /// The spec (JSON).
+        spec: Option<PathBuf>,
+        /// Passed to the bridge: where its API listens (`off`: none).
+        #[arg(long)]
+        api: Option<String>,
+        /// Passed to the bridge: the API's bearer token file.
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
+        /// Passed to the bridge: a host name the API's Host/Origin checks accept.
+        #[arg(long)]
+        api_host: Vec<String>,
+        /// Seconds between the bridge's stats lines on stderr; 0: none.
+        #[arg(long, default_value_t = 0.0)]
+        stats: f64,
+        /// The application and its arguments.
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// Talk to a running bridge's HTTP API (for scripts and CI).
     Ctl {
@@ -394,6 +422,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", output.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Takeover {
+            spec,
+            api,
+            api_token_file,
+            api_host,
+            stats,
+            command,
+        } => {
+            if !(stats >= 0.0 && stats.is_finite()) {
+                anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
+            }
+            let mut api_args = Vec::new();
+            if let Some(a) = api {
+                api_args.extend(["--api".to_string(), a]);
+            }
+            if let Some(f) = api_token_file {
+                api_args.extend(["--api-token-file".to_string(), f.display().to_string()]);
+            }
+            for h in api_host {
+                api_args.extend(["--api-host".to_string(), h]);
+            }
+            let code = takeover::run(&takeover::TakeoverOptions {
+                spec,
+                api_args,
+                stats_secs: stats,
+                command,
+            })?;
+            Ok(ExitCode::from(code))
         }
         Command::Ctl {
             api,

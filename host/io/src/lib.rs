@@ -8,9 +8,11 @@
 //!   `virtio_net_hdr` offload headers, following an interface by name across faults.
 //! - [`pcap`]: pcap/pcapng captures, and the apps that feed them to an engine and keep
 //!   what comes out.
+//! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover`.
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 pub mod afpacket;
+pub mod netlink;
 pub mod pcap;

@@ -7,3 +7,4 @@ pub mod ctl;
 pub mod demo;
 pub mod replay;
 pub mod scaffold;
+pub mod takeover;

@@ -1,0 +1,388 @@
+//! `synthnet takeover`: put the application of a container behind a synthetic link.
+//!
+//! What synthetic-network's `setup.sh` does, in-process and more carefully: pick the
+//! interface (`SYNTHETIC_NETWORK`, a CIDR; else the default route's), move its addresses,
+//! routes (the real gateway, read, not guessed) and MAC onto the application's end of a
+//! veth pair ([`synthnet_io::netlink`]), run `synthnet bridge REAL WIRE` as a child (the
+//! same binary) with the spec and the API flags, then run the application. As PID 1 it
+//! forwards SIGTERM/SIGINT to the application and SIGHUP to the bridge, reaps every
+//! zombie, and exits with the application's exit code. If the bridge dies, the
+//! application is stopped and takeover exits with [`BRIDGE_DIED`] and a message: the
+//! synthetic link is never lost silently. On the way out it undoes the takeover.
+//!
+//! Main items: [`TakeoverOptions`], [`run`], [`resolve_spec`].
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::iterator::Signals;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use synthnet_io::netlink;
+
+/// Exit code when the bridge dies under the application (the application was stopped).
+pub const BRIDGE_DIED: u8 = 3;
+/// synthetic-network's spec path: used when present and no other spec is given.
+pub const LEGACY_SPEC: &str = "/opt/etc/synthetic_network.json";
+/// synthetic-network's default application.
+pub const DEFAULT_ENTRY: &str = "/opt/bin/entry";
+/// How long the bridge may take to open its interfaces and compile its plugins.
+const BRIDGE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What `synthnet takeover` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct TakeoverOptions {
+    /// The spec file given on the command line (before `SYNTHNET_SPEC` and the rest).
+    pub spec: Option<PathBuf>,
+    /// The bridge's API flags, passed through verbatim (`--api ADDR` etc.).
+    pub api_args: Vec<String>,
+    /// Seconds between the bridge's stats lines (0: none).
+    pub stats_secs: f64,
+    /// The application: the command after `--` (empty: `ENTRY`, then `/opt/bin/entry`).
+    pub command: Vec<String>,
+}
+
+/// Where the spec comes from, in order: the SPEC argument; `SYNTHNET_SPEC` (a path, or
+/// the JSON itself when it starts with `{`: written to a file so SIGHUP can re-read it);
+/// synthetic-network's `/opt/etc/synthetic_network.json` when present; else `None`, the
+/// built-in default.
+pub fn resolve_spec(
+    arg: Option<&Path>,
+    env: Option<&str>,
+    legacy: &Path,
+) -> Result<Option<PathBuf>> {
+    if let Some(p) = arg {
+        return Ok(Some(p.to_path_buf()));
+    }
+    if let Some(v) = env.map(str::trim).filter(|v| !v.is_empty()) {
+        if v.starts_with('{') {
+            let dir =
+                std::env::temp_dir().join(format!("synthnet-takeover-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let path = dir.join("spec.json");
+            std::fs::write(&path, v)
+                .with_context(|| format!("write SYNTHNET_SPEC to {}", path.display()))?;
+            return Ok(Some(path));
+        }
+        return Ok(Some(PathBuf::from(v)));
+    }
+    Ok(legacy.exists().then(|| legacy.to_path_buf()))
+}
+
+/// The application's argv: the command after `--`, else `ENTRY` (run by `/bin/sh -c`, as
+/// synthetic-network's image does), else `/opt/bin/entry` when it exists; else none
+/// (sidecar: the bridge runs until takeover is stopped).
+pub fn resolve_command(
+    cmd: &[String],
+    entry: Option<&str>,
+    default_entry: &Path,
+) -> Option<Vec<String>> {
+    if !cmd.is_empty() {
+        return Some(cmd.to_vec());
+    }
+    if let Some(e) = entry.map(str::trim).filter(|e| !e.is_empty()) {
+        return Some(vec!["/bin/sh".into(), "-c".into(), e.to_string()]);
+    }
+    default_entry
+        .exists()
+        .then(|| vec![default_entry.display().to_string()])
+}
+
+/// The interface to take over: the one with an address in `SYNTHETIC_NETWORK`, else the
+/// default route's.
+fn pick_interface(network: Option<&str>) -> Result<netlink::Interface> {
+    match network.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(cidr) => {
+            let (net, len) = netlink::parse_cidr(cidr).context("SYNTHETIC_NETWORK")?;
+            netlink::interface_in(net, len).context("SYNTHETIC_NETWORK")
+        }
+        None => netlink::default_route_interface(),
+    }
+}
+
+/// Exit code of a wait status, the shell's way: the code, or 128 + the signal.
+fn exit_code(status: WaitStatus) -> Option<u8> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(u8::try_from(c & 0xff).unwrap_or(1)),
+        WaitStatus::Signaled(_, s, _) => Some(128u8.wrapping_add(s as u8)),
+        _ => None,
+    }
+}
+
+/// Reap every child that has ended; returns (pid, exit code) of each.
+fn reap() -> Vec<(Pid, u8)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(st) => {
+                if let (Some(pid), Some(code)) = (st.pid(), exit_code(st)) {
+                    out.push((pid, code));
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log::warn!("waitpid: {e}");
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM `pid`, wait up to [`STOP_GRACE`] (reaping), then SIGKILL. Returns its exit code.
+fn stop_child(pid: Pid, what: &str) -> Option<u8> {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        if let Some((_, code)) = reap().into_iter().find(|(p, _)| *p == pid) {
+            return Some(code);
+        }
+        if Instant::now() >= deadline {
+            log::warn!("{what} did not stop within {STOP_GRACE:?} of SIGTERM: SIGKILL");
+            let _ = kill(pid, Signal::SIGKILL);
+            return match waitpid(pid, None) {
+                Ok(st) => exit_code(st),
+                Err(_) => None,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start `synthnet bridge OUTER WIRE [SPEC] --stats S [API flags]` and wait until it
+/// bridges (its "bridging" log line); its stderr is passed on line by line.
+fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Result<Pid> {
+    let exe = std::env::current_exe().context("locate the synthnet binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bridge").arg(outer).arg(netlink::WIRE_END);
+    if let Some(s) = spec {
+        cmd.arg(s);
+    }
+    cmd.arg("--stats").arg(opts.stats_secs.to_string());
+    cmd.args(&opts.api_args);
+    // Its own process group: a Ctrl-C on the terminal is the application's, not the
+    // bridge's (the bridge stops when takeover says so).
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("start synthnet bridge")?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?);
+    log::info!("synthnet bridge started, pid {pid}");
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow!("no stderr pipe"))?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("bridge-log".into())
+        .spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                if line.contains("bridging ") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        })
+        .context("start the bridge log thread")?;
+    let deadline = Instant::now() + BRIDGE_READY_TIMEOUT;
+    loop {
+        match ready_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(()) => return Ok(pid),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Ok(st) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            if let Some(code) = exit_code(st) {
+                bail!(
+                    "synthnet bridge exited with code {code} before it bridged (its log is above)"
+                );
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = stop_child(pid, "the bridge");
+            bail!("synthnet bridge did not start bridging within {BRIDGE_READY_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Run a takeover to its end; returns the process exit code.
+pub fn run(opts: &TakeoverOptions) -> Result<u8> {
+    // First, so no child's end or signal is missed.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2])
+        .context("install signal handlers")?;
+    let spec = resolve_spec(
+        opts.spec.as_deref(),
+        std::env::var("SYNTHNET_SPEC").ok().as_deref(),
+        Path::new(LEGACY_SPEC),
+    )?;
+    if let Some(s) = &spec {
+        // Refuse a bad spec before touching the network.
+        crate::daemon::load_plan(Some(s)).with_context(|| format!("spec {}", s.display()))?;
+    }
+    let app_cmd = resolve_command(
+        &opts.command,
+        std::env::var("ENTRY").ok().as_deref(),
+        Path::new(DEFAULT_ENTRY),
+    );
+    let outer = pick_interface(std::env::var("SYNTHETIC_NETWORK").ok().as_deref())?;
+    let t = netlink::take_over(&outer)
+        .with_context(|| format!("take over {} (needs CAP_NET_ADMIN)", outer.name))?;
+    let addrs: Vec<String> = t
+        .addresses
+        .iter()
+        .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+        .collect();
+    log::info!(
+        "took over {}: {} and routes [{}] now on {} (MAC kept); synthnet bridges {} ⇄ {}",
+        outer.name,
+        addrs.join(", "),
+        t.describe_routes().join(", "),
+        netlink::APP_END,
+        outer.name,
+        netlink::WIRE_END
+    );
+    let result = supervise(opts, &outer, spec.as_deref(), app_cmd, &mut signals);
+    if let Err(e) = netlink::undo(&t) {
+        log::error!("undoing the takeover of {}: {e:#}", outer.name);
+    } else {
+        log::info!("takeover of {} undone", outer.name);
+    }
+    result
+}
+
+fn supervise(
+    opts: &TakeoverOptions,
+    outer: &netlink::Interface,
+    spec: Option<&Path>,
+    app_cmd: Option<Vec<String>>,
+    signals: &mut Signals,
+) -> Result<u8> {
+    let bridge = start_bridge(&outer.name, spec, opts)?;
+    let app = match &app_cmd {
+        Some(argv) => {
+            let (prog, args) = argv.split_first().ok_or_else(|| anyhow!("empty command"))?;
+            match Command::new(prog).args(args).spawn() {
+                Ok(c) => {
+                    log::info!("running {}", argv.join(" "));
+                    Some(Pid::from_raw(
+                        i32::try_from(c.id()).map_err(|_| anyhow!("pid out of range"))?,
+                    ))
+                }
+                Err(e) => {
+                    let _ = stop_child(bridge, "the bridge");
+                    bail!("cannot run {prog}: {e}");
+                }
+            }
+        }
+        None => {
+            log::info!("no application (no `-- CMD`, ENTRY or {DEFAULT_ENTRY}): running as a sidecar until stopped");
+            None
+        }
+    };
+    loop {
+        for sig in signals.wait() {
+            match sig {
+                SIGCHLD => {}
+                SIGHUP => {
+                    let _ = kill(bridge, Signal::SIGHUP);
+                }
+                s => match app {
+                    Some(a) => {
+                        if let Ok(sig) = Signal::try_from(s) {
+                            let _ = kill(a, sig);
+                        }
+                    }
+                    None if s == SIGTERM || s == SIGINT || s == SIGQUIT => {
+                        log::info!("stopping the sidecar");
+                        stop_child(bridge, "the bridge");
+                        return Ok(0);
+                    }
+                    None => {}
+                },
+            }
+        }
+        for (pid, code) in reap() {
+            if Some(pid) == app {
+                log::info!("the application exited with code {code}; stopping the bridge");
+                stop_child(bridge, "the bridge");
+                return Ok(code);
+            }
+            if pid == bridge {
+                log::error!(
+                    "synthnet bridge exited (code {code}): the synthetic link is gone, stopping the application"
+                );
+                if let Some(a) = app {
+                    stop_child(a, "the application");
+                }
+                eprintln!("synthnet takeover: the bridge died (exit code {code}); the application was stopped");
+                return Ok(BRIDGE_DIED);
+            }
+            // Anything else: an orphan that PID 1 inherited, now reaped.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_comes_from_arg_then_env_then_legacy_file() {
+        let none = Path::new("/nonexistent/synthnet.json");
+        assert_eq!(
+            resolve_spec(Some(Path::new("a.json")), Some("b.json"), none).unwrap(),
+            Some(PathBuf::from("a.json"))
+        );
+        assert_eq!(
+            resolve_spec(None, Some("b.json"), none).unwrap(),
+            Some(PathBuf::from("b.json"))
+        );
+        assert_eq!(resolve_spec(None, None, none).unwrap(), None);
+        let inline = resolve_spec(None, Some(r#"{"ingress": {"latency": 40}}"#), none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&inline).unwrap(),
+            r#"{"ingress": {"latency": 40}}"#
+        );
+        let dir = std::env::temp_dir();
+        assert_eq!(
+            resolve_spec(None, Some(" "), &dir).unwrap(),
+            Some(dir.clone())
+        );
+    }
+
+    #[test]
+    fn command_comes_from_args_then_entry_then_default() {
+        let none = Path::new("/nonexistent/entry");
+        let args = vec!["ping".to_string(), "x".to_string()];
+        assert_eq!(
+            resolve_command(&args, Some("bash"), none),
+            Some(args.clone())
+        );
+        assert_eq!(
+            resolve_command(&[], Some("iperf3 -s"), none),
+            Some(vec!["/bin/sh".into(), "-c".into(), "iperf3 -s".into()])
+        );
+        assert_eq!(resolve_command(&[], None, none), None);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            resolve_command(&[], Some(""), &exe),
+            Some(vec![exe.display().to_string()])
+        );
+    }
+}
