@@ -370,6 +370,16 @@ fn root_api_refuses_bad_requests_and_changes_nothing() {
             None,
         ),
         (
+            "a schedule, live",
+            rig.call(
+                "PUT",
+                "/api/v1/spec",
+                r#"{"ingress": {}, "schedule": [{"at_s": 1, "spec": {}}]}"#,
+            ),
+            422,
+            Some("schedule"),
+        ),
+        (
             "refused by the plugin",
             rig.call(
                 "PUT",

@@ -432,3 +432,46 @@ fn a_raw_wake_in_the_past_is_no_timer() {
         );
     }
 }
+
+/// A 3-step schedule changes the latency at exactly the configured virtual times: every
+/// packet arriving before 1 s takes 10 ms, from 1 s 20 ms, from 2 s 30 ms, from 3 s
+/// 40 ms (a packet every ms, so some arrive at the exact instants).
+#[test]
+fn a_schedule_changes_at_exact_virtual_times() {
+    let dir = workdir("schedule");
+    let input = frames(4_000, 100, MS);
+    let pcap = dir.join("in.pcap");
+    write(&pcap, &input, TsResolution::NanoSecond);
+    let spec = r#"{"ingress": {"latency": 10}, "egress": {},
+        "schedule": [{"at_s": 1, "spec": {"ingress": {"latency": 20}, "egress": {}}},
+                     {"at_s": 2, "spec": {"ingress": {"latency": 30}, "egress": {}}},
+                     {"at_s": 3, "spec": {"ingress": {"latency": 40}, "egress": {}}}]}"#;
+    let (out, _) = replay(&dir, spec, &pcap, "out.pcap", None);
+    let got = read(&out);
+    assert_eq!(got.len(), input.len(), "nothing lost across the changes");
+    let t0 = input[0].0;
+    for (ts, f) in &got {
+        let k = index(f) as usize;
+        let arrived = input[k].0 - t0;
+        let want = 10 + 10 * (arrived / 1_000_000_000);
+        assert_eq!(
+            *ts - input[k].0,
+            want * MS,
+            "packet {k} arrived at {arrived} ns"
+        );
+    }
+    // A ramp: from 40 ms to 80 ms over 1 s, in 100 ms steps.
+    let spec = r#"{"ingress": {"latency": 40}, "egress": {},
+        "schedule": [{"at_s": 1, "ramp_s": 1, "spec": {"ingress": {"latency": 80}, "egress": {}}}]}"#;
+    let (out, _) = replay(&dir, spec, &pcap, "ramp.pcap", None);
+    for (ts, f) in read(&out) {
+        let k = index(&f) as usize;
+        let arrived_ms = (input[k].0 - t0) / MS;
+        let steps = (arrived_ms.saturating_sub(1000) / 100).min(10);
+        assert_eq!(
+            (ts - input[k].0) / MS,
+            40 + 4 * steps,
+            "packet {k} at {arrived_ms} ms"
+        );
+    }
+}

@@ -281,7 +281,24 @@ pub struct Plan {
     pub limits: Limits,
     pub ingress: DirectionPlan,
     pub egress: DirectionPlan,
+    /// Changes at set times after this plan is applied (ramps already cut into steps),
+    /// in time order. Their plans have no schedule of their own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Step>,
 }
+
+/// One scheduled change: at `at_ns` after the plan that carries it was applied, this
+/// plan replaces it (through the one apply path).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub at_ns: u64,
+    pub plan: Box<Plan>,
+}
+
+/// Most steps a schedule may expand to (ramps make one every [`RAMP_STEP_S`]).
+pub const MAX_SCHEDULE_STEPS: usize = 10_000;
+/// A ramp moves its numbers this often.
+pub const RAMP_STEP_S: f64 = 0.1;
 
 impl Plan {
     pub fn direction(&self, d: Direction) -> &DirectionPlan {
@@ -375,8 +392,141 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, SpecError> {
 }
 
 /// Validate a spec already read as JSON; relative plugin paths are resolved against
-/// `base`.
+/// `base`. Any shape may carry a `"schedule"`: `[{"at_s", "spec", "ramp_s"?}]`, changes
+/// to other specs at set times after this one is applied; with `ramp_s`, the numbers
+/// both specs give move linearly from the previous spec's to this one's over that
+/// long, a step every [`RAMP_STEP_S`] (other differences take effect at `at_s`).
 pub fn from_value(value: &Value, base: &Path) -> Result<Plan, SpecError> {
+    let Some(schedule) = value.get("schedule") else {
+        return shape_plan(value, base);
+    };
+    let mut rest = value.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("schedule");
+    }
+    let mut plan = shape_plan(&rest, base)?;
+    plan.schedule = schedule_steps(schedule, &rest, base)?;
+    Ok(plan)
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct StepSpec {
+    at_s: f64,
+    spec: Value,
+    #[serde(default)]
+    ramp_s: f64,
+}
+
+/// A spec error inside `at`, with the field's path below it.
+fn within(at: &str, e: SpecError) -> SpecError {
+    let field = if e.field == "(spec)" {
+        at.to_string()
+    } else {
+        format!("{at}.{}", e.field)
+    };
+    err(field, e.reason)
+}
+
+/// `a` moved a fraction `f` of the way to `b`: numbers both give are interpolated
+/// (whole numbers stay whole), anything else is `b`'s.
+fn lerp(a: &Value, b: &Value, f: f64) -> Value {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (xf, yf) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            let v = xf + (yf - xf) * f;
+            match (x.is_u64() && y.is_u64(), x.is_i64() && y.is_i64()) {
+                (true, _) => json!(v.round() as u64),
+                (_, true) => json!(v.round() as i64),
+                _ => json!(v),
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => Value::Object(
+            y.iter()
+                .map(|(k, vb)| (k.clone(), x.get(k).map_or(vb.clone(), |va| lerp(va, vb, f))))
+                .collect(),
+        ),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            Value::Array(x.iter().zip(y).map(|(va, vb)| lerp(va, vb, f)).collect())
+        }
+        _ => b.clone(),
+    }
+}
+
+/// The steps of a `"schedule"` (ramps cut into steps), validated.
+fn schedule_steps(schedule: &Value, first: &Value, base: &Path) -> Result<Vec<Step>, SpecError> {
+    let steps: Vec<StepSpec> = typed(schedule).map_err(|e| {
+        let field = if e.field == "(spec)" {
+            "schedule".to_string()
+        } else {
+            format!("schedule{}", e.field)
+        };
+        err(field, e.reason)
+    })?;
+    let mut out = Vec::new();
+    let (mut prev, mut prev_at) = (first.clone(), 0.0f64);
+    for (i, st) in steps.iter().enumerate() {
+        let at = format!("schedule[{i}]");
+        if !(st.at_s.is_finite() && (prev_at..=86_400.0).contains(&st.at_s)) {
+            return Err(err(
+                format!("{at}.at_s"),
+                format!(
+                    "must be within {prev_at}..=86400 s (not before the step before it), got {}",
+                    st.at_s
+                ),
+            ));
+        }
+        if !(st.ramp_s.is_finite() && (0.0..=3600.0).contains(&st.ramp_s)) {
+            return Err(err(
+                format!("{at}.ramp_s"),
+                format!("must be within 0..=3600 s, got {}", st.ramp_s),
+            ));
+        }
+        if st.spec.get("schedule").is_some() {
+            return Err(err(
+                format!("{at}.spec.schedule"),
+                "a step cannot have a schedule of its own",
+            ));
+        }
+        let target = shape_plan(&st.spec, base).map_err(|e| within(&format!("{at}.spec"), e))?;
+        let n = (st.ramp_s / RAMP_STEP_S).ceil() as usize;
+        if n == 0 {
+            out.push(Step {
+                at_ns: (st.at_s * 1e9) as u64,
+                plan: Box::new(target),
+            });
+        } else {
+            for k in 1..=n {
+                let f = k as f64 / n as f64;
+                let plan = if k == n {
+                    target.clone()
+                } else {
+                    shape_plan(&lerp(&prev, &st.spec, f), base)
+                        .map_err(|e| within(&format!("{at}.ramp_s"), e))?
+                };
+                out.push(Step {
+                    at_ns: ((st.at_s + st.ramp_s * f) * 1e9) as u64,
+                    plan: Box::new(plan),
+                });
+                if out.len() > MAX_SCHEDULE_STEPS {
+                    break;
+                }
+            }
+        }
+        if out.len() > MAX_SCHEDULE_STEPS {
+            return Err(err(
+                "schedule",
+                format!("more than {MAX_SCHEDULE_STEPS} changes (a ramp makes one every {RAMP_STEP_S} s)"),
+            ));
+        }
+        prev = st.spec.clone();
+        prev_at = st.at_s + st.ramp_s;
+    }
+    Ok(out)
+}
+
+/// A spec of one of the three shapes, without a schedule.
+fn shape_plan(value: &Value, base: &Path) -> Result<Plan, SpecError> {
     let Value::Object(obj) = value else {
         return Err(err("(spec)", "must be a JSON object"));
     };
@@ -448,6 +598,7 @@ pub fn from_value(value: &Value, base: &Path) -> Result<Plan, SpecError> {
                 default: qos_chain(&spec.default_link.egress, "default_link.egress")?,
                 flows: flows.1,
             },
+            schedule: Vec::new(),
         });
     }
     let spec: CompatLink = typed(value)?;
@@ -463,6 +614,7 @@ pub fn from_value(value: &Value, base: &Path) -> Result<Plan, SpecError> {
             default: qos_chain(&spec.egress, "egress")?,
             flows: vec![],
         },
+        schedule: Vec::new(),
     })
 }
 
@@ -875,6 +1027,7 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
     }
     Ok(Plan {
         shape: Shape::Native,
+        schedule: Vec::new(),
         seed: seed.unwrap_or(spec.seed),
         limits: spec.limits,
         ingress,
@@ -915,6 +1068,29 @@ pub fn describe(plan: &Plan) -> String {
             "default"
         };
         out.push_str(&format!("  {what}: {}\n", describe_chain(&d.default)));
+    }
+    if let (Some(first), Some(last)) = (plan.schedule.first(), plan.schedule.last()) {
+        out.push_str(&format!(
+            "schedule: {} changes from {:.3} s to {:.3} s after this spec is applied\n",
+            plan.schedule.len(),
+            first.at_ns as f64 / 1e9,
+            last.at_ns as f64 / 1e9
+        ));
+        for step in plan.schedule.iter().take(20) {
+            for (dir, d) in [
+                ("ingress", &step.plan.ingress),
+                ("egress", &step.plan.egress),
+            ] {
+                out.push_str(&format!(
+                    "  at {:.3} s, {dir}: {}\n",
+                    step.at_ns as f64 / 1e9,
+                    describe_chain(&d.default)
+                ));
+            }
+        }
+        if plan.schedule.len() > 20 {
+            out.push_str(&format!("  … and {} more\n", plan.schedule.len() - 20));
+        }
     }
     out
 }
@@ -1164,5 +1340,58 @@ mod tests {
         assert_eq!(e.field, "ingress[0].config.trace_file");
         assert!(e.reason.contains("line 2"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn schedules_step_and_ramp() {
+        let plan = p(r#"{"ingress": {"latency": 10}, "egress": {},
+                         "schedule": [{"at_s": 1, "spec": {"ingress": {"latency": 20}, "egress": {}}},
+                                      {"at_s": 2, "ramp_s": 0.5, "spec": {"ingress": {"latency": 70}, "egress": {}}}]}"#)
+        .unwrap();
+        let at: Vec<u64> = plan.schedule.iter().map(|s| s.at_ns / 1_000_000).collect();
+        assert_eq!(at, [1000, 2100, 2200, 2300, 2400, 2500]);
+        let delays: Vec<Value> = plan
+            .schedule
+            .iter()
+            .map(|s| s.plan.ingress.default[0].config["delay_ms"].clone())
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                json!(20.0),
+                json!(30.0),
+                json!(40.0),
+                json!(50.0),
+                json!(60.0),
+                json!(70.0)
+            ]
+        );
+        assert!(plan.schedule.iter().all(|s| s.plan.schedule.is_empty()));
+        assert!(describe(&plan).contains("schedule: 6 changes from 1.000 s to 2.500 s"));
+        for (text, field) in [
+            (
+                r#"{"schedule": [{"at_s": -1, "spec": {}}]}"#,
+                "schedule[0].at_s",
+            ),
+            (
+                r#"{"schedule": [{"at_s": 2, "spec": {}}, {"at_s": 1, "spec": {}}]}"#,
+                "schedule[1].at_s",
+            ),
+            (
+                r#"{"schedule": [{"at_s": 1, "spec": {"ingress": {"loss": 3}}}]}"#,
+                "schedule[0].spec.ingress.loss",
+            ),
+            (
+                r#"{"schedule": [{"at_s": 1, "spec": {"schedule": []}}]}"#,
+                "schedule[0].spec.schedule",
+            ),
+            (r#"{"schedule": [{"at_s": 1}]}"#, "schedule[0]"),
+            (
+                r#"{"schedule": [{"at_s": 1, "ramp_s": 3600, "spec": {}}]}"#,
+                "schedule",
+            ),
+        ] {
+            assert_eq!(p(text).unwrap_err().field, field, "{text}");
+        }
     }
 }

@@ -98,12 +98,31 @@ pub fn replay_with(
     // Breathe at every deadline until the capture is consumed and nothing is in
     // flight (a plugin's timer alone does not keep a replay going).
     let mut clock = VirtualClock::at(start);
+    let done = |e: &Engine| {
+        e.app_ref::<CaptureSource>(source)
+            .is_none_or(|s| s.next_at().is_none())
+            && e.packets_in_flight() == 0
+    };
+    // The schedule's changes at their exact virtual times, counted from the start:
+    // what arrives before a step's instant meets the plan before it.
+    for step in &plan.schedule {
+        let at = start.saturating_add(step.at_ns);
+        clock
+            .run_until(&mut net.engine, at.saturating_sub(1), done)
+            .context("replay")?;
+        if done(&net.engine) {
+            break;
+        }
+        let report = net.apply((*step.plan).clone(), loader);
+        if let synthnet_config::Outcome::Refused(e) = report.outcome {
+            anyhow::bail!(
+                "the schedule's change at {:.3} s was refused: {e}",
+                step.at_ns as f64 / 1e9
+            );
+        }
+    }
     clock
-        .run_until(&mut net.engine, u64::MAX, |e| {
-            e.app_ref::<CaptureSource>(source)
-                .is_none_or(|s| s.next_at().is_none())
-                && e.packets_in_flight() == 0
-        })
+        .run_until(&mut net.engine, u64::MAX, done)
         .context("replay")?;
     let snap = net.snapshot();
     let mut dropped: Vec<(DropCause, u64)> = snap

@@ -132,6 +132,19 @@ pub fn load_plan(path: Option<&std::path::Path>) -> Result<Plan> {
     Ok(load_spec(path)?.1)
 }
 
+/// A plan the live bridge can run: schedules run in replay only, for now; a spec that
+/// has one is refused rather than run without it.
+pub fn live(plan: Plan) -> Result<Plan, synthnet_config::ApplyError> {
+    if plan.schedule.is_empty() {
+        Ok(plan)
+    } else {
+        Err(synthnet_config::ApplyError {
+            field: Some("schedule".into()),
+            message: "the live bridge does not run schedules yet (synthnet replay does)".into(),
+        })
+    }
+}
+
 /// The spec at `path`, or the built-in default: as written, and its plan.
 pub fn load_spec(path: Option<&std::path::Path>) -> Result<(serde_json::Value, Plan)> {
     Ok(match path {
@@ -157,6 +170,7 @@ impl Bridge {
             .filter_map(|i| claim(i).transpose())
             .collect::<Result<Vec<_>>>()?;
         let (spec, plan) = load_spec(opts.spec.as_deref())?;
+        let plan = live(plan).map_err(|e| anyhow::anyhow!("invalid spec: {e}"))?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
         let pool = PacketPool::with_large(

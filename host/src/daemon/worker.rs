@@ -119,7 +119,7 @@ pub fn spawn(
                     .spec
                     .clone();
                 let planned = |v: Value| -> Result<(Value, Plan), ApplyError> {
-                    let p = plan::from_value(&v, &base)?;
+                    let p = super::live(plan::from_value(&v, &base)?)?;
                     Ok((v, p))
                 };
                 // The spec to run, and whether it must be written to the file.
@@ -136,7 +136,12 @@ pub fn spawn(
                     Change::Reload => match &path {
                         Some(p) => {
                             log::info!("reload: reading {}", p.display());
-                            (plan::load_value(p).map_err(ApplyError::from), false)
+                            (
+                                plan::load_value(p)
+                                    .map_err(ApplyError::from)
+                                    .and_then(|(v, p)| Ok((v, super::live(p)?))),
+                                false,
+                            )
                         }
                         None => (
                             Err(ApplyError {
