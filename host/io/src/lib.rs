@@ -9,10 +9,13 @@
 //! - [`pcap`]: pcap/pcapng captures, and the apps that feed them to an engine and keep
 //!   what comes out.
 //! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover`.
+//! - [`heap`]: freed heap memory given back to the system (after compiling plugins).
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 pub mod afpacket;
+#[allow(unsafe_code)]
+pub mod heap;
 pub mod netlink;
 pub mod pcap;

@@ -218,6 +218,7 @@ impl Bridge {
         if let synthnet_config::Outcome::Refused(e) = report.outcome {
             anyhow::bail!("invalid spec: {e}");
         }
+        synthnet_io::heap::trim();
         if opts.flow_table > 0 {
             let e = &mut net.engine;
             for id in [orx, irx] {

@@ -207,6 +207,9 @@ pub fn spawn(
                         (report, saved)
                     }
                 };
+                // Compiling may have borrowed hundreds of MB from the allocator: give
+                // them back now that the change is done.
+                synthnet_io::heap::trim();
                 match &report.outcome {
                     Outcome::Applied(c) => {
                         log::info!("generation {}: applied ({c})", report.generation)
