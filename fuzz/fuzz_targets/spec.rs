@@ -9,19 +9,8 @@
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::path::Path;
-use synthnet_config::{plan, Network, Outcome, Ports};
-use synthnet_core::{App, Counters, Ctx, Direction, Engine, PacketPool};
+use synthnet_config::plan;
 use synthnet_runtime::{Loader, WasmRuntime};
-
-/// The ends of a dry-run network, as in `check`.
-struct Idle(Counters);
-
-impl App for Idle {
-    fn breathe(&mut self, _: &mut Ctx<'_>) {}
-    fn counters(&self) -> &Counters {
-        &self.0
-    }
-}
 
 thread_local! {
     // One loader for the whole run: compiling the built-ins for every input would leave
@@ -38,20 +27,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = plan::describe(&plan);
-    let mut engine = Engine::new(PacketPool::new(1024, 2048));
-    let mut ports = Vec::new();
-    for d in Direction::BOTH {
-        let source = engine.add(Box::new(Idle(Counters::default())));
-        let sink = engine.add(Box::new(Idle(Counters::default())));
-        ports.push((d, Ports { source, sink }));
-    }
-    let mut net = Network::new(engine, ports);
     LOADER.with(|l| {
         let mut l = l.borrow_mut();
         let loader =
             l.get_or_insert_with(|| Loader::new(WasmRuntime::new().expect("wasmtime starts")));
-        if let Outcome::Applied(_) = net.apply(plan, loader).outcome {
-            let _ = net.snapshot();
-        }
+        let _ = synthnet_config::dry_run(plan, loader);
     });
 });

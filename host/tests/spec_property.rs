@@ -18,8 +18,8 @@ use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use synthnet::commands::replay::replay_with;
-use synthnet_config::{plan, Network, Outcome, Plan, Ports};
-use synthnet_core::{App, Counters, Ctx, Direction, Engine, PacketPool};
+use synthnet_config::{plan, Outcome, Plan};
+use synthnet_core::Direction;
 use synthnet_runtime::{Loader, WasmRuntime};
 
 const SPECS: u64 = 100_000;
@@ -381,28 +381,10 @@ impl Gen {
     }
 }
 
-/// The ends of a dry-run network, as `synthnet check` has them.
-struct Idle(Counters);
-
-impl App for Idle {
-    fn breathe(&mut self, _: &mut Ctx<'_>) {}
-    fn counters(&self) -> &Counters {
-        &self.0
-    }
-}
-
-/// What `synthnet check` does (host/src/commands/check.rs), with a shared loader so each
-/// plugin is compiled once for the whole test.
+/// What `synthnet check` does (the config layer's dry run), with a shared loader so
+/// each plugin is compiled once for the whole test.
 fn check(plan: &Plan, loader: &mut Loader) -> Result<(), String> {
-    let mut engine = Engine::new(PacketPool::new(1024, 2048));
-    let mut ports = Vec::new();
-    for d in Direction::BOTH {
-        let source = engine.add(Box::new(Idle(Counters::default())));
-        let sink = engine.add(Box::new(Idle(Counters::default())));
-        ports.push((d, Ports { source, sink }));
-    }
-    let mut net = Network::new(engine, ports);
-    match net.apply(plan.clone(), loader).outcome {
+    match synthnet_config::dry_run(plan.clone(), loader).outcome {
         Outcome::Applied(_) => Ok(()),
         Outcome::Refused(e) => Err(e.to_string()),
     }

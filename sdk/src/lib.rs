@@ -16,6 +16,7 @@
 //! - [`checksum`]: internet checksum and incremental updates;
 //! - [`dist`]: netem's delay distributions (its tables, and tables from samples);
 //! - [`rng`]: the seeded PRNG, integer-only on the hot path;
+//! - [`state`]: hand-over state as 64-bit words;
 //! - [`queue`]: queue disciplines (drop-tail, CoDel, PIE) for plugins that hand out
 //!   departure times.
 
@@ -29,6 +30,7 @@ mod guest;
 mod harness;
 pub mod queue;
 pub mod rng;
+pub mod state;
 pub mod wire;
 
 pub use guest::{Access, Batch, Guest, PacketMeta, Plugin};

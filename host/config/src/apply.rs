@@ -688,3 +688,31 @@ fn same_shape(a: &Plan, b: &Plan, dir: Direction) -> bool {
             .all(|(x, y)| x.label == y.label && x.matcher == y.matcher)
         && names(a) == names(b)
 }
+
+/// An app that does nothing: the ends of a dry-run network.
+struct Idle(Counters);
+
+impl synthnet_core::App for Idle {
+    fn breathe(&mut self, _: &mut synthnet_core::Ctx<'_>) {}
+    fn counters(&self) -> &Counters {
+        &self.0
+    }
+}
+
+/// Build `plan` the way the bridge and replay would, in a network with no interfaces (a
+/// source and a sink per direction that never see a packet): every plugin is compiled
+/// and instantiated with its config, and the graph is built. What this applies, the
+/// bridge and replay run. (`synthnet check`, the property test and the fuzzer use it.)
+pub fn dry_run(plan: Plan, loader: &mut Loader) -> Report {
+    let mut engine = Engine::new(synthnet_core::PacketPool::new(1024, 2048));
+    let mut ports = Vec::new();
+    for d in Direction::BOTH {
+        let source = engine.add(Box::new(Idle(Counters::default())));
+        let sink = engine.add(Box::new(Idle(Counters::default())));
+        ports.push((d, Ports { source, sink }));
+    }
+    let mut net = Network::new(engine, ports);
+    let report = net.apply(plan, loader);
+    let _ = net.snapshot();
+    report
+}

@@ -20,6 +20,7 @@ pub mod netem;
 pub mod plan;
 
 pub use apply::{
-    prepare, ApplyError, Changes, Network, Outcome, Ports, Prepared, Report, RunningView, Snapshot,
+    dry_run, prepare, ApplyError, Changes, Network, Outcome, Ports, Prepared, Report, RunningView,
+    Snapshot,
 };
 pub use plan::{ChainId, Plan, SpecError, StageId};

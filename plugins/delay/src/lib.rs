@@ -38,7 +38,7 @@ use serde::Deserialize;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use synthnet_sdk::dist::{moments, shipped_table, table_from_samples, Distribution, DIST_SCALE};
-use synthnet_sdk::{duration_ms, export_plugin, Batch, Plugin, Rng, MAX_DELAY_MS};
+use synthnet_sdk::{duration_ms, export_plugin, state, Batch, Plugin, Rng, MAX_DELAY_MS};
 
 #[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -275,29 +275,26 @@ impl Plugin for Delay {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut v: Vec<u8> = self
-            .rng
-            .state()
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        v.extend_from_slice(&self.last.to_le_bytes());
-        v.extend_from_slice(&self.last_departure_ns.to_le_bytes());
-        v.extend_from_slice(&self.reorder_last.to_le_bytes());
-        v.extend_from_slice(&u64::from(self.counter).to_le_bytes());
-        v
+        let [a, b, c, d] = self.rng.state();
+        state::encode(&[
+            a,
+            b,
+            c,
+            d,
+            self.last.to_bits(),
+            self.last_departure_ns,
+            self.reorder_last.to_bits(),
+            u64::from(self.counter),
+        ])
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() != 64 {
-            return Err("delay state must be 64 bytes".into());
-        }
-        let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
-        self.last = f64::from_bits(w(4));
-        self.last_departure_ns = w(5);
-        self.reorder_last = f64::from_bits(w(6));
-        self.counter = u32::try_from(w(7)).unwrap_or(u32::MAX);
+    fn restore(&mut self, st: &[u8]) -> Result<(), String> {
+        let [a, b, c, d, last, departure, reorder_last, counter] = state::decode::<8>(st, "delay")?;
+        self.rng = Rng::from_state([a, b, c, d]);
+        self.last = f64::from_bits(last);
+        self.last_departure_ns = departure;
+        self.reorder_last = f64::from_bits(reorder_last);
+        self.counter = u32::try_from(counter).unwrap_or(u32::MAX);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! here (each packet is looked at once).
 
 use serde::Deserialize;
-use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
+use synthnet_sdk::{export_plugin, state, Batch, Plugin, Rng};
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -66,23 +66,14 @@ impl Plugin for Duplicate {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut v: Vec<u8> = self
-            .rng
-            .state()
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        v.extend_from_slice(&self.last.to_le_bytes());
-        v
+        let [a, b, c, d] = self.rng.state();
+        state::encode(&[a, b, c, d, self.last.to_bits()])
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() != 40 {
-            return Err("duplicate state must be 40 bytes".into());
-        }
-        let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
-        self.last = f64::from_bits(w(4));
+    fn restore(&mut self, st: &[u8]) -> Result<(), String> {
+        let [a, b, c, d, last] = state::decode::<5>(st, "duplicate")?;
+        self.rng = Rng::from_state([a, b, c, d]);
+        self.last = f64::from_bits(last);
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! behind it, as in a FIFO); with `reorder`, undelayed packets overtake delayed ones.
 
 use serde::Deserialize;
-use synthnet_sdk::{duration_ms, export_plugin, Batch, Chance, Plugin, Rng, MAX_DELAY_MS};
+use synthnet_sdk::{duration_ms, export_plugin, state, Batch, Chance, Plugin, Rng, MAX_DELAY_MS};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, default)]
@@ -78,23 +78,14 @@ impl Plugin for Jitter {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut v: Vec<u8> = self
-            .rng
-            .state()
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        v.extend_from_slice(&self.last_departure_ns.to_le_bytes());
-        v
+        let [a, b, c, d] = self.rng.state();
+        state::encode(&[a, b, c, d, self.last_departure_ns])
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() != 40 {
-            return Err("jitter state must be 40 bytes".into());
-        }
-        let w = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        self.rng = Rng::from_state([w(0), w(1), w(2), w(3)]);
-        self.last_departure_ns = w(4);
+    fn restore(&mut self, st: &[u8]) -> Result<(), String> {
+        let [a, b, c, d, last] = state::decode::<5>(st, "jitter")?;
+        self.rng = Rng::from_state([a, b, c, d]);
+        self.last_departure_ns = last;
         Ok(())
     }
 }

@@ -20,7 +20,7 @@
 //!   netem's: p31 = 1 − p13, p32 = 0, p23 = 1, p14 = 0.
 
 use serde::Deserialize;
-use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
+use synthnet_sdk::{export_plugin, state, Batch, Plugin, Rng};
 
 #[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -287,31 +287,18 @@ impl Plugin for Loss {
         batch.count(0, lost);
     }
 
-    /// The RNG (32 bytes), the model's discrete state (1 byte) and last draw (8 bytes).
+    /// The RNG, the model's discrete state and its last draw, as words.
     fn snapshot(&self) -> Vec<u8> {
+        let [a, b, c, d] = self.rng.state();
         let (s, v) = self.chain.state();
-        let mut out: Vec<u8> = self
-            .rng
-            .state()
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        out.push(s);
-        out.extend_from_slice(&v.to_le_bytes());
-        out
+        state::encode(&[a, b, c, d, u64::from(s), v.to_bits()])
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() != 41 {
-            return Err("loss state must be 41 bytes".into());
-        }
-        let mut w = [0u64; 4];
-        for (i, c) in state[..32].chunks_exact(8).enumerate() {
-            w[i] = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        }
-        let v = f64::from_le_bytes(state[33..41].try_into().unwrap_or([0; 8]));
-        self.chain.set_state(state[32], v)?;
-        self.rng = Rng::from_state(w);
+    fn restore(&mut self, st: &[u8]) -> Result<(), String> {
+        let [a, b, c, d, s, v] = state::decode::<6>(st, "loss")?;
+        self.chain
+            .set_state(u8::try_from(s).unwrap_or(u8::MAX), f64::from_bits(v))?;
+        self.rng = Rng::from_state([a, b, c, d]);
         Ok(())
     }
 }
