@@ -314,3 +314,39 @@ fn a_holding_chain_cannot_starve_other_flows_or_the_other_direction() {
             > 0
     );
 }
+
+/// F9 of the review: a plugin whose snapshot fails made every later reload of it be
+/// refused ("snapshot of the running instance failed"). Now the change applies, and the
+/// report says the state could not be handed over.
+#[test]
+fn a_snapshot_that_fails_never_blocks_a_change() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repro");
+    let dir = std::env::temp_dir().join(format!("synthnet-f9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("p.wasm");
+    let spec = format!(
+        r#"{{"ingress": [{{"plugin": "{}", "config": {{}}}}]}}"#,
+        wasm.display()
+    );
+    let (mut net, mut loader) = network(0);
+    for (file, round) in [
+        ("09_state_ok.wat", 0),
+        ("09_snap_huge.wat", 1),
+        ("09_state_ok.wat", 2),
+    ] {
+        std::fs::write(&wasm, wat::parse_file(fixtures.join(file)).unwrap()).unwrap();
+        let c = applied(net.apply(plan_of(&spec), &mut loader));
+        if round == 2 {
+            // The running (snap_huge) instance cannot give its state: the new one starts
+            // without it, and the change goes through.
+            assert!(
+                c.swapped
+                    .iter()
+                    .any(|(_, h)| matches!(h, Handover::Failed(_))),
+                "{c:?}"
+            );
+        }
+    }
+    assert_eq!(net.generation(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -528,3 +528,71 @@ fn root_refuses_the_same_interface_twice_and_a_pair_already_bridged() {
     let again = BridgeProc::start(&topo, &empty_spec(), &["--stats", "0"]);
     assert!(again.stop().success());
 }
+
+/// F16 of the review: SIGTERM during startup (plugins still compiling and starting)
+/// was not acted on. A bridge whose six stages each spend a few hundred ms of CPU in
+/// their init is told to stop 300 ms after it started: it is gone within a second.
+#[test]
+fn root_sigterm_stops_a_bridge_that_is_still_starting() {
+    let _s = serial();
+    let topo = topology("sigt");
+    let testbed = synthnet_runtime::registry::test_only_path("testbed").expect("testbed");
+    let stages: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"plugin": "{}", "name": "slow{i}", "config": {{"mode": "pass", "init_spin": 150000000}}}}"#,
+                testbed
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(netns::unique("sigt"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.json");
+    std::fs::write(
+        &spec,
+        format!(r#"{{"ingress": [{}], "egress": []}}"#, stages.join(",")),
+    )
+    .unwrap();
+    let mut child = topo
+        .middle()
+        .command(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["bridge", "outer", "inner"])
+        .arg(&spec)
+        .args(["--stats", "0", "--api", "off"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the bridge was meant to be still starting"
+    );
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "SIGTERM during startup was not acted on within a second"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!status.success());
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        !log.contains("bridging"),
+        "the bridge had finished starting, so this tested nothing: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -475,3 +475,63 @@ fn a_schedule_changes_at_exact_virtual_times() {
         );
     }
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/repro")
+        .join(name)
+}
+
+fn replay_files(spec: &Path, input: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--spec"])
+        .arg(spec)
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// F2 of the review: the largest pool with a 64 KiB frame aborted replay (SIGABRT on a
+/// 256 GB allocation). Replay now uses the bridge's two-class pool and runs it.
+#[test]
+fn the_largest_pool_and_a_64k_frame_replay() {
+    let dir = workdir("f2");
+    let out = dir.join("o.pcap");
+    let o = replay_files(
+        &fixture("02_pool_max.json"),
+        &fixture("02_big_frame.pcap"),
+        &out,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut r = PcapReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let len = r
+        .next_packet()
+        .expect("the big frame left")
+        .unwrap()
+        .data
+        .len();
+    assert!(len > 60_000, "{len}");
+}
+
+/// F3 of the review: a plugin injecting 16,384 packets a call grew replay without
+/// bound (13 M packets, 1.65 GB). Now replay stops at its bound, says why, and writes
+/// nothing.
+#[test]
+fn a_plugin_that_multiplies_packets_is_stopped_with_a_message() {
+    let dir = workdir("f3");
+    std::fs::copy(fixture("03_amplify.json"), dir.join("spec.json")).unwrap();
+    let wasm = wat::parse_file(fixture("03_inject16k.wat")).unwrap();
+    std::fs::write(dir.join("03_inject16k.wasm"), wasm).unwrap();
+    let input = frames(100, 100, MS);
+    let pcap = dir.join("in.pcap");
+    write(&pcap, &input, TsResolution::NanoSecond);
+    let out = dir.join("o.pcap");
+    let o = replay_files(&dir.join("spec.json"), &pcap, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("multiplies packets without bound"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+}
