@@ -535,3 +535,28 @@ fn a_plugin_that_multiplies_packets_is_stopped_with_a_message() {
     assert!(err.contains("multiplies packets without bound"), "{err}");
     assert!(!out.exists(), "nothing is written");
 }
+
+/// F4 of the review (its second half): a departure past 2106 cannot be written to a pcap
+/// file; replay says so, naming the packet, instead of failing obscurely.
+#[test]
+fn a_departure_past_2106_is_a_clear_error() {
+    let dir = workdir("f4");
+    // One frame a second before the end of 2106's u32 seconds, delayed by a day.
+    let t = (u32::MAX as u64 - 1) * 1_000_000_000;
+    let input = vec![(t, synthnet_testkit::apps::udp_template(100))];
+    let pcap = dir.join("in.pcap");
+    write(&pcap, &input, TsResolution::NanoSecond);
+    std::fs::write(
+        dir.join("spec.json"),
+        r#"{"ingress": [{"plugin": "latency", "config": {"delay_ms": 86400000}}], "egress": []}"#,
+    )
+    .unwrap();
+    let out = dir.join("o.pcap");
+    let o = replay_files(&dir.join("spec.json"), &pcap, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("packet 0") && err.contains("after 2106"),
+        "{err}"
+    );
+}

@@ -1394,4 +1394,13 @@ mod tests {
             assert_eq!(p(text).unwrap_err().field, field, "{text}");
         }
     }
+
+    /// F15 of the review: a stage name carried control characters into the logs.
+    #[test]
+    fn stage_names_cannot_carry_control_characters() {
+        let e = p(r#"{"ingress": [{"plugin": "latency", "config": {"delay_ms": 1}, "name": "a\nstats: FAKE\u001b[31mred"}], "egress": []}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "ingress[0].name");
+        assert!(e.reason.contains("letters, digits"), "{e}");
+    }
 }
