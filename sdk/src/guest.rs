@@ -44,6 +44,13 @@ pub trait Plugin: Sized {
     /// Build an instance. `seed` is this instance's seed for a [`Rng`](crate::Rng).
     fn new(config: Self::Config, seed: u64) -> Result<Self, String>;
 
+    /// What this instance needs to see of each packet, when that depends on its config
+    /// (the `loss` plugin reads headers only to mark ECN): asked once, after `new`.
+    /// Defaults to [`Plugin::ACCESS`].
+    fn access(&self) -> Access {
+        Self::ACCESS
+    }
+
     /// Answer one batch: give every packet a verdict (packets left without one are
     /// dropped by the host and counted as `no_verdict`).
     fn process(&mut self, batch: &mut Batch<'_>) {
@@ -366,7 +373,7 @@ impl<P: Plugin> Guest<P> {
     }
 
     fn with_plugin(plugin: P) -> Self {
-        let (access, snap, slot) = match P::ACCESS {
+        let (access, snap, slot) = match plugin.access() {
             Access::Meta => (access::META, 0, 0),
             Access::Headers(n) => {
                 let n = n.clamp(1, abi::MAX_PACKET);

@@ -339,6 +339,87 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     }
 }
 
+/// What [`mark_ce`] did to a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ecn {
+    /// The packet was ECN-capable (ECT(0) or ECT(1)) and is now marked CE.
+    Marked,
+    /// It was already marked CE: nothing changed, and it counts as marked.
+    AlreadyCe,
+    /// Not ECN-capable (Not-ECT), or not IPv4/IPv6: nothing changed.
+    NotEct,
+}
+
+/// The 802.1Q and 802.1ad tag types [`mark_ce`] looks through.
+const QINQ: u16 = 0x88A8;
+
+/// Mark an ECN-capable packet Congestion Experienced, as the kernel's
+/// `INET_ECN_set_ce` does for netem's `ecn`: Ethernet, up to two VLAN tags, then IPv4
+/// (the ECN bits of the TOS byte, the header checksum updated incrementally, RFC 1624)
+/// or IPv6 (the ECN bits of the traffic class; IPv6 has no header checksum). Transport
+/// checksums do not cover these bits, so they stay valid. Needs the frame's first
+/// bytes up to the IPv4 checksum: 34 bytes untagged, 42 with two tags; a shorter
+/// buffer is treated as not ECN-capable.
+pub fn mark_ce(frame: &mut [u8]) -> Ecn {
+    let mut at = 12;
+    let mut ty = match frame.get(at..at + 2) {
+        Some(_) => be16(frame, at),
+        None => return Ecn::NotEct,
+    };
+    for _ in 0..2 {
+        if ty != ethertype::VLAN && ty != QINQ {
+            break;
+        }
+        at += 4;
+        ty = match frame.get(at..at + 2) {
+            Some(_) => be16(frame, at),
+            None => return Ecn::NotEct,
+        };
+    }
+    let ip = at + 2;
+    match ty {
+        ethertype::IPV4 => {
+            let Some(h) = frame.get_mut(ip..ip + 12) else {
+                return Ecn::NotEct;
+            };
+            if h[0] >> 4 != 4 {
+                return Ecn::NotEct;
+            }
+            match h[1] & 3 {
+                0 => Ecn::NotEct,
+                3 => Ecn::AlreadyCe,
+                _ => {
+                    let old = be16(h, 0);
+                    h[1] |= 3;
+                    let new = be16(h, 0);
+                    let c = crate::checksum::update16(be16(h, 10), old, new);
+                    set_be16(h, 10, c);
+                    Ecn::Marked
+                }
+            }
+        }
+        ethertype::IPV6 => {
+            let Some(h) = frame.get_mut(ip..ip + 2) else {
+                return Ecn::NotEct;
+            };
+            if h[0] >> 4 != 6 {
+                return Ecn::NotEct;
+            }
+            // Traffic class: the low 4 bits of byte 0 and the high 4 of byte 1; its
+            // ECN field is bits 4–5 of byte 1.
+            match (h[1] >> 4) & 3 {
+                0 => Ecn::NotEct,
+                3 => Ecn::AlreadyCe,
+                _ => {
+                    h[1] |= 0x30;
+                    Ecn::Marked
+                }
+            }
+        }
+        _ => Ecn::NotEct,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +459,49 @@ mod tests {
             ip.set_ttl(ttl);
             assert!(ip.verify_checksum(), "ttl {ttl}");
         }
+    }
+
+    #[test]
+    fn mark_ce_sets_the_ecn_bits_and_keeps_the_ipv4_checksum_valid() {
+        for ecn in 0..4u8 {
+            let mut buf = UDP4;
+            buf[15] = 0xB8 | ecn; // DSCP EF and the ECN field
+            Ipv4Packet::new_checked(&mut buf[14..])
+                .unwrap()
+                .fill_checksum();
+            let want = [Ecn::NotEct, Ecn::Marked, Ecn::Marked, Ecn::AlreadyCe][ecn as usize];
+            assert_eq!(mark_ce(&mut buf), want, "ECN {ecn}");
+            let ip = Ipv4Packet::new_checked(&buf[14..]).unwrap();
+            assert!(ip.verify_checksum(), "ECN {ecn}");
+            let ce = if ecn == 0 { 0 } else { 3 };
+            assert_eq!(ip.dscp_ecn(), 0xB8 | ce, "DSCP kept, ECN {ecn}");
+        }
+        // Behind a VLAN tag.
+        let mut tagged = [&UDP4[..12], &[0x81, 0x00, 0x00, 0x05], &UDP4[12..]].concat();
+        tagged[19] = 0x02; // ECT(0)
+        Ipv4Packet::new_checked(&mut tagged[18..])
+            .unwrap()
+            .fill_checksum();
+        assert_eq!(mark_ce(&mut tagged), Ecn::Marked);
+        assert!(Ipv4Packet::new_checked(&tagged[18..])
+            .unwrap()
+            .verify_checksum());
+        assert_eq!(tagged[19], 0x03);
+        // IPv6: traffic class 0xB9 = DSCP EF, ECT(1).
+        let mut v6 = [0u8; 14 + 40];
+        v6[12..14].copy_from_slice(&[0x86, 0xDD]);
+        v6[14] = 0x60 | 0x0B;
+        v6[15] = 0x90;
+        assert_eq!(mark_ce(&mut v6), Ecn::Marked);
+        assert_eq!((v6[14], v6[15]), (0x6B, 0xB0));
+        v6[15] = 0x80; // Not-ECT
+        assert_eq!(mark_ce(&mut v6), Ecn::NotEct);
+        // Not IP, and too short: untouched.
+        let mut arp = [0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(mark_ce(&mut arp), Ecn::NotEct);
+        let mut short = UDP4;
+        assert_eq!(mark_ce(&mut short[..20]), Ecn::NotEct);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ```text
 //! [limit PACKETS] [delay TIME [JITTER [CORRELATION]] [distribution uniform|normal|pareto|paretonormal]]
 //! [loss [random] PERCENT [CORRELATION] | loss state P13 [P31 [P32 [P23 [P14]]]]
-//!       | loss gemodel P [R [1-H [1-K]]]] [corrupt PERCENT [CORRELATION]]
+//!       | loss gemodel P [R [1-H [1-K]]] [ecn]] [corrupt PERCENT [CORRELATION]]
 //! [duplicate PERCENT [CORRELATION]] [reorder PERCENT [CORRELATION] [gap DISTANCE]]
 //! [rate RATE [PACKETOVERHEAD [CELLSIZE [CELLOVERHEAD]]]]
 //! [slot MIN_DELAY [MAX_DELAY] | slot distribution D DELAY JITTER [packets N] [bytes N]]
@@ -26,9 +26,15 @@
 //! - `limit` (default 1000, as tc sets it) bounds the packets waiting in the delay
 //!   stage; the rate stage's queue is bounded to `limit` full-size frames in bytes;
 //! - correlation picks table entries by the correlated value, not its low bits (see
-//!   the `delay` plugin), and `seed` seeds what netem leaves unseeded too.
+//!   the `delay` plugin), and `seed` seeds what netem leaves unseeded too (the
+//!   correlated generators' first value, slot times, the corrupted bit's position);
+//! - `corrupt` leaves GSO super-packets intact (counted `gso_spared`) where netem
+//!   segments them and corrupts the first segment; a pending checksum is finished
+//!   before corruption in both (see the `corrupt` plugin).
 //!
-//! Not built yet, refused naming the word: `ecn`, `loss … ecn`.
+//! `ecn` (anywhere on the line, as tc reads it) makes the loss stage mark ECN-capable
+//! packets CE instead of dropping them (`"ecn": true` on `loss`); without a loss model
+//! it is refused, as tc refuses it.
 
 use crate::plan::{SpecError, Stage};
 use serde_json::{json, Map, Value};
@@ -239,6 +245,7 @@ struct Netem {
     rate: Option<Map<String, Value>>,
     slot: Option<Map<String, Value>>,
     seed: Option<u64>,
+    ecn: bool,
 }
 
 /// Expand the netem line `text` into stages; stage names are `prefix-plugin`
@@ -336,9 +343,6 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                     "gemodel" => ("gilbert_elliott", &a[1..]),
                     _ => ("random", &a[..]),
                 };
-                if rest.last() == Some(&"ecn") {
-                    return Err(err(at, "ecn: marking instead of dropping is not built yet"));
-                }
                 m.insert("model".into(), json!(model));
                 let fields: &[&str] = match model {
                     "random" => &["loss_ratio", "correlation_ratio"],
@@ -368,11 +372,14 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
             "corrupt" => {
                 need(1, "a percentage")?;
                 too_many(2)?;
-                if a.len() > 1 {
-                    return Err(err(at, "corrupt: a correlation is not built yet"));
-                }
                 let mut m = Map::new();
                 m.insert("ratio".into(), json!(percent(at, "corrupt", a[0])?));
+                if let Some(c) = a.get(1) {
+                    m.insert(
+                        "correlation_ratio".into(),
+                        json!(percent(at, "corrupt correlation", c)?),
+                    );
+                }
                 // netem flips a bit anywhere in the frame, headers included.
                 m.insert("skip_bytes".into(), json!(0));
                 n.corrupt = Some(m);
@@ -445,11 +452,14 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                 n.seed = Some(integer(at, "seed", a[0])?);
             }
             "slot" => n.slot = Some(slot(at, &a)?),
-            "ecn" => return Err(err(at, "ecn: marking instead of dropping is not built yet")),
+            "ecn" => {
+                too_many(0)?;
+                n.ecn = true;
+            }
             other => {
                 return Err(err(
                     at,
-                    format!("{other:?} is not a netem option (tc-netem(8): limit, delay, distribution, loss, corrupt, duplicate, reorder, gap, rate, slot, seed)"),
+                    format!("{other:?} is not a netem option (tc-netem(8): limit, delay, distribution, loss, ecn, corrupt, duplicate, reorder, gap, rate, slot, seed)"),
                 ))
             }
         }
@@ -463,6 +473,15 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
             .is_some_and(|d| d.contains_key("jitter_ms"))
     {
         return Err(err(at, "distribution: needs a delay with a jitter (netem: distribution specified but no latency and jitter values)"));
+    }
+    if n.ecn {
+        let l = n.loss.as_mut().ok_or_else(|| {
+            err(
+                at,
+                "ecn: needs a loss model (netem: ecn requested without loss model)",
+            )
+        })?;
+        l.insert("ecn".into(), json!(true));
     }
     let mut delay = n.delay.take();
     if let Some((p, c, gap)) = n.reorder {
@@ -580,6 +599,27 @@ mod tests {
             (
                 "netem corrupt 0.1%",
                 vec![("netem-corrupt", json!({"ratio": 0.001, "skip_bytes": 0}))],
+            ),
+            (
+                "netem corrupt 5% 25%",
+                vec![(
+                    "netem-corrupt",
+                    json!({"ratio": 0.05, "correlation_ratio": 0.25, "skip_bytes": 0}),
+                )],
+            ),
+            (
+                "netem loss 1% ecn",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "random", "loss_ratio": 0.01, "ecn": true}),
+                )],
+            ),
+            (
+                "netem ecn loss gemodel 1% 10%",
+                vec![(
+                    "netem-loss",
+                    json!({"model": "gilbert_elliott", "p_ratio": 0.01, "r_ratio": 0.1, "ecn": true}),
+                )],
             ),
             (
                 "netem delay 10ms reorder 25% 50%",
@@ -702,7 +742,8 @@ mod tests {
             ("delay 10 parsecs", "parsecs"),
             ("slot 800us 10ms packets", "packets"),
             ("slot distribution gamma 1ms 1ms", "gamma"),
-            ("loss 1% ecn", "ecn"),
+            ("delay 10ms ecn", "ecn"),
+            ("loss 1% ecn 5", "5"),
             ("delay 10ms distribution gamma", "gamma"),
             ("distribution normal delay 10ms", "distribution"),
             ("gap 5 delay 10ms", "gap"),

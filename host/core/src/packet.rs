@@ -325,6 +325,47 @@ impl PacketPool {
         }
     }
 
+    /// Finish a pending checksum offload in software, as the kernel's
+    /// `skb_checksum_help` does: a frame with `VIRTIO_NET_HDR_F_NEEDS_CSUM` carries in
+    /// its checksum field only the pseudo-header's sum, and the sum over
+    /// `csum_start..` is still to be folded in. After this the frame carries its real
+    /// checksum and no pending offload, so a plugin that changes bytes afterwards (the
+    /// `corrupt` plugin) leaves a checksum that no longer matches: the receiver catches
+    /// it, as on a real wire. Left alone: frames with no pending checksum, GSO
+    /// super-packets (the kernel computes each segment's checksum when it splits them)
+    /// and headers whose offsets lie outside the frame. Returns whether it finished one.
+    pub fn finish_checksum(&mut self, p: &Packet) -> bool {
+        let h = self.vnet(p);
+        if h.flags & vnet::F_NEEDS_CSUM == 0 || h.is_gso() {
+            return false;
+        }
+        let (start, field) = (
+            h.csum_start as usize,
+            h.csum_start as usize + h.csum_offset as usize,
+        );
+        let len = p.len as usize;
+        if start >= len || field + 2 > len {
+            return false;
+        }
+        let data = &mut self.buf_mut(p.id)[..len];
+        let sum = synthnet_sdk::checksum::sum(&data[start..], 0) as u16;
+        // As the kernel: a sum that folds to 0 is sent as 0xFFFF (UDP's "no checksum"
+        // must not appear by accident).
+        let c = match !sum {
+            0 => 0xFFFF,
+            c => c,
+        };
+        data[field..field + 2].copy_from_slice(&c.to_be_bytes());
+        self.set_vnet(
+            p,
+            &VnetHdr {
+                flags: h.flags & !vnet::F_NEEDS_CSUM,
+                ..h
+            },
+        );
+        true
+    }
+
     /// Replace the first `old_prefix` bytes of `p` with `prefix`, keeping the rest. Fails
     /// (and changes nothing) if the result would not fit. An offload header's offsets
     /// move with the payload.
@@ -390,6 +431,55 @@ mod tests {
         );
         assert_eq!(pool.data(&p), b"LONGERHEADERPAYLOAD");
         assert!(pool.alloc_from(&[0u8; 33], 0).is_none());
+    }
+
+    /// A UDP/IPv4 frame with a pending checksum (the pseudo-header sum in the field,
+    /// as a sender with `tx-checksumming` on leaves it) gets the checksum a full
+    /// computation gives, and no pending offload.
+    #[test]
+    fn a_pending_checksum_is_finished_in_software() {
+        use synthnet_sdk::checksum;
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let payload = b"hello, checksum!!";
+        let udp_len = 8 + payload.len() as u16;
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut udp = vec![0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0];
+        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        udp.extend_from_slice(payload);
+        let mut pseudo = vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 17];
+        pseudo.extend_from_slice(&udp_len.to_be_bytes());
+        let want = checksum::internet(&[pseudo.clone(), udp.clone()].concat());
+        // The partial field: the folded pseudo-header sum, not inverted.
+        udp[6..8].copy_from_slice(&(checksum::sum(&pseudo, 0) as u16).to_be_bytes());
+        f.extend_from_slice(&udp);
+        let mut pool = PacketPool::new(2, 256);
+        let p = pool.alloc_from(&f, 0).unwrap();
+        let h = VnetHdr {
+            flags: vnet::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        pool.set_vnet(&p, &h);
+        assert!(pool.finish_checksum(&p));
+        assert_eq!(&pool.data(&p)[40..42], &want.to_be_bytes());
+        assert_eq!(pool.vnet(&p).flags, 0);
+        assert!(!pool.finish_checksum(&p), "nothing pending any more");
+        // A GSO frame is left to the kernel's segmentation.
+        let q = pool.alloc_from(&f, 0).unwrap();
+        let gso = VnetHdr {
+            gso_type: 1,
+            gso_size: 1000,
+            ..h
+        };
+        pool.set_vnet(&q, &gso);
+        assert!(!pool.finish_checksum(&q));
+        assert_eq!(pool.vnet(&q), gso);
     }
 
     #[test]

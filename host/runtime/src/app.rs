@@ -205,6 +205,12 @@ impl PluginApp {
         let mem = inst.memory();
         if lay.access != access::META {
             for (i, p) in self.batch[..n].iter().enumerate() {
+                // A plugin that sees the whole packet may change any byte of it: a
+                // pending checksum is finished first, so the change shows (see
+                // `PacketPool::finish_checksum`).
+                if lay.access == access::FULL {
+                    cx.pool.finish_checksum(p);
+                }
                 let cap = p.len.min(lay.snap_len) as usize;
                 let at = lay.slot_addr(i as u32) as usize;
                 if let Some(dst) = mem.get_mut(at..at + cap) {

@@ -18,7 +18,9 @@
 //! ([`synthnet_sdk::queue`]): `drop_tail` (the default; add `queue_packets` to bound
 //! it in packets too), `codel` (`target_ms` 5, `interval_ms` 100), `pie`
 //! (`qdelay_ref_ms` 15, `max_burst_ms` 150) or `infinite`. A packet CoDel drops uses
-//! no link time. The discipline's state starts again after a swap.
+//! no link time. The discipline's state starts again after a swap. `drop_head` is
+//! refused with the reason (a head packet's departure is already in the host's delay
+//! line: see [`synthnet_sdk::queue`]).
 
 use serde::Deserialize;
 use synthnet_sdk::queue::{self, Fate, Queue};
@@ -348,6 +350,15 @@ mod tests {
                 .unwrap();
             assert!(e.contains("cell_overhead_bytes"), "{e}");
         }
+    }
+
+    #[test]
+    fn drop_head_is_refused_with_the_reason() {
+        let e = Harness::<Rate>::new(r#"{"rate_bps": 1000000, "queue": "drop_head"}"#, 1)
+            .err()
+            .unwrap();
+        assert!(e.starts_with("queue: drop_head is not available"), "{e}");
+        assert!(e.contains("drop_tail, codel or pie"), "{e}");
     }
 
     /// A responsive sender (AIMD, like TCP's congestion control: +10 packets/s every
