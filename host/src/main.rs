@@ -171,6 +171,10 @@ enum Command {
         /// benchmark's settings), e.g. `latency,jitter`, in wasm and native.
         #[arg(long, value_delimiter = ',')]
         chain: Vec<String>,
+        /// Instead of the standard cases, time every built-in plugin alone, in each of
+        /// its models (distributions, loss models, queues), in wasm and native.
+        #[arg(long)]
+        plugins: bool,
     },
 }
 
@@ -501,6 +505,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rounds,
             only,
             chain,
+            plugins,
         } => {
             anyhow::ensure!(
                 seconds > 0.0 && seconds.is_finite(),
@@ -511,7 +516,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !json {
                 println!(
-                    "{:<12} {:<7} {:>6} {:>9} {:>9} {:>8}",
+                    "{:<18} {:<7} {:>6} {:>9} {:>9} {:>8}",
                     "case", "runtime", "bytes", "Mpps", "out Mpps", "ns/pkt"
                 );
             }
@@ -520,12 +525,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rounds,
                 &only,
                 &chain,
+                plugins,
                 |r| {
                     if json {
                         println!("{}", serde_json::to_string(r).unwrap_or_default());
                     } else {
                         println!(
-                            "{:<12} {:<7} {:>6} {:>9.2} {:>9.2} {:>8.1}",
+                            "{:<18} {:<7} {:>6} {:>9.2} {:>9.2} {:>8.1}",
                             r.case,
                             format!("{:?}", r.runtime).to_lowercase(),
                             r.packet_size,
@@ -538,20 +544,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )
             .context("benchmark failed")?;
             if !json {
-                for size in [64, 1500] {
-                    let get = |case: &str, rt| {
-                        results
-                            .iter()
-                            .find(|r| r.case == case && r.runtime == rt && r.packet_size == size)
-                            .map(|r| r.mpps)
-                    };
-                    if let (Some(w), Some(n)) = (
-                        get("qos-chain", bench::BenchRuntime::Wasm),
-                        get("qos-chain", bench::BenchRuntime::Native),
-                    ) {
-                        println!("qos-chain {size} B: wasm/native = {:.2}", w / n);
-                    }
-                }
+                bench::print_ratios(&results);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -32,6 +32,149 @@ pub const QOS_CHAIN: [(&str, &str); 4] = [
     ("jitter", r#"{"jitter_ms": 2, "strength": 0.5}"#),
 ];
 
+/// Every built-in plugin alone, in each of its models (`synthnet bench --plugins`):
+/// (case, plugin, config). The settings make each model do its work at the offered
+/// load (1 Mpps virtual): delays of 10 ± 2 ms, 1% loss, duplication and corruption,
+/// shapers and links that are overloaded (400 Mbit/s, a trace of 10 opportunities per
+/// ms), so their queues and AQMs decide. Packets are UDP over IPv4, not ECN-capable: a
+/// `loss-ecn` event drops, after reading the headers.
+pub const PLUGIN_CASES: &[(&str, &str, &str)] = &[
+    (
+        "delay-uniform",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2}"#,
+    ),
+    (
+        "delay-normal",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "distribution": "normal"}"#,
+    ),
+    (
+        "delay-pareto",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "distribution": "pareto"}"#,
+    ),
+    (
+        "delay-paretonormal",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "distribution": "paretonormal"}"#,
+    ),
+    (
+        "delay-table",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "distribution": "table", "table_samples": [1, 2, 2, 3, 3, 3, 4, 4, 5, 8, 13]}"#,
+    ),
+    (
+        "delay-netemcorr",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "correlation_ratio": 0.25}"#,
+    ),
+    (
+        "delay-ar1",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "distribution": "normal", "correlation_ratio": 0.25, "correlation": "ar1"}"#,
+    ),
+    (
+        "delay-keeporder",
+        "delay",
+        r#"{"delay_ms": 10, "jitter_ms": 2, "keep_order": true}"#,
+    ),
+    (
+        "delay-reorder",
+        "delay",
+        r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_gap_packets": 5}"#,
+    ),
+    ("loss-random", "loss", r#"{"loss_ratio": 0.01}"#),
+    (
+        "loss-correlated",
+        "loss",
+        r#"{"loss_ratio": 0.01, "correlation_ratio": 0.25}"#,
+    ),
+    (
+        "loss-gemodel",
+        "loss",
+        r#"{"model": "gilbert_elliott", "p_ratio": 0.01, "r_ratio": 0.1, "bad_loss_ratio": 0.7, "good_loss_ratio": 0.001}"#,
+    ),
+    (
+        "loss-4state",
+        "loss",
+        r#"{"model": "four_state", "p13_ratio": 0.01, "p31_ratio": 0.1, "p32_ratio": 0.7, "p23_ratio": 0.001}"#,
+    ),
+    ("loss-ecn", "loss", r#"{"loss_ratio": 0.01, "ecn": true}"#),
+    ("duplicate", "duplicate", r#"{"duplicate_ratio": 0.01}"#),
+    ("corrupt", "corrupt", r#"{"ratio": 0.01}"#),
+    (
+        "rate-droptail",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000}"#,
+    ),
+    (
+        "rate-droptail-pk",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue_packets": 1000}"#,
+    ),
+    (
+        "rate-codel",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "codel"}"#,
+    ),
+    (
+        "rate-pie",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "pie"}"#,
+    ),
+    (
+        "rate-infinite",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "infinite"}"#,
+    ),
+    (
+        "rate-atm",
+        "rate",
+        r#"{"rate_bps": 400000000, "overhead_bytes": 8, "cell_bytes": 48, "cell_overhead_bytes": 5}"#,
+    ),
+    (
+        "trace",
+        "trace",
+        r#"{"trace_ms": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], "queue": "drop_tail", "queue_packets": 1000}"#,
+    ),
+    (
+        "trace-codel",
+        "trace",
+        r#"{"trace_ms": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], "queue": "codel", "queue_packets": 1000}"#,
+    ),
+    (
+        "slot",
+        "slot",
+        r#"{"min_delay_ms": 0.8, "max_delay_ms": 10, "packets": 42, "bytes": 65536}"#,
+    ),
+    (
+        "slot-pareto",
+        "slot",
+        r#"{"distribution": "pareto", "delay_ms": 1, "jitter_ms": 2, "packets": 42}"#,
+    ),
+    (
+        "outage-onoff",
+        "outage",
+        r#"{"mode": "onoff", "mean_on_ms": 100, "mean_off_ms": 10}"#,
+    ),
+    (
+        "outage-intermit",
+        "outage",
+        r#"{"mode": "intermittent", "on_ms": 100, "off_ms": 10}"#,
+    ),
+    (
+        "outage-hold",
+        "outage",
+        r#"{"mode": "intermittent", "on_ms": 100, "off_ms": 10, "hold": true}"#,
+    ),
+    (
+        "outage-blackout",
+        "outage",
+        r#"{"mode": "blackout", "blackouts": [{"at_ms": 100, "for_ms": 50}]}"#,
+    ),
+];
+
 /// Offered load in virtual time: one packet per µs.
 const VIRTUAL_INTERVAL_NS: u64 = 1_000;
 const BATCH: usize = 256;
@@ -176,11 +319,14 @@ type Case<'a> = (&'a str, BenchRuntime, &'a [(&'a str, &'a str)]);
 /// With a non-empty `custom` chain (built-in names), only that chain is timed. All cases
 /// run `rounds` times, interleaved, and each reports its best round: on a shared machine
 /// the neighbours only ever make a run slower, so the best is the least disturbed.
+///
+/// With `plugins`, the cases are [`PLUGIN_CASES`] instead: each built-in alone.
 pub fn run_all(
     duration: Duration,
     rounds: usize,
     filter: &str,
     custom: &[String],
+    plugins: bool,
     mut each: impl FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>, PluginError> {
     let rt = WasmRuntime::new()?;
@@ -197,7 +343,19 @@ pub fn run_all(
                 })
         })
         .collect::<Result<_, _>>()?;
-    let cases: Vec<Case> = if custom.is_empty() {
+    let singles: Vec<[(&str, &str); 1]> = PLUGIN_CASES.iter().map(|&(_, p, c)| [(p, c)]).collect();
+    let cases: Vec<Case> = if plugins {
+        PLUGIN_CASES
+            .iter()
+            .zip(&singles)
+            .flat_map(|(&(case, _, _), chain)| {
+                [
+                    (case, BenchRuntime::Wasm, &chain[..]),
+                    (case, BenchRuntime::Native, &chain[..]),
+                ]
+            })
+            .collect()
+    } else if custom.is_empty() {
         vec![
             ("passthrough", BenchRuntime::None, &[][..]),
             ("qos-chain", BenchRuntime::Wasm, &QOS_CHAIN[..]),
@@ -237,4 +395,21 @@ pub fn run_all(
     }
     out.extend(best);
     Ok(out)
+}
+
+/// One line per case and size timed in both runtimes: wasm's throughput over native's.
+pub fn print_ratios(results: &[BenchResult]) {
+    for w in results.iter().filter(|r| r.runtime == BenchRuntime::Wasm) {
+        let native = results.iter().find(|n| {
+            n.runtime == BenchRuntime::Native && n.case == w.case && n.packet_size == w.packet_size
+        });
+        if let Some(n) = native {
+            println!(
+                "{} {} B: wasm/native = {:.2}",
+                w.case,
+                w.packet_size,
+                w.mpps / n.mpps
+            );
+        }
+    }
 }
