@@ -82,9 +82,14 @@ enum Command {
         /// pcap or pcapng capture (Ethernet).
         #[arg(long = "in")]
         input: PathBuf,
-        /// Where to write what leaves (nanosecond pcap).
+        /// Where to write what leaves: nanosecond pcap, or pcapng when the name ends in
+        /// `.pcapng` (then each packet's comment says what every stage did to it).
         #[arg(long = "out")]
         output: PathBuf,
+        /// Write why each packet to FILE: one JSON line per event (arrival, each
+        /// stage's decision and its reason, departure).
+        #[arg(long)]
+        log: Option<PathBuf>,
         /// Override the spec's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -406,6 +411,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             direction,
             input,
             output,
+            log,
             seed,
             json,
         } => {
@@ -417,8 +423,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for note in &capture.notes {
                 eprintln!("synthnet: note: {note}");
             }
-            let (out, summary) = replay::replay(&plan, direction, capture.frames)?;
-            synthnet_io::pcap::write_pcap(&output, &out)?;
+            let (_, summary) = replay::replay_and_write(
+                &plan,
+                direction,
+                capture.frames,
+                &output,
+                log.as_deref(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

@@ -560,3 +560,105 @@ fn a_departure_past_2106_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// `--log` and a `.pcapng` `--out`: one JSON line per event, naming the stage and the
+/// reason, that accounts for every packet (each arrives once and ends departed or
+/// dropped, drops as many as the summary counts, each delay ending at the departure
+/// written); and in the pcapng each packet's comment tells its story.
+#[test]
+fn why_each_packet_in_a_log_and_in_pcapng_comments() {
+    let dir = workdir("why");
+    let input = dir.join("in.pcap");
+    let n = 2000u64;
+    write(&input, &frames(n, 200, MS / 2), TsResolution::NanoSecond);
+    let spec = r#"{"seed": 5, "ingress": [
+        {"plugin": "duplicate", "config": {"duplicate_ratio": 0.1}},
+        {"plugin": "loss", "config": {"loss_ratio": 0.1}},
+        {"netem": "delay 10ms 2ms"}], "egress": []}"#;
+    std::fs::write(dir.join("spec.json"), spec).unwrap();
+    let (out, log) = (dir.join("out.pcapng"), dir.join("why.jsonl"));
+    let o = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--json", "--spec"])
+        .arg(dir.join("spec.json"))
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let count = |event: &str| lines.iter().filter(|l| l["event"] == event).count() as u64;
+    assert_eq!(count("arrived"), n);
+    assert_eq!(count("lost"), 0);
+    assert_eq!(count("departed"), summary["packets_out"].as_u64().unwrap());
+    let plugin_drops = summary["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d[0] == "plugin")
+        .map_or(0, |d| d[1].as_u64().unwrap());
+    assert_eq!(count("dropped"), plugin_drops);
+    assert!(lines
+        .iter()
+        .filter(|l| l["event"] == "dropped")
+        .all(|l| l["stage"] == "ingress/default/loss" && l["cause"] == "plugin"));
+    assert_eq!(count("copied"), count("departed") + count("dropped") - n);
+    // A delayed packet departs exactly when its delay said.
+    let mut until = std::collections::HashMap::new();
+    for l in &lines {
+        let p = l["packet"].as_str().unwrap().to_string();
+        match l["event"].as_str().unwrap() {
+            "delayed" => {
+                assert_eq!(l["stage"], "ingress/default/netem-delay");
+                until.insert(p, l["until_ns"].as_u64().unwrap());
+            }
+            "departed" => assert_eq!(until.get(&p), l["t_ns"].as_u64().as_ref(), "{l}"),
+            _ => {}
+        }
+    }
+    // The pcapng: every packet with its comment, in departure order.
+    let mut r = pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let mut comments = Vec::new();
+    let mut last = 0;
+    while let Some(b) = r.next_block() {
+        if let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() {
+            let ts = p.timestamp.as_nanos() as u64;
+            assert!(ts >= last);
+            last = ts;
+            for o in &p.options {
+                if let pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Comment(
+                    c,
+                ) = o
+                {
+                    comments.push(c.to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(comments.len() as u64, count("departed"));
+    assert!(comments
+        .iter()
+        .all(|c| c.starts_with("ingress/default/duplicate: ")
+            && c.contains(
+                "; ingress/default/loss: forwarded; ingress/default/netem-delay: delayed "
+            )));
+    assert_eq!(
+        comments.iter().filter(|c| c.contains(": a copy")).count() as u64,
+        count("copied")
+            - lines
+                .iter()
+                .filter(
+                    |l| l["event"] == "dropped" && l["packet"].as_str().unwrap().contains("copy")
+                )
+                .count() as u64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

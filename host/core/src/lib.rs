@@ -15,6 +15,7 @@
 //! - [`flow`]: directions, flow keys and matchers, the classifier app.
 //! - [`flowtable`]: per-flow packet and byte counts, bounded, for the control plane.
 //! - [`clock`]: the virtual clock that drives an engine offline (replay, tests).
+//! - [`trace`]: why each packet: what every stage did to it, when someone asks.
 //!
 //! The layers above: `synthnet-runtime` (plugin host), `synthnet-config` (specs, plans,
 //! the one apply path), `synthnet-io` (sockets and captures), `synthnet` (the binary).
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod flowtable;
 pub mod link;
 pub mod packet;
+pub mod trace;
 
 pub use counters::{Counters, DropCause, Drops};
 pub use engine::{App, AppId, Ctx, Engine, LinkId};

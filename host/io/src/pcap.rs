@@ -12,6 +12,7 @@ use pcap_file::{DataLink, TsResolution};
 use std::io::{BufReader, BufWriter, Read};
 use std::path::Path;
 use std::time::Duration;
+use synthnet_core::trace::{Event, Trace, What};
 use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 
 /// One captured frame: capture time (ns since the epoch) and bytes.
@@ -227,11 +228,55 @@ pub fn write_pcap(path: &Path, frames: &[Frame]) -> Result<()> {
     Ok(())
 }
 
+/// Write `frames` as pcapng (nanosecond timestamps), each with its comment
+/// (`opt_comment`) when `comments` has a non-empty one for it.
+pub fn write_pcapng(path: &Path, frames: &[Frame], comments: &[String]) -> Result<()> {
+    use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    use pcap_file::pcapng::PcapNgWriter;
+    use std::borrow::Cow;
+    let f = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut w = PcapNgWriter::new(BufWriter::new(f))
+        .with_context(|| format!("write {}", path.display()))?;
+    let idb = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    w.write_pcapng_block(idb)
+        .with_context(|| format!("write {}", path.display()))?;
+    for (k, (ts, data)) in frames.iter().enumerate() {
+        let options = match comments.get(k) {
+            Some(c) if !c.is_empty() => vec![EnhancedPacketOption::Comment(Cow::Borrowed(c))],
+            _ => Vec::new(),
+        };
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_nanos(*ts),
+            original_len: data.len() as u32,
+            data: Cow::Borrowed(data),
+            options,
+        };
+        w.write_pcapng_block(epb)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    w.into_inner()
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
 /// Feeds captured frames into the engine at their capture times.
 pub struct CaptureSource {
     frames: std::vec::IntoIter<Frame>,
     next: Option<Frame>,
     counters: Counters,
+    /// Number of the next frame, from 0; and where arrivals are recorded, if anywhere.
+    index: u64,
+    trace: Option<Trace>,
 }
 
 impl CaptureSource {
@@ -242,7 +287,13 @@ impl CaptureSource {
             frames,
             next,
             counters: Counters::default(),
+            index: 0,
+            trace: None,
         }
+    }
+    /// Record each frame's arrival in `trace` (see [`synthnet_core::trace`]).
+    pub fn set_trace(&mut self, trace: Option<Trace>) {
+        self.trace = trace;
     }
     /// The time of the next frame to feed; `None` once all are in.
     pub fn next_at(&self) -> Option<u64> {
@@ -262,11 +313,24 @@ impl App for CaptureSource {
                 break;
             };
             self.next = self.frames.next();
+            let frame = self.index;
+            self.index += 1;
             budget -= 1;
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += data.len() as u64;
             match cx.pool.alloc_from(&data, ts) {
-                Some(p) => cx.transmit(0, p, &mut self.counters),
+                Some(p) => {
+                    if let Some(t) = &self.trace {
+                        t.record([Event {
+                            at_ns: ts,
+                            packet: p.id,
+                            stage: None,
+                            what: What::Arrived { frame },
+                            modified: false,
+                        }]);
+                    }
+                    cx.transmit(0, p, &mut self.counters)
+                }
                 None => self.counters.drop(
                     if data.len() > cx.pool.max_len() {
                         DropCause::TooBig
@@ -294,6 +358,8 @@ pub struct CaptureSink {
     pub limit: usize,
     pub overflow: u64,
     counters: Counters,
+    /// Where departures of the frames kept are recorded, if anywhere (in `out`'s order).
+    pub trace: Option<Trace>,
 }
 
 impl Default for CaptureSink {
@@ -309,6 +375,7 @@ impl CaptureSink {
             limit,
             overflow: 0,
             counters: Counters::default(),
+            trace: None,
         }
     }
 }
@@ -335,6 +402,15 @@ impl CaptureSink {
         self.counters.tx_bytes += p.len as u64;
         if self.out.len() < self.limit {
             self.out.push((p.ts_ns, cx.pool.data(&p).to_vec()));
+            if let Some(t) = &self.trace {
+                t.record([Event {
+                    at_ns: p.ts_ns,
+                    packet: p.id,
+                    stage: None,
+                    what: What::Departed,
+                    modified: false,
+                }]);
+            }
         } else {
             self.overflow += 1;
         }

@@ -12,6 +12,7 @@ use crate::instance::{Factory, Instance, PluginError};
 use crate::supervisor::Health;
 use std::sync::Arc;
 use synthnet_core::delay::DelayLine;
+use synthnet_core::trace::{Event, Trace, What};
 use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
 
@@ -44,6 +45,8 @@ pub struct PluginApp {
     staged: Vec<Packet>,
     counters: Counters,
     health: Health,
+    /// Why each packet (`replay --log`): checked once per batch; `None` live.
+    trace: Option<Trace>,
 }
 
 /// Default bound on the packets one plugin app may hold in its delay line.
@@ -87,7 +90,13 @@ impl PluginApp {
             staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
             counters: Counters::default(),
             health: Health::default(),
+            trace: None,
         })
+    }
+
+    /// Record what this stage does to each packet in `trace` (`None`: stop).
+    pub fn set_trace(&mut self, trace: Option<Trace>) {
+        self.trace = trace;
     }
 
     /// Instantiate `factory` here and now (tools and tests; the bridge instantiates off
@@ -308,6 +317,9 @@ impl PluginApp {
             let v = RawVerdict::decode(c);
             out.place(cx, now, v.port, v.at_ns, p);
         }
+        if let Some(t) = &self.trace {
+            trace_in_order(t, &self.label, now, mem, lay, &self.batch[..n]);
+        }
         self.counters.drop(DropCause::Plugin, dropped);
         cx.transmit_all(0, &self.staged, &mut self.counters);
         self.staged.clear();
@@ -321,6 +333,17 @@ impl PluginApp {
             if self.refs[i] == 0 {
                 cx.pool.free(self.batch[i]);
                 self.counters.drop(DropCause::NoVerdict, 1);
+                if let Some(t) = &self.trace {
+                    t.record([event(
+                        &self.label,
+                        now,
+                        self.batch[i].id,
+                        What::Dropped {
+                            cause: "no_verdict",
+                        },
+                        false,
+                    )]);
+                }
             }
         }
         let Some(chunks) = abi::verdict_chunks(mem, lay, nv) else {
@@ -373,6 +396,24 @@ impl PluginApp {
                     continue;
                 }
             }
+            if let Some(t) = &self.trace {
+                let made = if v.id == abi::ID_NEW {
+                    Some(What::Injected)
+                } else if p.id != self.batch[v.id as usize].id {
+                    Some(What::Copied {
+                        of: self.batch[v.id as usize].id,
+                    })
+                } else {
+                    None
+                };
+                let modified = v.flags & abi::VF_REPLACE != 0;
+                let what = Trace::verdict(now, v.port, v.at_ns, abi::PORT_DROP);
+                t.record(
+                    made.map(|m| event(&self.label, now, p.id, m, false))
+                        .into_iter()
+                        .chain([event(&self.label, now, p.id, what, modified)]),
+                );
+            }
             let room0 = room_now(&self.delay, cx, now);
             Out {
                 staged: &mut self.staged,
@@ -392,6 +433,16 @@ impl PluginApp {
         for &p in &self.batch[..n] {
             cx.pool.free(p);
         }
+        if let Some(t) = &self.trace {
+            let what = What::Dropped {
+                cause: cause.name(),
+            };
+            t.record(
+                self.batch[..n]
+                    .iter()
+                    .map(|p| event(&self.label, cx.now_ns, p.id, what.clone(), false)),
+            );
+        }
         self.counters.drop(cause, n as u64);
     }
 
@@ -404,6 +455,36 @@ impl PluginApp {
             None => Vec::new(),
         }
     }
+}
+
+/// A trace event of this stage.
+fn event(label: &Arc<str>, now: u64, packet: u32, what: What, modified: bool) -> Event {
+    Event {
+        at_ns: now,
+        packet,
+        stage: Some(label.clone()),
+        what,
+        modified,
+    }
+}
+
+/// Trace a batch whose verdict `j` was packet `j`'s only one (the common shape).
+fn trace_in_order(
+    t: &Trace,
+    label: &Arc<str>,
+    now: u64,
+    mem: &[u8],
+    lay: &Layout,
+    batch: &[Packet],
+) {
+    let Some(chunks) = abi::verdict_chunks(mem, lay, batch.len() as u32) else {
+        return;
+    };
+    t.record(chunks.zip(batch).filter_map(|(c, p)| {
+        let v = RawVerdict::decode(c.try_into().ok()?);
+        let what = Trace::verdict(now, v.port, v.at_ns, abi::PORT_DROP);
+        Some(event(label, now, p.id, what, false))
+    }));
 }
 
 /// Room on the output for packets due now: none while held packets are already due
@@ -458,6 +539,17 @@ impl App for PluginApp {
             while let Some(p) = cx.receive(0) {
                 cx.pool.free(p);
                 dropped += 1;
+                if let Some(t) = &self.trace {
+                    t.record([event(
+                        &self.label,
+                        cx.now_ns,
+                        p.id,
+                        What::Dropped {
+                            cause: "plugin_down",
+                        },
+                        false,
+                    )]);
+                }
             }
             self.counters.drop(DropCause::PluginDown, dropped);
             return;

@@ -9,9 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
+use synthnet_core::trace::{Event, Trace, What};
 use synthnet_core::{Direction, DropCause, Engine, PacketPool};
 use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
-use synthnet_runtime::{fingerprint, Loader, WasmRuntime};
+use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
 
 /// What a replay did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,6 +63,36 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
     replay_with(plan, dir, frames, &mut Loader::new(WasmRuntime::new()?))
 }
 
+/// [`replay`], then write what left to `output` (pcapng with a comment per packet when
+/// its name ends in `.pcapng`, else pcap) and, with `log`, why each packet there as
+/// JSON lines. Tracing is on only when one of them asks for it.
+pub fn replay_and_write(
+    plan: &Plan,
+    dir: Direction,
+    frames: Vec<Frame>,
+    output: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> Result<(Vec<Frame>, Summary)> {
+    let pcapng = output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
+    let trace = (pcapng || log.is_some()).then(Trace::new);
+    let mut loader = Loader::new(WasmRuntime::new()?);
+    let (out, summary, why) = replay_traced(plan, dir, frames, &mut loader, trace.as_ref())?;
+    let why = why.unwrap_or_default();
+    if pcapng {
+        synthnet_io::pcap::write_pcapng(output, &out, &why.comments)?;
+    } else {
+        synthnet_io::pcap::write_pcap(output, &out)?;
+    }
+    if let Some(path) = log {
+        let mut text = why.lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok((out, summary))
+}
+
 /// [`replay`] with `loader`'s compiled modules (many replays compile each plugin once).
 pub fn replay_with(
     plan: &Plan,
@@ -69,6 +100,17 @@ pub fn replay_with(
     frames: Vec<Frame>,
     loader: &mut Loader,
 ) -> Result<(Vec<Frame>, Summary)> {
+    replay_traced(plan, dir, frames, loader, None).map(|(out, s, _)| (out, s))
+}
+
+/// [`replay_with`], and with `trace` also why each packet (see [`Why`]).
+pub fn replay_traced(
+    plan: &Plan,
+    dir: Direction,
+    frames: Vec<Frame>,
+    loader: &mut Loader,
+    trace: Option<&Trace>,
+) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
     // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
     // host capture has them); a frame larger still is counted `too_big`.
     let mut engine = Engine::new(PacketPool::with_large(
@@ -90,11 +132,13 @@ pub fn replay_with(
     // duplicate and inject, within reason), and at least a million frames.
     let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
     let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
+    trace_ends(&mut engine, source, sink, trace);
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
     let report = net.apply(plan.clone(), loader);
     if let synthnet_config::Outcome::Refused(e) = report.outcome {
         anyhow::bail!("invalid spec: {e}");
     }
+    trace_stages(&mut net.engine, trace);
     // Breathe at every deadline until the capture is consumed and nothing is in
     // flight (a plugin's timer alone does not keep a replay going).
     let mut clock = VirtualClock::at(start);
@@ -120,6 +164,7 @@ pub fn replay_with(
                 step.at_ns as f64 / 1e9
             );
         }
+        trace_stages(&mut net.engine, trace);
     }
     clock
         .run_until(&mut net.engine, u64::MAX, done)
@@ -152,7 +197,8 @@ pub fn replay_with(
         "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
         out.len() as u64 + overflow
     );
-    out.sort_by_key(|(ts, _)| *ts);
+    let why = trace.map(|t| Why::from_events(t.take()));
+    let why = sort_departures(&mut out, why);
     let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
     for (ts, d) in &out {
         if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
@@ -175,9 +221,191 @@ pub fn replay_with(
         },
         max_delay_ms: max as f64 / 1e6,
     };
-    Ok((out, summary))
+    Ok((out, summary, why))
 }
 
 fn hash(d: &[u8]) -> u64 {
     fingerprint(&[d])
+}
+
+/// Record arrivals at `source` and departures at `sink` in `trace`.
+fn trace_ends(
+    engine: &mut Engine,
+    source: synthnet_core::AppId,
+    sink: synthnet_core::AppId,
+    trace: Option<&Trace>,
+) {
+    if let Some(s) = engine.app_mut::<CaptureSource>(source) {
+        s.set_trace(trace.cloned());
+    }
+    if let Some(s) = engine.app_mut::<CaptureSink>(sink) {
+        s.trace = trace.cloned();
+    }
+}
+
+/// Record what every stage does in `trace` (again after each change: new stages).
+fn trace_stages(engine: &mut Engine, trace: Option<&Trace>) {
+    let Some(t) = trace else { return };
+    let ids: Vec<_> = engine.apps().map(|(id, _)| id).collect();
+    for id in ids {
+        if let Some(app) = engine.app_mut::<PluginApp>(id) {
+            app.set_trace(Some(t.clone()));
+        }
+    }
+}
+
+/// Sort what left by departure time (stable: simultaneous departures keep their
+/// order), and the comments with it.
+fn sort_departures(out: &mut Vec<Frame>, why: Option<Why>) -> Option<Why> {
+    let Some(mut why) = why else {
+        out.sort_by_key(|(ts, _)| *ts);
+        return None;
+    };
+    why.comments.resize(out.len(), String::new());
+    let mut both: Vec<(Frame, String)> = std::mem::take(out)
+        .into_iter()
+        .zip(std::mem::take(&mut why.comments))
+        .collect();
+    both.sort_by_key(|((ts, _), _)| *ts);
+    (*out, why.comments) = both.into_iter().unzip();
+    Some(why)
+}
+
+/// Why each packet: one JSON line per event (`replay --log`), and for each frame that
+/// left, in departure order, its story in one line (the pcapng comment).
+///
+/// Packets are numbered by their frame in the input, from 0; a copy is `N.copyK`,
+/// an injected packet `newK`. Events: `arrived`; at each stage `forwarded`, `delayed`
+/// (`until_ns`, `delay_ns`), `dropped` (`cause`: `plugin` when the plugin dropped it,
+/// else the host's reason: `no_verdict`, `plugin_fault`, `bad_verdict`,
+/// `plugin_down`), `copied` (`of`), `injected`, with `modified` when the stage changed
+/// its bytes; `departed`. A packet the host dropped after a stage's decision (a full
+/// delay line, a full link, an empty pool: the summary counts them by cause) ends with
+/// `lost`.
+#[derive(Debug, Default)]
+pub struct Why {
+    pub lines: Vec<String>,
+    pub comments: Vec<String>,
+}
+
+impl Why {
+    fn from_events(events: Vec<Event>) -> Why {
+        use serde_json::json;
+        struct Live {
+            name: String,
+            story: Vec<String>,
+            copies: u32,
+        }
+        let mut live: HashMap<u32, Live> = HashMap::new();
+        let mut why = Why::default();
+        let mut new = 0u64;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        for e in events {
+            let stage = e.stage.as_deref().unwrap_or("");
+            let mut line = json!({"t_ns": e.at_ns});
+            let name = |live: &mut HashMap<u32, Live>, id: u32| -> String {
+                live.entry(id)
+                    .or_insert_with(|| Live {
+                        name: format!("buffer{id}"),
+                        story: Vec::new(),
+                        copies: 0,
+                    })
+                    .name
+                    .clone()
+            };
+            let (event, told) = match &e.what {
+                What::Arrived { frame } => {
+                    live.insert(
+                        e.packet,
+                        Live {
+                            name: frame.to_string(),
+                            story: Vec::new(),
+                            copies: 0,
+                        },
+                    );
+                    line["frame"] = json!(frame);
+                    ("arrived", None)
+                }
+                What::Copied { of } => {
+                    let (oname, story) = match live.get_mut(of) {
+                        Some(o) => {
+                            o.copies += 1;
+                            (format!("{}.copy{}", o.name, o.copies), o.story.clone())
+                        }
+                        None => (format!("buffer{of}.copy"), Vec::new()),
+                    };
+                    line["of"] = json!(name(&mut live, *of));
+                    live.insert(
+                        e.packet,
+                        Live {
+                            name: oname,
+                            story,
+                            copies: 0,
+                        },
+                    );
+                    ("copied", Some(format!("{stage}: a copy")))
+                }
+                What::Injected => {
+                    live.insert(
+                        e.packet,
+                        Live {
+                            name: format!("new{new}"),
+                            story: Vec::new(),
+                            copies: 0,
+                        },
+                    );
+                    new += 1;
+                    ("injected", Some(format!("{stage}: injected")))
+                }
+                What::Forwarded => ("forwarded", Some(format!("{stage}: forwarded"))),
+                What::Delayed { until_ns } => {
+                    line["until_ns"] = json!(until_ns);
+                    line["delay_ns"] = json!(until_ns - e.at_ns);
+                    (
+                        "delayed",
+                        Some(format!("{stage}: delayed {:.3} ms", ms(until_ns - e.at_ns))),
+                    )
+                }
+                What::Dropped { cause } => {
+                    line["cause"] = json!(cause);
+                    ("dropped", Some(format!("{stage}: dropped ({cause})")))
+                }
+                What::Departed => ("departed", None),
+            };
+            line["packet"] = json!(name(&mut live, e.packet));
+            line["event"] = json!(event);
+            if !stage.is_empty() {
+                line["stage"] = json!(stage);
+            }
+            if e.modified {
+                line["modified"] = json!(true);
+            }
+            why.lines.push(line.to_string());
+            if let (Some(mut t), Some(l)) = (told, live.get_mut(&e.packet)) {
+                if e.modified {
+                    t.push_str(", modified");
+                }
+                l.story.push(t);
+            }
+            match e.what {
+                What::Departed => {
+                    let story = live.remove(&e.packet).map(|l| l.story).unwrap_or_default();
+                    why.comments.push(story.join("; "));
+                }
+                What::Dropped { .. } => {
+                    live.remove(&e.packet);
+                }
+                _ => {}
+            }
+        }
+        let mut rest: Vec<Live> = live.into_values().collect();
+        rest.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in rest {
+            why.lines.push(
+                json!({"packet": l.name, "event": "lost", "cause": "dropped by the host after a stage's decision (hold_full, a full link or pool_empty: see the summary's drops)"})
+                    .to_string(),
+            );
+        }
+        why
+    }
 }
