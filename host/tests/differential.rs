@@ -77,7 +77,14 @@ fn compare(name: &str, config: &str) {
                 .map(|_| {
                     t += rng.below(200_000) as u64;
                     let len = 60 + rng.below(1440) as usize;
-                    ((0..len).map(|_| rng.next_u32() as u8).collect(), t)
+                    let mut f: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+                    // Half the frames IPv4 (with a random TOS, so ECN-capable or not),
+                    // the rest random: header-reading plugins take both paths.
+                    if rng.below(2) == 0 {
+                        f[12..14].copy_from_slice(&[0x08, 0x00]);
+                        f[14] = 0x45;
+                    }
+                    (f, t)
                 })
                 .collect();
             let a = call(n.as_mut(), &packets, t);
@@ -129,9 +136,16 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"loss_ratio": 0.2, "correlation_ratio": 0.5}"#,
             r#"{"model": "gilbert_elliott", "p_ratio": 0.05, "r_ratio": 0.3, "bad_loss_ratio": 0.9, "good_loss_ratio": 0.01}"#,
             r#"{"model": "four_state", "p13_ratio": 0.05, "p31_ratio": 0.4, "p32_ratio": 0.2, "p23_ratio": 0.1, "p14_ratio": 0.01}"#,
+            r#"{"loss_ratio": 0.2, "ecn": true}"#,
         ],
     ),
-    ("corrupt", &[r#"{"ratio": 0.3}"#]),
+    (
+        "corrupt",
+        &[
+            r#"{"ratio": 0.3}"#,
+            r#"{"ratio": 0.3, "correlation_ratio": 0.5, "skip_bytes": 0}"#,
+        ],
+    ),
     (
         "trace",
         &[

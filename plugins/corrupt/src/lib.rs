@@ -192,6 +192,11 @@ mod tests {
             }
         }
         let sigma = (n as f64 * 0.1 * 0.9).sqrt();
+        eprintln!(
+            "figures: corrupt 10%: {corrupted} of {n} ({:.4}; 3σ {:.4}), each exactly one bit",
+            corrupted as f64 / n as f64,
+            3.0 * sigma / n as f64
+        );
         assert!(
             (corrupted as f64 - 0.1 * n as f64).abs() < 3.0 * sigma,
             "{corrupted} of {n}"

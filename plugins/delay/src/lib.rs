@@ -433,6 +433,14 @@ mod tests {
             let se_m = sigma * tsd / (n as f64).sqrt();
             let mu4 = fourth(table.as_deref()) * sigma.powi(4);
             let se_var = ((mu4 - want_var * want_var) / n as f64).sqrt();
+            eprintln!(
+                "figures: delay {name} over {n}: mean {:.4} ms (table {:.4} ± {:.4}), sd {:.4} ms (table {:.4}), lag-1 {lag1:+.4}",
+                m / 1e6,
+                want_m / 1e6,
+                3.0 * se_m / 1e6,
+                var.sqrt() / 1e6,
+                want_var.sqrt() / 1e6
+            );
             assert!(
                 (m - want_m).abs() < 3.0 * se_m,
                 "{name}: mean {m} vs {want_m} ± {se_m}"
@@ -458,6 +466,9 @@ mod tests {
                 n,
             );
             let (_, _, lag1) = stats(&netem);
+            eprintln!(
+                "figures: delay {dist} correlation 0.5 (netem's): lag-1 {lag1:+.4} (0 without)"
+            );
             assert!(lag1 > 0.3, "{dist}, netem's correlation: lag-1 {lag1}");
             // A true AR(1): lag-1 is ρ, and mean and deviation are kept.
             let ar1 = delays(
@@ -467,6 +478,11 @@ mod tests {
                 n,
             );
             let (m, var, lag1) = stats(&ar1);
+            eprintln!(
+                "figures: delay {dist} correlation 0.5 (ar1): lag-1 {lag1:+.4}, mean {:.4} ms, sd {:.4} ms",
+                m / 1e6,
+                var.sqrt() / 1e6
+            );
             assert!((lag1 - 0.5).abs() < 0.02, "{dist}, ar1: lag-1 {lag1}");
             let table = shipped_table(if dist == "normal" {
                 Distribution::Normal
@@ -527,6 +543,11 @@ mod tests {
         }
         // Of the packets that could go at once, 25 % did.
         let sigma = (eligible as f64 * 0.25 * 0.75).sqrt();
+        eprintln!(
+            "figures: reorder 25% gap 5: {hits} of {eligible} eligible sent at once ({:.4}; 3σ {:.4}), none inside a gap",
+            hits as f64 / eligible as f64,
+            3.0 * sigma / eligible as f64
+        );
         assert!(
             (hits as f64 - 0.25 * eligible as f64).abs() < 3.0 * sigma,
             "{hits} of {eligible}"

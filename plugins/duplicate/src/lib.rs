@@ -111,6 +111,11 @@ mod tests {
         assert!(k.iter().all(|&c| c == 1 || c == 2));
         let dup = k.iter().filter(|&&c| c == 2).count() as f64;
         let sigma = (n as f64 * 0.1 * 0.9).sqrt();
+        eprintln!(
+            "figures: duplicate 10%: {dup} of {n} ({:.4}; 3σ {:.4})",
+            dup / n as f64,
+            3.0 * sigma / n as f64
+        );
         assert!((dup - 0.1 * n as f64).abs() < 3.0 * sigma, "{dup}");
     }
 

@@ -287,6 +287,10 @@ mod tests {
                 .count() as f64
                 * 1500.0;
             let capacity = opps * OPPORTUNITY_BYTES as f64;
+            eprintln!(
+                "figures: trace second {sec}: delivered/capacity {:.5}",
+                delivered / capacity
+            );
             assert!(
                 (delivered - capacity).abs() / capacity < 0.01,
                 "second {sec}: {delivered} bytes delivered, capacity {capacity}"
