@@ -331,12 +331,14 @@ impl PacketPool {
     /// `csum_start..` is still to be folded in. After this the frame carries its real
     /// checksum and no pending offload, so a plugin that changes bytes afterwards (the
     /// `corrupt` plugin) leaves a checksum that no longer matches: the receiver catches
-    /// it, as on a real wire. Left alone: frames with no pending checksum, GSO
-    /// super-packets (the kernel computes each segment's checksum when it splits them)
-    /// and headers whose offsets lie outside the frame. Returns whether it finished one.
+    /// it, as on a real wire. A GSO frame of one segment becomes a plain frame (else
+    /// the kernel would compute its checksum again, over the damage). Left alone:
+    /// frames with no pending checksum, GSO super-packets of several segments (the
+    /// kernel computes each segment's checksum when it splits them) and headers whose
+    /// offsets lie outside the frame. Returns whether it finished one.
     pub fn finish_checksum(&mut self, p: &Packet) -> bool {
         let h = self.vnet(p);
-        if h.flags & vnet::F_NEEDS_CSUM == 0 || h.is_gso() {
+        if h.flags & vnet::F_NEEDS_CSUM == 0 || (h.is_gso() && h.wire_bytes(p.len) != p.len) {
             return false;
         }
         let (start, field) = (
@@ -356,13 +358,11 @@ impl PacketPool {
             c => c,
         };
         data[field..field + 2].copy_from_slice(&c.to_be_bytes());
-        self.set_vnet(
-            p,
-            &VnetHdr {
-                flags: h.flags & !vnet::F_NEEDS_CSUM,
-                ..h
-            },
-        );
+        let plain = VnetHdr {
+            flags: h.flags & !vnet::F_NEEDS_CSUM,
+            ..VnetHdr::default()
+        };
+        self.set_vnet(p, &plain);
         true
     }
 
@@ -470,16 +470,26 @@ mod tests {
         assert_eq!(&pool.data(&p)[40..42], &want.to_be_bytes());
         assert_eq!(pool.vnet(&p).flags, 0);
         assert!(!pool.finish_checksum(&p), "nothing pending any more");
-        // A GSO frame is left to the kernel's segmentation.
+        // A GSO frame of several segments is left to the kernel's segmentation; one of
+        // a single segment becomes a plain frame with its checksum.
         let q = pool.alloc_from(&f, 0).unwrap();
         let gso = VnetHdr {
-            gso_type: 1,
-            gso_size: 1000,
+            gso_type: 3,
+            gso_size: 8,
+            hdr_len: 42,
             ..h
         };
         pool.set_vnet(&q, &gso);
         assert!(!pool.finish_checksum(&q));
         assert_eq!(pool.vnet(&q), gso);
+        let one = VnetHdr {
+            gso_size: 1000,
+            ..gso
+        };
+        pool.set_vnet(&q, &one);
+        assert!(pool.finish_checksum(&q));
+        assert_eq!(pool.vnet(&q), VnetHdr::default());
+        assert_eq!(&pool.data(&q)[40..42], &want.to_be_bytes());
     }
 
     #[test]
