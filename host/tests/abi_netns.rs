@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology};
 use synthnet_testkit::traffic::in_ns;
 
+/// Where a datagram came from, and its payload.
+type Datagram = (SocketAddr, Vec<u8>);
+
 /// Send `n` datagrams from `from` to `to` in namespace `ns`, and collect what comes back
 /// to `from` within a second of the last one: (source, payload) of each.
 fn send_and_collect(
@@ -18,7 +21,7 @@ fn send_and_collect(
     from: SocketAddr,
     to: SocketAddr,
     n: usize,
-) -> std::thread::JoinHandle<anyhow::Result<Vec<(SocketAddr, Vec<u8>)>>> {
+) -> std::thread::JoinHandle<anyhow::Result<Vec<Datagram>>> {
     in_ns(ns, move || {
         let sock = UdpSocket::bind(from)?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))?;
