@@ -589,21 +589,47 @@ fn parked_packets_wait_for_their_release_and_survive_a_fault_and_a_swap() {
     assert_eq!(t.drops(IN, DropCause::PluginFault), 0);
 }
 
+/// A stage's hold limit bounds its parked packets and both its delay lines together.
 #[test]
-fn parking_counts_against_the_hold_limit() {
-    let s = format!(
-        r#"{{"limits": {{"hold_packets": 40}}, "ingress": [{}], "egress": []}}"#,
-        tb("tb", r#"{"commands": true, "park": 100}"#)
-    );
-    let mut t = TwoWay::new(100, 0, &[], &[]);
-    let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
-    assert!(t.net.apply(plan, &mut t.loader).is_applied());
-    t.run(20 * MS);
-    assert_eq!(t.held(IN), 40);
-    assert_eq!(t.drops(IN, DropCause::HoldFull), 60);
-    t.command(IN, "tb", json!({"release": 0})).unwrap();
-    t.run(30 * MS);
-    assert_eq!(t.sink(IN).received.len(), 40);
+fn parking_and_both_delay_lines_share_the_hold_limit() {
+    for (cfg, parked, delayed) in [
+        (r#"{"commands": true, "park": 100}"#, 40, 0),
+        (
+            r#"{"commands": true, "park": 30, "hold_ns": 100000000}"#,
+            30,
+            10,
+        ),
+        (
+            r#"{"commands": true, "park": 10, "hold_ns": 100000000, "reverse": 1}"#,
+            10,
+            30,
+        ),
+    ] {
+        let s = format!(
+            r#"{{"limits": {{"hold_packets": 40}}, "ingress": [{}], "egress": []}}"#,
+            tb("tb", cfg)
+        );
+        let mut t = TwoWay::new(100, 0, &[], &[]);
+        let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
+        assert!(t.net.apply(plan, &mut t.loader).is_applied());
+        t.run(20 * MS);
+        assert_eq!(t.held(IN), 40, "{cfg}");
+        assert_eq!(t.drops(IN, DropCause::HoldFull), 60, "{cfg}");
+        // Releasing the parked packets makes room: they leave, and the line takes more.
+        t.command(IN, "tb", json!({"release": 0})).unwrap();
+        t.run(200 * MS);
+        let (fwd, back) = (t.sink(IN).received.len(), t.sink(EG).received.len());
+        assert_eq!(
+            (fwd, back),
+            if cfg.contains("reverse") {
+                (parked, delayed)
+            } else {
+                (parked + delayed, 0)
+            },
+            "{cfg}"
+        );
+        assert_eq!(t.held(IN), 0);
+    }
 }
 
 #[test]
