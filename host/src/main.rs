@@ -90,6 +90,10 @@ enum Command {
         /// stage's decision and its reason, departure).
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Where to write what stages send back toward the sender (their reverse port);
+        /// without it those packets are only counted.
+        #[arg(long = "reverse-out")]
+        reverse_out: Option<PathBuf>,
         /// Override the spec's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -412,6 +416,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             output,
             log,
+            reverse_out,
             seed,
             json,
         } => {
@@ -430,6 +435,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &output,
                 log.as_deref(),
             )?;
+            if let Some(r) = &reverse_out {
+                synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

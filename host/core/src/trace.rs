@@ -20,6 +20,9 @@ pub enum What {
     Forwarded,
     /// A stage holds it until `until_ns`.
     Delayed { until_ns: u64 },
+    /// A stage parked it: it waits in the host until the plugin releases or drops it
+    /// (link ABI 1.1).
+    Parked,
     /// A stage (its plugin, or the host on its behalf) dropped it, for `cause` (a
     /// drop cause's name: `plugin`, `no_verdict`, `plugin_fault`, …).
     Dropped { cause: &'static str },

@@ -7,11 +7,19 @@
 //! [`Health`]), and survive a hot swap to a new instance. Instances arrive ready-made:
 //! compiling and running a plugin's init happen off the packet thread, and
 //! [`PluginApp::commit_swap`] only hands state over and takes the new instance in.
+//!
+//! Link ABI 1.1: packets the plugin parks wait in a [`ParkedQueue`] here (host packets
+//! too: faults, restarts and swaps lose none), counted with the delay lines against the
+//! stage's hold limit; the plugin releases or drops the oldest with an `ID_PARKED`
+//! verdict. A plugin with two outputs sends on port 1, the reverse port, which has its
+//! own delay line. [`PluginApp::command`] delivers a command between breaths and
+//! applies its verdicts as a tick's.
 
-use crate::instance::{Factory, Instance, PluginError};
+use crate::instance::{Answer, Factory, Instance, PluginError};
 use crate::supervisor::Health;
+use std::rc::Rc;
 use std::sync::Arc;
-use synthnet_core::delay::DelayLine;
+use synthnet_core::delay::{DelayLine, HoldShare, ParkedQueue};
 use synthnet_core::trace::{Event, Trace, What};
 use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
@@ -39,26 +47,54 @@ pub struct PluginApp {
     lay: Layout,
     wake_at_ns: u64,
     delay: DelayLine,
+    /// Held packets for port 1, the reverse port.
+    delay_rev: DelayLine,
+    parked: ParkedQueue,
+    /// The stage's hold limit, over both delay lines and the parked queue. The port 0
+    /// line's own limit is kept at what the others leave of it ([`PluginApp::fit`]), so
+    /// the hot path checks nothing more than it did before ABI 1.1.
+    hold_limit: usize,
     batch: Vec<Packet>,
     refs: Vec<u32>,
     /// Packets for port 0, now: sent in one go at the end of a batch.
     staged: Vec<Packet>,
+    /// The same for port 1.
+    staged_rev: Vec<Packet>,
     counters: Counters,
     health: Health,
     /// Why each packet (`replay --log`): checked once per batch; `None` live.
     trace: Option<Trace>,
 }
 
+/// Why a command was not answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The plugin exports no `synthnet_command`.
+    #[error("takes no commands")]
+    NoCommands,
+    /// The plugin refused it; its message.
+    #[error("refused the command: {0}")]
+    Refused(String),
+    /// The call trapped, ran past its deadline or answered garbage: the instance was
+    /// restarted, as after a batch's fault.
+    #[error("faulted on the command ({0}); restarting")]
+    Fault(String),
+    /// The instance is down, waiting to restart after a fault.
+    #[error("is down after a fault ({0}); try again")]
+    Down(String),
+}
+
 /// Default bound on the packets one plugin app may hold in its delay line.
 pub const DEFAULT_HOLD_LIMIT: usize = 1 << 16;
 
-/// Refuse what a stage cannot run: synthnet connects one input and one output per stage.
+/// Refuse what a stage cannot run: synthnet connects one input and one output per stage,
+/// and the reverse port (ABI 1.1) as a second output.
 pub fn check_ports(plugin: &str, lay: &Layout) -> Result<(), PluginError> {
-    if lay.n_inputs != 1 || lay.n_outputs != 1 {
+    if lay.n_inputs != 1 || !(1..=abi::MAX_OUTPUTS).contains(&lay.n_outputs) {
         return Err(PluginError::new(
             plugin,
             format!(
-                "declares {} inputs and {} outputs, but a stage has exactly one of each",
+                "declares {} inputs and {} outputs, but a stage has exactly one input and one output, or two with the reverse port",
                 lay.n_inputs, lay.n_outputs
             ),
         ));
@@ -85,9 +121,13 @@ impl PluginApp {
             lay,
             wake_at_ns: abi::NO_WAKE,
             delay: DelayLine::new(hold_limit),
+            delay_rev: DelayLine::new(hold_limit),
+            parked: ParkedQueue::default(),
+            hold_limit,
             batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
             refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
             staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
+            staged_rev: Vec::new(),
             counters: Counters::default(),
             health: Health::default(),
             trace: None,
@@ -119,8 +159,35 @@ impl PluginApp {
     }
     /// Count the packets this stage holds against `shares` of the pool (its chain's and
     /// its direction's).
-    pub fn set_shares(&mut self, shares: Vec<std::rc::Rc<synthnet_core::delay::HoldShare>>) {
-        self.delay.set_shares(shares);
+    pub fn set_shares(&mut self, shares: Vec<Rc<HoldShare>>) {
+        self.delay.set_shares(shares.clone());
+        self.delay_rev.set_shares(shares.clone());
+        self.parked.set_shares(shares);
+    }
+
+    /// Share the stage's hold limit out again after the parked queue or the reverse
+    /// port's line changed: each line may take what the other two leave.
+    fn fit(&mut self) {
+        let (d, r, p) = (self.delay.len(), self.delay_rev.len(), self.parked.len());
+        self.delay.set_limit(self.hold_limit.saturating_sub(r + p));
+        self.delay_rev
+            .set_limit(self.hold_limit.saturating_sub(d + p));
+    }
+
+    /// Output ports of the running plugin: 1, or 2 with the reverse port.
+    pub fn outputs(&self) -> u16 {
+        self.lay.n_outputs
+    }
+
+    /// Packets parked (ABI 1.1), waiting for the plugin to release them.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Give up the packets held for the reverse port (the stage is being removed: they
+    /// still go back toward their sender).
+    pub fn drain_reverse(&mut self) -> Vec<Packet> {
+        self.delay_rev.drain()
     }
 
     /// The seed the running instance was made with.
@@ -198,6 +265,20 @@ impl PluginApp {
         });
         cx.transmit_all(0, staged, &mut self.counters);
         staged.clear();
+        if !self.delay_rev.is_empty() {
+            let room1 = reverse_room(cx);
+            let staged = &mut self.staged_rev;
+            self.delay_rev.release(cx.now_ns, |p| {
+                if staged.len() >= room1 {
+                    return false;
+                }
+                staged.push(p);
+                true
+            });
+            cx.transmit_all(1, staged, &mut self.counters);
+            staged.clear();
+            self.fit();
+        }
     }
 
     /// Run one batch of `n` packets (0 = timer tick) through the instance.
@@ -263,6 +344,24 @@ impl PluginApp {
                 return;
             }
         };
+        if self.answer(cx, inst, n, nv).is_err() {
+            self.drop_batch(cx, n, DropCause::BadVerdict);
+        }
+    }
+
+    /// Read the timer and carry out the `nv` verdicts `inst` wrote for a batch of `n`
+    /// (0: a tick or a command), after checking them all. The instance goes back in its
+    /// slot, unless the verdicts are garbage: then it faults, and the message is
+    /// returned (the caller drops the batch).
+    fn answer(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        mut inst: Box<dyn Instance>,
+        n: usize,
+        nv: u32,
+    ) -> Result<(), String> {
+        let lay = self.lay.clone();
+        let now = cx.now_ns;
         let mem = inst.memory();
         // A wake-up at or before this call's `now` asks for nothing this call did not
         // already do: it is no timer (or a plugin could make the engine spin).
@@ -282,12 +381,51 @@ impl PluginApp {
             Ok(true) => self.apply_in_order(cx, mem, &lay, n),
             Ok(false) => self.apply(cx, mem, &lay, n, nv),
             Err(e) => {
-                self.drop_batch(cx, n, DropCause::BadVerdict);
-                self.fault(now, format!("garbage verdict: {e}"));
-                return;
+                let msg = format!("garbage verdict: {e}");
+                self.fault(now, msg.clone());
+                return Err(msg);
             }
         }
         self.inst = Some(inst);
+        Ok(())
+    }
+
+    /// Deliver command `cmd` (JSON text) at `cx.now_ns`, between breaths: the plugin
+    /// answers it as a tick, and the verdicts it writes are applied as a tick's. A
+    /// timer already due ticks first, as it would in the next breath. A stage that is
+    /// down tries its restart first.
+    pub fn command(&mut self, cx: &mut Ctx<'_>, cmd: &[u8]) -> Result<Vec<u8>, CommandError> {
+        let now = cx.now_ns;
+        if self.inst.is_none() {
+            self.try_restart(now);
+        }
+        if self.inst.is_some() && self.wake_at_ns <= now {
+            self.run_batch(cx, 0);
+        }
+        let Some(mut inst) = self.inst.take() else {
+            let why = self.health.last_error.clone().unwrap_or_default();
+            return Err(CommandError::Down(why));
+        };
+        match inst.command(cmd, now) {
+            Ok(Answer::Reply { verdicts, reply }) => {
+                self.answer(cx, inst, 0, verdicts)
+                    .map_err(CommandError::Fault)?;
+                Ok(reply)
+            }
+            Ok(Answer::Refused(msg)) => {
+                self.inst = Some(inst);
+                Err(CommandError::Refused(msg))
+            }
+            Ok(Answer::NoCommands) => {
+                self.inst = Some(inst);
+                Err(CommandError::NoCommands)
+            }
+            Err(e) => {
+                let msg = format!("fault: {e}");
+                self.fault(now, msg.clone());
+                Err(CommandError::Fault(msg))
+            }
+        }
     }
 
     /// [`PluginApp::apply`] for the common shape: verdict `j` is packet `j`'s only one.
@@ -297,22 +435,8 @@ impl PluginApp {
             return;
         };
         let mut dropped = 0;
-        let Self {
-            batch,
-            staged,
-            delay,
-            counters,
-            ..
-        } = self;
-        let room0 = room_now(delay, cx, now);
-        let mut out = Out {
-            staged,
-            delay,
-            counters,
-            dropped: &mut dropped,
-            room0,
-        };
-        for (c, &p) in chunks.zip(&batch[..n]) {
+        let mut out = self.out(cx, now, &mut dropped);
+        for (c, &p) in chunks.zip(&out.batch[..n]) {
             let Ok(c) = c.try_into() else { continue };
             let v = RawVerdict::decode(c);
             out.place(cx, now, v.port, v.at_ns, p);
@@ -321,8 +445,38 @@ impl PluginApp {
             trace_in_order(t, &self.label, now, mem, lay, &self.batch[..n]);
         }
         self.counters.drop(DropCause::Plugin, dropped);
+        self.flush(cx);
+    }
+
+    /// Where the verdicts of a batch at `now` put packets.
+    fn out<'s>(&'s mut self, cx: &Ctx<'_>, now: u64, dropped: &'s mut u64) -> Out<'s> {
+        Out {
+            room0: room_now(&self.delay, cx, now),
+            room1: if self.delay_rev.next_at().is_some_and(|t| t <= now) {
+                0
+            } else {
+                reverse_room(cx)
+            },
+            hold_limit: self.hold_limit,
+            parked: self.parked.len(),
+            batch: &self.batch,
+            staged: &mut self.staged,
+            staged_rev: &mut self.staged_rev,
+            delay: &mut self.delay,
+            delay_rev: &mut self.delay_rev,
+            counters: &mut self.counters,
+            dropped,
+        }
+    }
+
+    /// Send what the batch staged for now, in one bulk transmit per port.
+    fn flush(&mut self, cx: &mut Ctx<'_>) {
         cx.transmit_all(0, &self.staged, &mut self.counters);
         self.staged.clear();
+        if !self.staged_rev.is_empty() {
+            cx.transmit_all(1, &self.staged_rev, &mut self.counters);
+            self.staged_rev.clear();
+        }
     }
 
     /// Carry out the batch's `nv` verdicts, already validated.
@@ -353,6 +507,35 @@ impl PluginApp {
         for c in chunks {
             let Ok(c) = c.try_into() else { continue };
             let v = RawVerdict::decode(c);
+            if v.id == abi::verdict::ID_PARKED {
+                let ps = self.parked.take(v.data_len as usize);
+                self.fit();
+                if let Some(t) = &self.trace {
+                    let what = Trace::verdict(now, v.port, v.at_ns.max(now), abi::PORT_DROP);
+                    t.record(
+                        ps.iter()
+                            .map(|(p, _)| event(&self.label, now, p.id, what.clone(), false)),
+                    );
+                }
+                if v.port == abi::PORT_DROP {
+                    dropped += ps.len() as u64;
+                    for (p, _) in ps {
+                        cx.pool.free(p);
+                    }
+                    continue;
+                }
+                // Released packets leave no earlier than now: the time they waited
+                // parked is part of their way through this stage.
+                let at = v.at_ns.max(now);
+                let outputs = lay.n_outputs;
+                let mut out = self.out(cx, now, &mut dropped);
+                for (p, port) in ps {
+                    // Parked by an instance with a reverse port that a swap took away.
+                    let port = if port < outputs { port } else { 0 };
+                    out.place(cx, now, port, at, p);
+                }
+                continue;
+            }
             let mut p = if v.id == abi::ID_NEW {
                 if v.port == abi::PORT_DROP {
                     continue;
@@ -407,26 +590,36 @@ impl PluginApp {
                     None
                 };
                 let modified = v.flags & abi::VF_REPLACE != 0;
-                let what = Trace::verdict(now, v.port, v.at_ns, abi::PORT_DROP);
+                let what = if v.flags & abi::VF_PARK != 0 {
+                    What::Parked
+                } else {
+                    Trace::verdict(now, v.port, v.at_ns, abi::PORT_DROP)
+                };
                 t.record(
                     made.map(|m| event(&self.label, now, p.id, m, false))
                         .into_iter()
                         .chain([event(&self.label, now, p.id, what, modified)]),
                 );
             }
-            let room0 = room_now(&self.delay, cx, now);
-            Out {
-                staged: &mut self.staged,
-                delay: &mut self.delay,
-                counters: &mut self.counters,
-                dropped: &mut dropped,
-                room0,
+            if v.flags & abi::VF_PARK != 0 {
+                let held = self.delay.len() + self.delay_rev.len() + self.parked.len();
+                let parked = if held < self.hold_limit {
+                    self.parked.push(p, v.port)
+                } else {
+                    Err(p)
+                };
+                if let Err(p) = parked {
+                    cx.pool.free(p);
+                    self.counters.drop(DropCause::HoldFull, 1);
+                }
+                self.fit();
+                continue;
             }
-            .place(cx, now, v.port, v.at_ns, p);
+            self.out(cx, now, &mut dropped)
+                .place(cx, now, v.port, v.at_ns, p);
         }
         self.counters.drop(DropCause::Plugin, dropped);
-        cx.transmit_all(0, &self.staged, &mut self.counters);
-        self.staged.clear();
+        self.flush(cx);
     }
 
     fn drop_batch(&mut self, cx: &mut Ctx<'_>, n: usize, cause: DropCause) {
@@ -498,30 +691,75 @@ fn room_now(delay: &DelayLine, cx: &Ctx<'_>, now: u64) -> usize {
     }
 }
 
-/// Where a verdict's packet goes: staged for the output, the delay line, or dropped.
+/// Room on the reverse port (1): what its link has free, or no limit when it is not
+/// connected (then what is sent there is dropped as `link_full` at once, rather than
+/// piling up in the delay line).
+#[inline]
+fn reverse_room(cx: &Ctx<'_>) -> usize {
+    if cx.n_outputs() > 1 {
+        cx.room(1)
+    } else {
+        usize::MAX
+    }
+}
+
+/// Where a verdict's packet goes: staged for an output, a delay line, or dropped.
 struct Out<'a> {
+    hold_limit: usize,
+    /// Packets parked (the reverse port's line fits its limit around them).
+    parked: usize,
+    batch: &'a [Packet],
     staged: &'a mut Vec<Packet>,
+    staged_rev: &'a mut Vec<Packet>,
     delay: &'a mut DelayLine,
+    delay_rev: &'a mut DelayLine,
     counters: &'a mut Counters,
     dropped: &'a mut u64,
     /// Room on output 0 for this batch: beyond it (or behind packets already due in
     /// the delay line), packets due now wait in the delay line instead of being dropped
     /// on a full link — a stalled engine catching up loses nothing.
     room0: usize,
+    /// The same for the reverse port.
+    room1: usize,
 }
 
 impl Out<'_> {
-    /// Send, hold or drop one packet per its verdict (validated: the port is 0 or
-    /// drop). Packets due now are staged and go out in one bulk transmit.
+    /// Send, hold or drop one packet per its verdict (validated: the port is 0, 1 on a
+    /// plugin with a reverse port, or drop). Packets due now are staged and go out in
+    /// one bulk transmit.
     #[inline(always)]
     fn place(&mut self, cx: &mut Ctx<'_>, now: u64, port: u16, at_ns: u64, mut p: Packet) {
-        if port == abi::PORT_DROP {
-            cx.pool.free(p);
-            *self.dropped += 1;
-        } else if at_ns <= now && self.staged.len() < self.room0 {
+        let (staged, room) = match port {
+            0 => (&mut *self.staged, self.room0),
+            abi::PORT_DROP => {
+                cx.pool.free(p);
+                *self.dropped += 1;
+                return;
+            }
+            _ => (&mut *self.staged_rev, self.room1),
+        };
+        if at_ns <= now && staged.len() < room {
             p.ts_ns = p.ts_ns.max(at_ns);
-            self.staged.push(p);
-        } else if let Err(p) = self.delay.push(at_ns, p) {
+            staged.push(p);
+            return;
+        }
+        let held = if port == 0 {
+            self.delay.push(at_ns, p)
+        } else {
+            // The reverse port, off the hot path: its line takes what the port 0 line
+            // and the parked queue leave of the stage's limit, and the port 0 line
+            // gives up what it takes.
+            let others = self.delay.len() + self.parked;
+            self.delay_rev
+                .set_limit(self.hold_limit.saturating_sub(others));
+            let held = self.delay_rev.push(at_ns, p);
+            self.delay.set_limit(
+                self.hold_limit
+                    .saturating_sub(self.delay_rev.len() + self.parked),
+            );
+            held
+        };
+        if let Err(p) = held {
             cx.pool.free(p);
             self.counters.drop(DropCause::HoldFull, 1);
         }
@@ -569,7 +807,7 @@ impl App for PluginApp {
     fn next_deadline(&self) -> Option<u64> {
         let wake = (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns);
         let retry = self.inst.is_none().then_some(self.health.retry_at_ns());
-        [self.delay.next_at(), wake, retry]
+        [self.delay.next_at(), self.delay_rev.next_at(), wake, retry]
             .into_iter()
             .flatten()
             .min()
@@ -580,11 +818,16 @@ impl App for PluginApp {
     }
 
     fn held(&self) -> usize {
-        self.delay.len()
+        self.delay.len() + self.delay_rev.len() + self.parked.len()
     }
 
+    /// Held packets, then parked ones (oldest first), then those held for the reverse
+    /// port (unless [`PluginApp::drain_reverse`] took them).
     fn drain_held(&mut self) -> Vec<Packet> {
-        self.delay.drain()
+        let mut ps = self.delay.drain();
+        ps.extend(self.parked.take(0).into_iter().map(|(p, _)| p));
+        ps.extend(self.delay_rev.drain());
+        ps
     }
 }
 
@@ -618,8 +861,10 @@ mod tests {
             region_len: 0,
         };
         assert!(check_ports("p", &lay(1, 1)).is_ok());
-        let e = check_ports("p", &lay(1, 2)).unwrap_err();
-        assert!(e.to_string().contains("1 inputs and 2 outputs"), "{e}");
+        assert!(check_ports("p", &lay(1, 2)).is_ok(), "the reverse port");
+        let e = check_ports("p", &lay(1, 3)).unwrap_err();
+        assert!(e.to_string().contains("1 inputs and 3 outputs"), "{e}");
         assert!(check_ports("p", &lay(2, 1)).is_err());
+        assert!(check_ports("p", &lay(1, 0)).is_err());
     }
 }

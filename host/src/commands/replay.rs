@@ -2,7 +2,8 @@
 //! clock: the capture's timestamps drive time, the same apply path as the bridge builds
 //! the chains, and what leaves is written with its departure time. The engine only
 //! ever sees virtual time, so the same seed and the same input give byte-identical
-//! output.
+//! output. What a stage sends back toward the sender (the reverse port, link ABI 1.1)
+//! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +20,11 @@ use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
 pub struct Summary {
     pub packets_in: u64,
     pub packets_out: u64,
+    /// Packets stages sent back toward the sender (their reverse port).
+    pub packets_reverse: u64,
+    /// Those packets, in departure order (`--reverse-out`).
+    #[serde(skip)]
+    pub reverse: Vec<Frame>,
     /// Drops by cause, summed over every app.
     pub dropped: Vec<(DropCause, u64)>,
     /// What each stage's plugin counted (stage, counter, value), non-zero only.
@@ -33,8 +39,14 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "packets in: {}, out: {}",
-            self.packets_in, self.packets_out
+            "packets in: {}, out: {}{}",
+            self.packets_in,
+            self.packets_out,
+            if self.packets_reverse > 0 {
+                format!(", back to the sender: {}", self.packets_reverse)
+            } else {
+                String::new()
+            }
         )?;
         if self.dropped.is_empty() {
             writeln!(f, "dropped: none")?;
@@ -132,8 +144,10 @@ pub fn replay_traced(
     // duplicate and inject, within reason), and at least a million frames.
     let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
     let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
+    let back = engine.add(Box::new(CaptureSink::with_limit(limit)));
     trace_ends(&mut engine, source, sink, trace);
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
+    net.set_reverse_sink(dir, back);
     let report = net.apply(plan.clone(), loader);
     if let synthnet_config::Outcome::Refused(e) = report.outcome {
         anyhow::bail!("invalid spec: {e}");
@@ -199,6 +213,17 @@ pub fn replay_traced(
     );
     let why = trace.map(|t| Why::from_events(t.take()));
     let why = sort_departures(&mut out, why);
+    let (mut reverse, overflow) = net
+        .engine
+        .app_mut::<CaptureSink>(back)
+        .map(|s| (std::mem::take(&mut s.out), s.overflow))
+        .unwrap_or_default();
+    anyhow::ensure!(
+        overflow == 0,
+        "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+        reverse.len() as u64 + overflow
+    );
+    reverse.sort_by_key(|(ts, _)| *ts);
     let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
     for (ts, d) in &out {
         if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
@@ -211,6 +236,8 @@ pub fn replay_traced(
     let summary = Summary {
         packets_in,
         packets_out: out.len() as u64,
+        packets_reverse: reverse.len() as u64,
+        reverse,
         dropped,
         plugin_counters,
         matched: n,
@@ -276,7 +303,8 @@ fn sort_departures(out: &mut Vec<Frame>, why: Option<Why>) -> Option<Why> {
 ///
 /// Packets are numbered by their frame in the input, from 0; a copy is `N.copyK`,
 /// an injected packet `newK`. Events: `arrived`; at each stage `forwarded`, `delayed`
-/// (`until_ns`, `delay_ns`), `dropped` (`cause`: `plugin` when the plugin dropped it,
+/// (`until_ns`, `delay_ns`), `parked` (then `forwarded`, `delayed` or `dropped` when
+/// the plugin releases or drops it), `dropped` (`cause`: `plugin` when the plugin dropped it,
 /// else the host's reason: `no_verdict`, `plugin_fault`, `bad_verdict`,
 /// `plugin_down`), `copied` (`of`), `injected`, with `modified` when the stage changed
 /// its bytes; `departed`. A packet the host dropped after a stage's decision (a full
@@ -366,6 +394,7 @@ impl Why {
                         Some(format!("{stage}: delayed {:.3} ms", ms(until_ns - e.at_ns))),
                     )
                 }
+                What::Parked => ("parked", Some(format!("{stage}: parked"))),
                 What::Dropped { cause } => {
                     line["cause"] = json!(cause);
                     ("dropped", Some(format!("{stage}: dropped ({cause})")))
