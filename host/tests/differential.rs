@@ -41,7 +41,10 @@ fn call(inst: &mut dyn Instance, packets: &[(Vec<u8>, u64)], now: u64) -> Answer
     let verdicts = (0..nv)
         .map(|j| {
             let v = RawVerdict::read(mem, &lay, j).unwrap();
-            let bytes = if v.data_len > 0 {
+            // A parked-queue control verdict's length is a count, not bytes.
+            let bytes = if v.id == abi::verdict::ID_PARKED {
+                v.data_len.to_le_bytes().to_vec()
+            } else if v.data_len > 0 {
                 v.bytes(mem, &lay).unwrap().to_vec()
             } else {
                 vec![]
@@ -127,6 +130,7 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"rate_bps": 1000000, "queue": "codel", "queue_bytes": 100000}"#,
             r#"{"rate_bps": 1000000, "queue": "pie", "qdelay_ref_ms": 5, "max_burst_ms": 20}"#,
             r#"{"rate_bps": 1000000, "queue_packets": 10}"#,
+            r#"{"rate_bps": 1000000, "queue": "drop_head", "queue_packets": 5}"#,
         ],
     ),
     (

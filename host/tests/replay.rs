@@ -662,3 +662,33 @@ fn why_each_packet_in_a_log_and_in_pcapng_comments() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `drop_head` on the host's real parking (link ABI 1.1): a burst of 10 frames into a
+/// rate with room for 3 waiting keeps the one in service and the newest three, which
+/// leave 1 ms apart; nothing stays parked, and the log names the pushed-out ones.
+#[test]
+fn drop_head_keeps_the_newest_of_a_burst() {
+    let dir = workdir("drophead");
+    let input = dir.join("in.pcap");
+    let burst = frames(10, 1000, 0);
+    let t0 = burst[0].0;
+    write(&input, &burst, TsResolution::NanoSecond);
+    let spec = r#"{"ingress": [{"plugin": "rate", "config": {"rate_bps": 8000000, "burst_bytes": 1, "queue_packets": 3, "queue": "drop_head"}}], "egress": []}"#;
+    let (out, summary) = replay(&dir, spec, &input, "out.pcap", None);
+    let got: Vec<(u64, u64)> = read(&out)
+        .iter()
+        .map(|(ts, f)| (index(f), ts - t0))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, MS - 1000),
+            (7, 2 * MS - 1000),
+            (8, 3 * MS - 1000),
+            (9, 4 * MS - 1000)
+        ],
+        "{summary}"
+    );
+    assert!(summary.contains("queue_drops 6"), "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,18 +20,14 @@
 //!   delay is low, or less than two MTUs are queued. The queueing delay is exact here:
 //!   the packet's own wait.
 //! - `infinite`: nothing is dropped (the host's `hold_packets` still bounds memory).
-//! - `drop_head` (Mahimahi's `drophead`) is refused, with this reason: when a packet
-//!   finds the queue full, drop-head drops the packet at the head — one that already
-//!   has its departure time, handed out when it arrived, and sits in the host's delay
-//!   line, where no verdict can reach it any more — and every packet behind it moves
-//!   up, leaving earlier than it was told. Whether a packet is dropped is decided by
-//!   arrivals *after* it, so no decision at arrival can give drop-head's result, and
-//!   dropping the arrival instead is drop-tail under another name. Deciding at the
-//!   head's service time needs the packets to wait undecided in the host: link ABI
-//!   1.1's parking (a plugin parks every arrival, releases the head when the link is
-//!   free, and drops the oldest parked packet when a new one finds the queue full).
-//!   Until a queue is built on that, use `drop_tail` for a bounded FIFO, or `codel` /
-//!   `pie`, which also drop old packets rather than new ones when the delay is high.
+//! - `drop_head` (Mahimahi's `drophead`) cannot be a virtual queue: when a packet
+//!   finds the queue full, it drops the packet at the head — one whose departure was
+//!   handed out at its arrival and sits in the host's delay line, beyond any verdict —
+//!   and whether a packet is dropped depends on arrivals *after* it. A plugin builds
+//!   it on link ABI 1.1's parking instead (the `rate` plugin does): it parks every
+//!   packet that finds the link busy, releases the head when the link is free, and
+//!   drops the oldest parked one when a new one finds the queue full. [`Queue::new`]
+//!   refuses it, naming the field.
 //!
 //! Every discipline also honours `queue_packets`/`queue_bytes` as a hard bound.
 
@@ -139,7 +135,7 @@ fn positive_ms(field: &str, v: f64) -> Result<f64, String> {
 impl Queue {
     pub fn new(p: Params) -> Result<Queue, String> {
         if p.kind == Kind::DropHead {
-            return Err("queue: drop_head is not available: its head packet already has its departure time in the host's delay line, beyond any verdict, and whether a packet is dropped depends on arrivals after it; use drop_tail, codel or pie (see the SDK's queue module)".into());
+            return Err("queue: drop_head is not a virtual queue: its head packet would already have its departure time in the host's delay line, beyond any verdict; build it on parking (as the rate plugin does) or use drop_tail, codel or pie (see the SDK's queue module)".into());
         }
         if p.packets == Some(0) {
             return Err("queue_packets: must be at least 1".into());
@@ -350,7 +346,7 @@ mod tests {
                     kind: Kind::DropHead,
                     ..Params::default()
                 },
-                "queue: drop_head is not available",
+                "queue: drop_head is not a virtual queue",
             ),
             (
                 Params {

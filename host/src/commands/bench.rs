@@ -124,6 +124,11 @@ pub const PLUGIN_CASES: &[(&str, &str, &str)] = &[
         r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "pie"}"#,
     ),
     (
+        "rate-drophead",
+        "rate",
+        r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "drop_head"}"#,
+    ),
+    (
         "rate-infinite",
         "rate",
         r#"{"rate_bps": 400000000, "queue_bytes": 1000000, "queue": "infinite"}"#,

@@ -18,11 +18,20 @@
 //! ([`synthnet_sdk::queue`]): `drop_tail` (the default; add `queue_packets` to bound
 //! it in packets too), `codel` (`target_ms` 5, `interval_ms` 100), `pie`
 //! (`qdelay_ref_ms` 15, `max_burst_ms` 150) or `infinite`. A packet CoDel drops uses
-//! no link time. The discipline's state starts again after a swap. `drop_head` is
-//! refused with the reason (a head packet's departure is already in the host's delay
-//! line: see [`synthnet_sdk::queue`]).
+//! no link time. The discipline's state starts again after a swap.
+//!
+//! `drop_head` (Mahimahi's `drophead`): a packet that finds the queue full
+//! (`queue_packets`, `queue_bytes` of charged bytes) pushes out the oldest waiting one
+//! instead of being dropped itself. A departure handed out at arrival could never be
+//! taken back, so here the queue is real: packets that find the link busy are *parked*
+//! in the host (link ABI 1.1), the plugin keeps their sizes, releases the head when the
+//! link becomes free (a timer at that time: its departure is then fixed, it is in
+//! service) and drops the oldest parked packet when a new one finds the queue full.
+//! Nothing is lost to a fault or a swap: a fresh instance first releases whatever an
+//! earlier one left parked, at once.
 
 use serde::Deserialize;
+use std::collections::VecDeque;
 use synthnet_sdk::queue::{self, Fate, Queue};
 use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
 
@@ -79,6 +88,8 @@ pub struct Rate {
     cell_overhead: i64,
     /// A packet bound or an AQM, when configured (the plain byte bound needs none).
     queue: Option<Queue>,
+    /// The real queue of `drop_head`, when that is the discipline.
+    head: Option<DropHead>,
     rng: Rng,
     /// Bucket depth as time, ns: how far ahead of a packet's arrival the theoretical
     /// time may run while the packet still leaves at once.
@@ -93,6 +104,20 @@ pub struct Rate {
     /// (rates above ~140 kbit/s); 0 means "divide".
     ns_per_byte_fp: u64,
     denom: u64,
+}
+
+/// `drop_head`'s queue: the packets parked in the host, as the plugin knows them.
+#[derive(Debug, Default)]
+struct DropHead {
+    /// Charged bytes of each parked packet, oldest (the head) first.
+    waiting: VecDeque<u64>,
+    bytes: u64,
+    max_packets: u64,
+    max_bytes: u64,
+    /// When the link is free: the departure of the last packet put in service.
+    free_at_ns: u64,
+    /// Whether this instance has released what an earlier one may have left parked.
+    started: bool,
 }
 
 /// Largest frame charged (a GSO super-packet plus overhead); bounds the fixed-point
@@ -110,6 +135,107 @@ impl Rate {
         }
         let cells = bytes.div_ceil(self.cell);
         (cells as i64 * (self.cell as i64 + self.cell_overhead)).max(0) as u64
+    }
+
+    /// Put a packet of `bytes` (charged) in service at `t`: the shaper's departure for
+    /// it, the theoretical time advanced.
+    #[inline]
+    fn schedule(&mut self, t: u64, bytes: u64) -> u64 {
+        let (c, rem) = self.cost(bytes);
+        let (mut tat, mut tat_rem) = if self.tat_ns < t {
+            (t, 0)
+        } else {
+            (self.tat_ns, self.tat_rem)
+        };
+        tat += c;
+        tat_rem += rem;
+        if tat_rem >= self.denom {
+            tat += 1;
+            tat_rem -= self.denom;
+        }
+        (self.tat_ns, self.tat_rem) = (tat, tat_rem);
+        t.max(tat.saturating_sub(self.tau_ns))
+    }
+
+    /// `drop_head`: put parked packets in service, head first, while the link is free
+    /// by `upto`; each is released for its departure. Returns how many; arms the timer
+    /// for the next when some wait.
+    fn serve(&mut self, batch: &mut Batch<'_>, upto: u64) -> u64 {
+        let mut served = 0;
+        loop {
+            let Some(h) = self.head.as_mut() else {
+                return served;
+            };
+            if !h.started {
+                // What an earlier instance left parked (a fault, a swap) leaves now.
+                h.started = true;
+                batch.release_parked(batch.now_ns(), 0);
+            }
+            let at = h.free_at_ns;
+            let Some(&bytes) = h.waiting.front().filter(|_| at <= upto) else {
+                if !h.waiting.is_empty() {
+                    batch.wake_at(at);
+                }
+                return served;
+            };
+            h.waiting.pop_front();
+            h.bytes -= bytes;
+            let depart = self.schedule(at, bytes);
+            if let Some(h) = self.head.as_mut() {
+                h.free_at_ns = depart;
+            }
+            batch.release_parked(depart, 1);
+            served += 1;
+        }
+    }
+
+    /// `drop_head`: an arrival goes into service if the link is free and nobody waits,
+    /// else it is parked, pushing out the oldest parked packets while the queue is full.
+    fn process_drop_head(&mut self, batch: &mut Batch<'_>) {
+        let (mut drops, mut delayed) = (0, 0);
+        for i in 0..batch.len() {
+            let t = batch.arrival_ns(i);
+            delayed += self.serve(batch, t);
+            let bytes = self.charged(batch.wire_len(i));
+            let Some(h) = self.head.as_mut() else { return };
+            if h.waiting.is_empty() && h.free_at_ns <= t {
+                let depart = self.schedule(t, bytes);
+                if let Some(h) = self.head.as_mut() {
+                    h.free_at_ns = depart;
+                }
+                if depart > t {
+                    delayed += 1;
+                }
+                batch.send(i, 0, depart);
+                continue;
+            }
+            let full = |h: &DropHead| {
+                h.waiting.len() as u64 >= h.max_packets || h.bytes + bytes > h.max_bytes
+            };
+            while full(h) && !h.waiting.is_empty() {
+                if let Some(b) = h.waiting.pop_front() {
+                    h.bytes -= b;
+                }
+                batch.drop_parked(1);
+                drops += 1;
+            }
+            if full(h) {
+                // Larger than the whole queue.
+                batch.discard(i);
+                drops += 1;
+                continue;
+            }
+            h.waiting.push_back(bytes);
+            h.bytes += bytes;
+            batch.park(i, 0);
+        }
+        if let Some(h) = &self.head {
+            if !h.waiting.is_empty() {
+                batch.wake_at(h.free_at_ns);
+            }
+        }
+        batch.count(0, drops);
+        batch.count(1, delayed);
     }
 
     /// Time to send `bytes`, as (whole ns, fraction in 1/`denom` ns). A 64-bit division
@@ -180,9 +306,18 @@ impl Plugin for Rate {
             overhead: c.overhead_bytes,
             cell: c.cell_bytes as u64,
             cell_overhead: c.cell_overhead_bytes as i64,
+            head: (c.queue == queue::Kind::DropHead).then(|| DropHead {
+                max_packets: c.queue_packets.unwrap_or(u64::MAX),
+                max_bytes: c.queue_bytes,
+                ..DropHead::default()
+            }),
             queue: {
                 let params = queue::Params {
-                    kind: c.queue,
+                    kind: if c.queue == queue::Kind::DropHead {
+                        queue::Kind::Infinite
+                    } else {
+                        c.queue
+                    },
                     packets: c.queue_packets,
                     bytes: None,
                     target_ms: c.target_ms,
@@ -191,8 +326,9 @@ impl Plugin for Rate {
                     max_burst_ms: c.max_burst_ms,
                 };
                 let q = Queue::new(params)?;
-                (c.queue_packets.is_some()
-                    || !matches!(c.queue, queue::Kind::DropTail | queue::Kind::Infinite))
+                (c.queue != queue::Kind::DropHead
+                    && (c.queue_packets.is_some()
+                        || !matches!(c.queue, queue::Kind::DropTail | queue::Kind::Infinite)))
                 .then_some(q)
             },
             rng: Rng::new(seed),
@@ -220,7 +356,18 @@ impl Plugin for Rate {
         Ok(r)
     }
 
+    fn tick(&mut self, batch: &mut Batch<'_>) {
+        if self.head.is_some() {
+            let now = batch.now_ns();
+            let served = self.serve(batch, now);
+            batch.count(1, served);
+        }
+    }
+
     fn process(&mut self, batch: &mut Batch<'_>) {
+        if self.head.is_some() && self.rate_bps > 0 {
+            return self.process_drop_head(batch);
+        }
         if self.rate_bps == 0 {
             for i in 0..batch.len() {
                 batch.forward(i);
@@ -352,13 +499,53 @@ mod tests {
         }
     }
 
+    /// A burst of 10 frames of 1000 bytes at t = 0 into 8 Mbit/s (1 ms each) with room
+    /// for 3 waiting: drop-tail keeps the oldest (0, 1, 2: its bound counts the packet
+    /// in service too), drop-head the newest (0 in service, then 7, 8, 9): each arrival
+    /// that finds 3 waiting pushes out the head. The kept ones leave 1 ms apart.
     #[test]
-    fn drop_head_is_refused_with_the_reason() {
-        let e = Harness::<Rate>::new(r#"{"rate_bps": 1000000, "queue": "drop_head"}"#, 1)
-            .err()
-            .unwrap();
-        assert!(e.starts_with("queue: drop_head is not available"), "{e}");
-        assert!(e.contains("drop_tail, codel or pie"), "{e}");
+    fn drop_head_keeps_the_newest_and_drop_tail_the_oldest() {
+        let run = |queue: &str| {
+            let cfg = format!(
+                r#"{{"rate_bps": 8000000, "burst_bytes": 1, "queue_packets": 3, "queue": "{queue}"}}"#
+            );
+            let mut h = Harness::<Rate>::new(&cfg, 1).unwrap();
+            for k in 0..10u8 {
+                h.push(&[k; 1000], 0);
+            }
+            let mut out: Vec<(u8, u64)> = h
+                .run(0)
+                .iter()
+                .filter(|o| o.port.is_some())
+                .map(|o| (o.bytes[0], o.at_ns))
+                .collect();
+            // Tick at each time the plugin asks for, as the host does.
+            while let Some(t) = h.wake_at() {
+                out.extend(
+                    h.run(t)
+                        .iter()
+                        .filter(|o| o.port.is_some())
+                        .map(|o| (o.bytes[0], o.at_ns)),
+                );
+            }
+            let drops = h.counters()[0].1;
+            (out, drops, h.parked())
+        };
+        let ms = 1_000_000;
+        let (head, drops, parked) = run("drop_head");
+        assert_eq!(
+            head,
+            vec![
+                (0, ms - 1000),
+                (7, 2 * ms - 1000),
+                (8, 3 * ms - 1000),
+                (9, 4 * ms - 1000)
+            ]
+        );
+        assert_eq!((drops, parked), (6, 0));
+        let (tail, _, _) = run("drop_tail");
+        let kept: Vec<u8> = tail.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kept, vec![0, 1, 2]);
     }
 
     /// A responsive sender (AIMD, like TCP's congestion control: +10 packets/s every
