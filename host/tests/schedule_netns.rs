@@ -327,4 +327,22 @@ fn root_a_new_spec_ends_the_running_schedule() {
         "{}",
         rig.bridge.lines().join("\n")
     );
+    // SIGHUP re-reads the file (the PUT saved the scheduled spec there): a new schedule.
+    let started = spec["schedule"]["started_at_ns"].as_u64().unwrap();
+    rig.bridge.signal(nix::sys::signal::Signal::SIGHUP);
+    let t = std::time::Instant::now();
+    loop {
+        let spec = rig.spec();
+        if spec["generation"].as_u64() > Some(generation + 4) {
+            let s = &spec["schedule"];
+            assert!(s["started_at_ns"].as_u64().unwrap() > started, "{spec}");
+            assert!(s["done"].as_u64().unwrap() < 3, "{spec}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGHUP did nothing: {spec}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
