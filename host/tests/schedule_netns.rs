@@ -316,9 +316,16 @@ fn root_a_new_spec_ends_the_running_schedule() {
     );
     // A scheduled spec again: its schedule starts from its beginning.
     rig.put(&scheduled());
-    std::thread::sleep(Duration::from_millis(1700));
-    let spec = rig.spec();
-    assert_eq!(spec["schedule"]["done"], json!(3), "{spec}");
+    let t = std::time::Instant::now();
+    let spec = loop {
+        let spec = rig.spec();
+        if spec["schedule"]["done"] == json!(3) {
+            break spec;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{spec}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(t.elapsed() > Duration::from_millis(1400), "steps came early: {spec}");
     assert_eq!(spec["generation"], json!(generation + 4), "{spec}");
     let stats = rig.call("GET", "/api/v1/stats", "").json();
     assert_eq!(stats["schedule"]["done"], json!(3), "{stats}");
