@@ -325,7 +325,10 @@ fn root_a_new_spec_ends_the_running_schedule() {
         assert!(t.elapsed() < Duration::from_secs(10), "{spec}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(t.elapsed() > Duration::from_millis(1400), "steps came early: {spec}");
+    assert!(
+        t.elapsed() > Duration::from_millis(1400),
+        "steps came early: {spec}"
+    );
     assert_eq!(spec["generation"], json!(generation + 4), "{spec}");
     let stats = rig.call("GET", "/api/v1/stats", "").json();
     assert_eq!(stats["schedule"]["done"], json!(3), "{stats}");
