@@ -1215,10 +1215,13 @@ pub fn describe(plan: &Plan) -> String {
                 }
             }
             if let Some(c) = &step.command {
-                out.push_str(&format!(
-                    "  at {at:.3} s, command to {}: {}\n",
-                    c.stage, c.command
-                ));
+                let mut text = c.command.to_string();
+                if text.len() > 200 {
+                    let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i));
+                    text.truncate(cut.unwrap_or(0));
+                    text.push('…');
+                }
+                out.push_str(&format!("  at {at:.3} s, command to {}: {text}\n", c.stage));
             }
         }
         if plan.schedule.len() > 20 {
