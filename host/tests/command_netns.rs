@@ -95,6 +95,24 @@ fn send(rig: &Rig, port: u16, n: u8) {
     .unwrap();
 }
 
+/// `n` UDP frames, one every `gap_ns`, as a nanosecond pcap file.
+fn write_capture(path: &std::path::Path, n: u64, gap_ns: u64) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let h = PcapHeader {
+        datalink: pcap_file::DataLink::ETHERNET,
+        ts_resolution: pcap_file::TsResolution::NanoSecond,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), h).unwrap();
+    for k in 0..n {
+        let mut f = synthnet_testkit::apps::udp_template(100);
+        f[42..50].copy_from_slice(&k.to_le_bytes());
+        let ts = Duration::from_nanos(1_700_000_000_000_000_000 + k * gap_ns);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
+            .unwrap();
+    }
+}
+
 fn command(rig: &Rig, stage: &str, body: &str) -> common::http::Answer {
     rig.call("POST", &format!("/api/v1/stages/{stage}/command"), body)
 }
@@ -248,6 +266,38 @@ fn root_commands_reach_running_stages() {
         metrics.contains(r#"synthnet_stage_commands_total{direction="ingress",flow="default",stage="tb",result="answered"} 3"#),
         "{metrics}"
     );
+    // The log replays: the same spec over a second of traffic, the commands at their
+    // times; twice the same bytes, and not what the replay without them writes.
+    let pcap = log_dir.join("in.pcap");
+    write_capture(&pcap, 100, 10_000_000);
+    let spec_file = rig.dir.join("spec.json");
+    let replay = |out: &str, with_log: bool| {
+        let out = log_dir.join(out);
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
+        c.args(["replay", "--direction", "ingress", "--spec"])
+            .arg(&spec_file)
+            .arg("--in")
+            .arg(&pcap)
+            .arg("--out")
+            .arg(&out);
+        if with_log {
+            c.arg("--commands").arg(&log);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            std::fs::read(&out).unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (a, summary) = replay("a.pcap", true);
+    assert!(summary.contains("commands: 6 (3 refused)"), "{summary}");
+    assert_eq!(
+        a,
+        replay("b.pcap", true).0,
+        "two replays of one command log differ"
+    );
+    assert_ne!(a, replay("plain.pcap", false).0);
     drop(rig);
     let _ = std::fs::remove_dir_all(&log_dir);
 }
