@@ -530,6 +530,19 @@ fn a_module_declaring_a_newer_minor_version_is_refused_naming_it() {
     );
     make(&one).instantiate(1).expect("1.1 loads");
     make(&text).instantiate(1).expect("1.0 loads");
+    // synthnet_command comes with synthnet_reply.
+    let half = one.replace(
+        r#"(func (export "synthnet_error")"#,
+        r#"(func (export "synthnet_command") (param i32 i32 i64) (result i32) i32.const 0)
+           (func (export "synthnet_error")"#,
+    );
+    assert_ne!(half, one);
+    let e = make(&half).instantiate(1).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("exports `synthnet_command` without `synthnet_reply`"),
+        "{e}"
+    );
 }
 
 #[test]
