@@ -176,7 +176,7 @@ fn run(seed: u64, cap: usize, keys: u32, when_full: WhenFull, ops: usize) {
             }
             70..=84 => {
                 let v = rng.below(1000);
-                let ev = |x: u32| x % 3 != 0;
+                let ev = |x: u32| !x.is_multiple_of(3);
                 let got = map
                     .insert_evicting(k, v, now, idle, |_, x| ev(*x))
                     .map(|_| ());
@@ -213,10 +213,10 @@ fn run(seed: u64, cap: usize, keys: u32, when_full: WhenFull, ops: usize) {
 
 #[test]
 fn flowmap_agrees_with_its_model() {
-    for seed in 0..300 {
+    for seed in 0..300u64 {
         let cap = 1 + (seed as usize * 7) % 40;
         let keys = (cap as u32 * 2).max(3);
-        let when_full = if seed % 3 == 0 {
+        let when_full = if seed.is_multiple_of(3) {
             WhenFull::Refuse
         } else {
             WhenFull::EvictLeastRecent
