@@ -1,0 +1,230 @@
+//! Seed 003 live (docs/scenarios/tx-stall.md): a transmit path that hangs after a byte
+//! count, through `synthnet bridge` with `tx-stall` on the egress direction (B → A),
+//! its trigger the report's 360 GB at a scale of 1/360,000 (1 MB).
+//!
+//! 1. B streams 3000 datagrams of 1042-byte frames to A while A streams 1000 to B: A
+//!    gets exactly the first 960 (the one that reaches 1 MB still leaves), then
+//!    nothing; B gets all of A's (the other direction keeps working).
+//! 2. `GET /api/v1/stats`: the stage holds exactly 1000 packets (`backlog_packets`,
+//!    the qdisc's `backlog 1000p`), dropped the other 1040, is `stalled`, and its
+//!    watchdog counted `tx_timeout`s. 200 more datagrams: A gets none.
+//! 3. `POST /api/v1/stages/egress/default/stall/command {"cmd": "reset"}`: the 1000
+//!    parked datagrams reach A, in order, and new traffic flows again.
+
+mod common;
+
+use common::bridge::BridgeProc;
+use common::http::request;
+use nix::sys::socket::{setsockopt, sockopt};
+use serde_json::Value;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use synthnet_testkit::netns::{self, Middle, Topology, A_V4, B_V4};
+use synthnet_testkit::traffic::in_ns;
+
+const API: &str = "127.0.0.1:8080";
+/// 1000 bytes of payload: 1042-byte frames.
+const PAYLOAD: usize = 1000;
+const FRAME: u64 = 1042;
+const TRIGGER_BYTES: u64 = 1_000_000;
+
+/// A receiver in `ns` on `addr`, recording the sequence numbers until stopped.
+struct Receiver {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<Vec<u64>>>,
+}
+
+impl Receiver {
+    fn start(ns: &str, addr: SocketAddr) -> Receiver {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = in_ns(ns, move || {
+            let sock = UdpSocket::bind(addr)?;
+            // A flushed backlog arrives as one burst of 1 MB.
+            setsockopt(&sock, sockopt::RcvBufForce, &(16 << 20))?;
+            sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+            ready_tx.send(()).ok();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    if n >= 8 {
+                        got.push(u64::from_be_bytes(buf[..8].try_into().unwrap()));
+                    }
+                }
+            }
+            Ok(got)
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("receiver started");
+        Receiver { stop, thread }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("receiver").expect("receiver")
+    }
+}
+
+/// Send datagrams `seqs` from `ns` to `dst` at `pps`.
+fn send(ns: &str, dst: SocketAddr, seqs: std::ops::Range<u64>, pps: u64) {
+    in_ns(ns, move || {
+        let sock = UdpSocket::bind("0.0.0.0:0")?;
+        let start = Instant::now();
+        let mut payload = vec![0u8; PAYLOAD];
+        for (k, seq) in seqs.enumerate() {
+            let due = start + Duration::from_nanos(k as u64 * 1_000_000_000 / pps);
+            while Instant::now() < due {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            payload[..8].copy_from_slice(&seq.to_be_bytes());
+            sock.send_to(&payload, dst)?;
+        }
+        Ok(())
+    })
+    .join()
+    .expect("sender")
+    .expect("sender");
+}
+
+fn stage_counters(ns: &str) -> Value {
+    // Wait for a publication after the last packet.
+    std::thread::sleep(Duration::from_millis(2200));
+    let a = request(ns, API, "GET", "/api/v1/stats", &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stats = a.json();
+    stats["directions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["stages"].as_array().unwrap().clone())
+        .find(|s| s["id"] == "egress/default/stall")
+        .unwrap_or_else(|| panic!("no stage egress/default/stall in {stats}"))["plugin_counters"]
+        .clone()
+}
+
+/// The spec's directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Root: namespaces, veths and `synthnet bridge`.
+#[test]
+fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
+    assert!(
+        netns::is_root(),
+        "this test needs root (network namespaces and raw sockets)"
+    );
+    let topo = Topology::create("txs", Middle::Synthnet).expect("topology");
+    topo.pin_neighbours().unwrap();
+    // No IPv6 chatter (router solicitations, MLD) to count toward the trigger.
+    for ns in [&topo.a, &topo.b] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.eth0.disable_ipv6", "1").unwrap();
+    }
+    let dir = std::env::temp_dir().join(netns::unique("txs"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir(dir);
+    let spec = dir.0.join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"ingress": [],
+            "egress": [{"plugin": "tx-stall", "name": "stall", "config": {
+                "after_bytes": 360000000000, "byte_scale": 360000,
+                "backlog_packets": 1000, "watchdog_ms": 500}}]}"#,
+    )
+    .unwrap();
+    let bridge = BridgeProc::start(&topo, &spec, &["--stats", "0"]);
+    let mid = topo.middle().name.clone();
+    let (a, b) = (topo.a.name.clone(), topo.b.name.clone());
+    let to_a: SocketAddr = format!("{A_V4}:7100").parse().unwrap();
+    let to_b: SocketAddr = format!("{B_V4}:7101").parse().unwrap();
+
+    // 1. Until the trigger, then nothing; the other direction flows.
+    let at_a = Receiver::start(&a, to_a);
+    let at_b = Receiver::start(&b, to_b);
+    let other = {
+        let a = a.clone();
+        std::thread::spawn(move || send(&a, to_b, 0..1000, 5000))
+    };
+    send(&b, to_a, 0..3000, 10_000);
+    other.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let passed = (TRIGGER_BYTES + FRAME - 1) / FRAME;
+    let got_b = at_b.finish();
+    assert_eq!(got_b, (0..1000).collect::<Vec<_>>(), "A → B keeps flowing");
+
+    // 2. The stage's counters; and 200 more: none arrive.
+    let c = stage_counters(&mid);
+    let n = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("no counter {k} in {c}"))
+    };
+    eprintln!("seed 003 live, after 3000 datagrams of {FRAME} B: counters {c}");
+    assert_eq!(n("sent_packets"), passed);
+    assert_eq!(n("sent_bytes"), passed * FRAME);
+    assert_eq!(n("backlog_packets"), 1000, "the qdisc's backlog 1000p");
+    assert_eq!(n("backlog_bytes"), 1000 * FRAME);
+    assert_eq!(n("dropped"), 3000 - passed - 1000);
+    assert_eq!((n("stalled"), n("stalls")), (1, 1));
+    assert!(n("tx_timeout") >= 2, "the watchdog fires every 500 ms: {c}");
+    send(&b, to_a, 3000..3200, 10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let c2 = stage_counters(&mid);
+    assert_eq!(
+        c2["sent_packets"], c["sent_packets"],
+        "0 packets left: {c2}"
+    );
+    assert_eq!(c2["dropped"].as_u64(), Some(n("dropped") + 200));
+
+    // 3. Reset through the HTTP API: the backlog goes, in order, then traffic flows.
+    let r = request(
+        &mid,
+        API,
+        "POST",
+        "/api/v1/stages/egress/default/stall/command",
+        &[("Content-Type", "application/json")],
+        br#"{"cmd": "reset"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reply = r.json();
+    assert_eq!(reply["was"], "stalled", "{reply}");
+    assert_eq!(reply["flushed_packets"], 1000, "{reply}");
+    std::thread::sleep(Duration::from_millis(300));
+    send(&b, to_a, 4000..4500, 10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let got_a = at_a.finish();
+    let want: Vec<u64> = (0..passed)
+        .chain(passed..passed + 1000)
+        .chain(4000..4500)
+        .collect();
+    eprintln!(
+        "seed 003 live: A received {} datagrams: {} before the stall, then {} flushed by the reset, then {} new",
+        got_a.len(),
+        passed,
+        got_a.iter().filter(|s| (passed..passed + 1000).contains(s)).count(),
+        got_a.iter().filter(|s| **s >= 4000).count()
+    );
+    assert_eq!(
+        got_a, want,
+        "A's view: the first {passed}, the backlog, the new ones"
+    );
+    let c3 = stage_counters(&mid);
+    assert_eq!(c3["backlog_packets"], 0, "{c3}");
+    assert_eq!(c3["stalled"], 0, "{c3}");
+    assert_eq!(c3["resets"], 1, "{c3}");
+    assert_eq!(
+        c3["sent_packets"].as_u64(),
+        Some(passed + 1000 + 500),
+        "{c3}"
+    );
+    assert_eq!(bridge.count("panicked"), 0, "{:?}", bridge.lines());
+}
