@@ -22,6 +22,16 @@
 //!
 //!   With [`WhenFull::Refuse`] step 2 is skipped.
 //!
+//! **Reclaiming an idle table with the timer.** Expiry needs no timer to be exact, but
+//! an idle table's entries are reclaimed (and a plugin's `entries` gauge falls) only when
+//! something calls [`FlowMap::sweep`]. The pattern the built-ins use: after each batch,
+//! `sweep(now, a few)`, and while the map is not empty `batch.wake_at(now + period)`;
+//! in `tick`, a larger sweep and the same re-arm. By the SDK's timer rules (docs/ABI.md,
+//! "Timers"; `sdk/tests/timers.rs`) a timer stays armed until it fires and the earliest
+//! request wins, so arming on every batch never postpones the tick, and a tick's
+//! `now` is at or after the time asked for (exactly it on a virtual clock): an entry
+//! idle for its timeout is reclaimed within one period of its deadline.
+//!
 //! Recency is the order of inserts and touches, not of their timestamps, so the rules
 //! depend only on the sequence of calls: the same calls give the same map on every run
 //! and every build. The hash function is fixed (not seeded per process) for the same
