@@ -22,7 +22,9 @@
 //! 2. UDP, all at once, fresh table: one ping of every pair lost (6 of 12);
 //! 3. UDP again at once, right away: none lost (the entries live);
 //! 4. after the (test-short) timeout, UDP spaced 100 ms in a common order: none lost;
-//! 5. after the timeout again, UDP at once: 6 of 12 lost again.
+//! 5. after the timeout again, UDP at once: 6 of 12 lost again;
+//! 6. `status` through the HTTP API lists the 6 flows, `flush` (`conntrack -F`) empties
+//!    the table, and UDP at once right after loses 6 of 12 again.
 //!
 //! The stage's counters, read through `GET /api/v1/stats`, must agree.
 
@@ -256,6 +258,20 @@ fn counters(lab: &Lab) -> Value {
         .clone()
 }
 
+/// `POST /api/v1/stages/ingress/default/ct/command`: the stage's reply.
+fn command(lab: &Lab, json: &str) -> Value {
+    let a = request(
+        &lab.topo.middle().name,
+        "127.0.0.1:8080",
+        "POST",
+        "/api/v1/stages/ingress/default/ct/command",
+        &[("Content-Type", "application/json")],
+        json.as_bytes(),
+    );
+    assert_eq!(a.status, 200, "{json}: {}", a.text());
+    a.json()
+}
+
 /// Root: namespaces, veths, bridges, a router and `synthnet bridge`.
 #[test]
 fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
@@ -276,21 +292,41 @@ fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
     let run3 = all_to_all(&lab, Duration::from_millis(100));
     wait_timeout();
     let run4 = all_to_all(&lab, Duration::ZERO);
+    // `conntrack -L` and `conntrack -F` through the HTTP API: a flushed table races again.
+    let status = command(&lab, r#"{"cmd": "status"}"#);
+    let flushed = command(&lab, r#"{"cmd": "flush"}"#);
+    let run5 = all_to_all(&lab, Duration::ZERO);
     let c = counters(&lab);
     eprintln!(
         "seed 000 live, {N} hosts, {pairs} pings per run: icmp lost {}, fresh {} {:?}, \
-         re-run {}, spaced 100 ms after timeout {}, after timeout {} {:?}; counters {c}",
+         re-run {}, spaced 100 ms after timeout {}, after timeout {} {:?}, after flush {}; \
+         counters {c}",
         icmp.len(),
         run1.len(),
         run1,
         run2.len(),
         run3.len(),
         run4.len(),
-        run4
+        run4,
+        run5.len()
     );
+    eprintln!(
+        "status before the flush: {status}; flush: {flushed}; after it: {} lost",
+        run5.len()
+    );
+    assert_eq!(status["entries"], (pairs / 2) as u64, "{status}");
+    let flows = status["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), pairs / 2, "{status}");
+    assert!(
+        flows.iter().all(
+            |f| f["state"] == "replied" && f["flow"].as_str().unwrap().starts_with("udp 10.9.")
+        ),
+        "{status}"
+    );
+    assert_eq!(flushed["flushed"], (pairs / 2) as u64, "{flushed}");
     assert!(icmp.is_empty(), "ICMP pings lost: {icmp:?}");
     // Fresh: exactly one ping of every pair is lost (the later of the two racing).
-    for run in [&run1, &run4] {
+    for run in [&run1, &run4, &run5] {
         assert_eq!(run.len(), pairs / 2, "{run:?}");
         for i in 0..N {
             for j in i + 1..N {
@@ -307,10 +343,13 @@ fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
         c[k].as_u64()
             .unwrap_or_else(|| panic!("no counter {k} in {c}"))
     };
-    assert_eq!(n("insert_failed"), (run1.len() + run4.len()) as u64);
+    assert_eq!(
+        n("insert_failed"),
+        (run1.len() + run4.len() + run5.len()) as u64
+    );
     assert_eq!(n("drop"), n("insert_failed"));
-    // Three fresh tables of 6 flows each (runs 1, 3 and 5).
-    assert_eq!(n("insert"), 3 * pairs as u64 / 2);
+    // Four fresh tables of 6 flows each (the fresh, spaced, after-timeout and flushed runs).
+    assert_eq!(n("insert"), 4 * pairs as u64 / 2);
     assert!(n("expired") >= pairs as u64, "{c}");
     assert!(
         n("ignore") >= 2 * pairs as u64,
