@@ -230,22 +230,21 @@ impl ConntrackRace {
         let (ck, side) = key.canonical();
         let Some(s) = self.table.find(&ck, t) else {
             self.count(c::NEW);
-            let e = Entry {
+            let mut e = Entry {
                 created_ns: t,
                 confirm_ns: t.saturating_add(self.window_ns),
                 orig: side,
                 packets: [0; 2],
                 assured: false,
             };
-            let before = self.table.stats().evicted;
-            let mut e2 = e;
-            e2.packets[side.index()] = 1;
-            return match self
+            e.packets[side.index()] = 1;
+            let evicted = self.table.stats().evicted;
+            let inserted = self
                 .table
-                .insert_evicting(ck, e2, t, self.timeout_ns, |_, x| !x.assured)
-            {
+                .insert_evicting(ck, e, t, self.timeout_ns, |_, x| !x.assured);
+            return match inserted {
                 Ok(_) => {
-                    if self.table.stats().evicted > before {
+                    if self.table.stats().evicted > evicted {
                         self.count(c::EARLY_DROP);
                     }
                     self.count(c::INSERT);
