@@ -2,10 +2,13 @@
 //! clock: the capture's timestamps drive time, the same apply path as the bridge builds
 //! the chains, and what leaves is written with its departure time. The engine only
 //! ever sees virtual time, so the same seed and the same input give byte-identical
-//! output.
+//! output. What a stage sends back toward the sender (the reverse port, link ABI 1.1)
+//! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
+use crate::daemon::{cmdlog, command};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
+use synthnet_config::plan::StageCommand;
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
@@ -18,12 +21,21 @@ use synthnet_runtime::{fingerprint, Loader, WasmRuntime};
 pub struct Summary {
     pub packets_in: u64,
     pub packets_out: u64,
+    /// Packets stages sent back toward the sender (their reverse port).
+    pub packets_reverse: u64,
+    /// Those packets, in departure order (`--reverse-out`).
+    #[serde(skip)]
+    pub reverse: Vec<Frame>,
     /// Drops by cause, summed over every app.
     pub dropped: Vec<(DropCause, u64)>,
     /// What each stage's plugin counted (stage, counter, value), non-zero only.
     pub plugin_counters: Vec<(String, String, u64)>,
     /// Added delay of packets that left unchanged (matched to their input by content).
     pub matched: u64,
+    /// Commands handed to plugins (the schedule's and the command log's), and how many
+    /// of them the plugins refused.
+    pub commands: u64,
+    pub commands_refused: u64,
     pub mean_delay_ms: f64,
     pub max_delay_ms: f64,
 }
@@ -32,8 +44,14 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "packets in: {}, out: {}",
-            self.packets_in, self.packets_out
+            "packets in: {}, out: {}{}",
+            self.packets_in,
+            self.packets_out,
+            if self.packets_reverse > 0 {
+                format!(", back to the sender: {}", self.packets_reverse)
+            } else {
+                String::new()
+            }
         )?;
         if self.dropped.is_empty() {
             writeln!(f, "dropped: none")?;
@@ -47,6 +65,13 @@ impl std::fmt::Display for Summary {
         }
         for (stage, k, v) in &self.plugin_counters {
             writeln!(f, "{stage}: {k} {v}")?;
+        }
+        if self.commands > 0 {
+            writeln!(
+                f,
+                "commands: {} ({} refused)",
+                self.commands, self.commands_refused
+            )?;
         }
         write!(
             f,
@@ -67,6 +92,18 @@ pub fn replay_with(
     plan: &Plan,
     dir: Direction,
     frames: Vec<Frame>,
+    loader: &mut Loader,
+) -> Result<(Vec<Frame>, Summary)> {
+    replay_logged(plan, dir, frames, &[], loader)
+}
+
+/// [`replay_with`], handing each command of `log` (a command log, in time order) to its
+/// stage at exactly its `at_ns`, counted from the capture's first packet.
+pub fn replay_logged(
+    plan: &Plan,
+    dir: Direction,
+    frames: Vec<Frame>,
+    log: &[cmdlog::Entry],
     loader: &mut Loader,
 ) -> Result<(Vec<Frame>, Summary)> {
     // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
@@ -90,7 +127,9 @@ pub fn replay_with(
     // duplicate and inject, within reason), and at least a million frames.
     let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
     let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
+    let back = engine.add(Box::new(CaptureSink::with_limit(limit)));
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
+    net.set_reverse_sink(dir, back);
     let report = net.apply(plan.clone(), loader);
     if let synthnet_config::Outcome::Refused(e) = report.outcome {
         anyhow::bail!("invalid spec: {e}");
@@ -103,24 +142,7 @@ pub fn replay_with(
             .is_none_or(|s| s.next_at().is_none())
             && e.packets_in_flight() == 0
     };
-    // The schedule's changes at their exact virtual times, counted from the start:
-    // what arrives before a step's instant meets the plan before it.
-    for step in &plan.schedule {
-        let at = start.saturating_add(step.at_ns);
-        clock
-            .run_until(&mut net.engine, at.saturating_sub(1), done)
-            .context("replay")?;
-        if done(&net.engine) {
-            break;
-        }
-        let report = net.apply((*step.plan).clone(), loader);
-        if let synthnet_config::Outcome::Refused(e) = report.outcome {
-            anyhow::bail!(
-                "the schedule's change at {:.3} s was refused: {e}",
-                step.at_ns as f64 / 1e9
-            );
-        }
-    }
+    let commands = run_timed(&mut net, &mut clock, start, dir, plan, log, loader, done)?;
     clock
         .run_until(&mut net.engine, u64::MAX, done)
         .context("replay")?;
@@ -153,6 +175,17 @@ pub fn replay_with(
         out.len() as u64 + overflow
     );
     out.sort_by_key(|(ts, _)| *ts);
+    let (mut reverse, overflow) = net
+        .engine
+        .app_mut::<CaptureSink>(back)
+        .map(|s| (std::mem::take(&mut s.out), s.overflow))
+        .unwrap_or_default();
+    anyhow::ensure!(
+        overflow == 0,
+        "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+        reverse.len() as u64 + overflow
+    );
+    reverse.sort_by_key(|(ts, _)| *ts);
     let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
     for (ts, d) in &out {
         if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
@@ -165,9 +198,13 @@ pub fn replay_with(
     let summary = Summary {
         packets_in,
         packets_out: out.len() as u64,
+        packets_reverse: reverse.len() as u64,
+        reverse,
         dropped,
         plugin_counters,
         matched: n,
+        commands: commands.0,
+        commands_refused: commands.1,
         mean_delay_ms: if n > 0 {
             sum as f64 / n as f64 / 1e6
         } else {
@@ -180,4 +217,94 @@ pub fn replay_with(
 
 fn hash(d: &[u8]) -> u64 {
     fingerprint(&[d])
+}
+
+/// A change at an instant of the virtual clock.
+enum Event<'a> {
+    Plan(&'a Plan),
+    /// A command, and where it comes from (for errors).
+    Command(&'a StageCommand, String),
+}
+
+/// Run the engine through the schedule's steps and the command log's commands, each at
+/// its exact virtual time counted from `start` (what arrives before that instant meets
+/// what ran before it; at equal times the schedule's steps first, then the log's
+/// commands in file order). Returns the commands handed over and those refused.
+#[allow(clippy::too_many_arguments)]
+fn run_timed(
+    net: &mut Network,
+    clock: &mut VirtualClock,
+    start: u64,
+    dir: Direction,
+    plan: &Plan,
+    log: &[cmdlog::Entry],
+    loader: &mut Loader,
+    done: impl Fn(&Engine) -> bool,
+) -> Result<(u64, u64)> {
+    let mut events: Vec<(u64, Event<'_>)> = Vec::new();
+    for step in &plan.schedule {
+        if let Some(p) = &step.plan {
+            events.push((step.at_ns, Event::Plan(p)));
+        }
+        // A replay runs one direction: the other's commands have no stage here.
+        if let Some(c) = step.command.as_ref().filter(|c| c.stage.chain.dir == dir) {
+            let at = format!("the schedule's command at {:.3} s", step.at_ns as f64 / 1e9);
+            events.push((step.at_ns, Event::Command(c, at)));
+        }
+    }
+    let logged: Vec<StageCommand> = log
+        .iter()
+        .filter(|e| e.source == cmdlog::Source::Api)
+        .map(|e| StageCommand {
+            stage: e.stage.clone(),
+            command: e.command.clone(),
+        })
+        .collect();
+    for (k, (e, c)) in log
+        .iter()
+        .filter(|e| e.source == cmdlog::Source::Api)
+        .zip(&logged)
+        .enumerate()
+    {
+        if c.stage.chain.dir == dir {
+            let at = format!("logged command {} (at_ns {})", k + 1, e.at_ns);
+            events.push((e.at_ns, Event::Command(c, at)));
+        }
+    }
+    // Stable: equal times keep the order above.
+    events.sort_by_key(|(at, _)| *at);
+    let (mut sent, mut refused) = (0, 0);
+    for (at_ns, event) in events {
+        let at = start.saturating_add(at_ns);
+        clock
+            .run_until(&mut net.engine, at.saturating_sub(1), &done)
+            .context("replay")?;
+        if done(&net.engine) {
+            break;
+        }
+        match event {
+            Event::Plan(p) => {
+                let report = net.apply(p.clone(), loader);
+                if let synthnet_config::Outcome::Refused(e) = report.outcome {
+                    anyhow::bail!(
+                        "the schedule's change at {:.3} s was refused: {e}",
+                        at_ns as f64 / 1e9
+                    );
+                }
+            }
+            Event::Command(c, what) => {
+                // Delivered at the step's instant, between two breaths.
+                clock.now_ns = clock.now_ns.max(at);
+                match command::send(net, &c.stage, clock.now_ns, &c.command) {
+                    Ok(_) => sent += 1,
+                    Err(f) if f.delivered() => {
+                        sent += 1;
+                        refused += 1;
+                    }
+                    Err(f) => anyhow::bail!("{what} to {}: {f}", c.stage),
+                }
+            }
+        }
+    }
+    Ok((sent, refused))
 }
