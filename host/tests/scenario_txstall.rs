@@ -13,6 +13,9 @@
 //! 4. Traffic until the next stall (the count starts again), then
 //!    `POST /api/v1/stages/egress/default/stall/command {"cmd": "reset"}`: the parked
 //!    datagrams reach A, in order, and new traffic flows again.
+//!
+//! Offline (no root): a capture through `synthnet replay` with a command log that
+//! resets the stage, byte-identical across two runs.
 
 mod common;
 
@@ -249,4 +252,106 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
     assert_eq!(c3["backlog_packets"], 0, "{c3}");
     assert_eq!(c3["stalled"], 0, "{c3}");
     assert_eq!(bridge.count("panicked"), 0, "{:?}", bridge.lines());
+}
+
+/// Seed 003 offline: 4000 frames of 1042 bytes, one every 100 µs, replayed through
+/// tx-stall (1 MB) with a command log that resets it at 250.05 ms. Two replays write
+/// byte-identical files: the first 960 leave on time, the 1000 parked leave at exactly
+/// 250.05 ms in their order, the 541 after them (to frame 2500) were dropped, and from
+/// then on frames
+/// leave again until the next megabyte (960 more) stalls it anew.
+#[test]
+fn tx_stall_replay_with_a_reset_in_the_command_log_is_byte_identical() {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+    use pcap_file::{DataLink, TsResolution};
+    const MS: u64 = 1_000_000;
+    let dir = TempDir(std::env::temp_dir().join(netns::unique("txreplay")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let t0 = 1_700_000_000_000_000_000u64;
+    let input = dir.0.join("in.pcap");
+    let mut w = PcapWriter::with_header(
+        std::fs::File::create(&input).unwrap(),
+        PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::NanoSecond,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for k in 0..4000u64 {
+        let mut f = synthnet_testkit::apps::udp_template(FRAME as usize);
+        f[42..50].copy_from_slice(&k.to_be_bytes());
+        w.write_packet(&PcapPacket::new(
+            Duration::from_nanos(t0 + k * 100_000),
+            f.len() as u32,
+            &f,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let spec = dir.0.join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"ingress": [{"plugin": "tx-stall", "name": "stall", "config": {
+            "after_bytes": 1000000, "watchdog_ms": 0}}], "egress": []}"#,
+    )
+    .unwrap();
+    let log = dir.0.join("commands.jsonl");
+    std::fs::write(
+        &log,
+        r#"{"at_ns": 250050000, "stage": "ingress/default/stall", "command": {"cmd": "reset"}}"#,
+    )
+    .unwrap();
+    let replay = |out: &str| -> Vec<u8> {
+        let out = dir.0.join(out);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"))
+            .args(["replay", "--direction", "ingress", "--spec"])
+            .arg(&spec)
+            .arg("--in")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .arg("--commands")
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(&out).unwrap()
+    };
+    let (a, b) = (replay("a.pcap"), replay("b.pcap"));
+    assert_eq!(a, b, "two replays with the same command log differ");
+    let mut r = PcapReader::new(&a[..]).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        let seq = u64::from_be_bytes(p.data[42..50].try_into().unwrap());
+        out.push((p.timestamp.as_nanos() as u64 - t0, seq));
+    }
+    let passed = TRIGGER_BYTES.div_ceil(FRAME);
+    // Before the stall: on time.
+    assert!(out[..passed as usize]
+        .iter()
+        .enumerate()
+        .all(|(k, &(t, s))| s == k as u64 && t == k as u64 * 100_000));
+    // The backlog, at the reset, in order.
+    let flushed: Vec<u64> = out
+        .iter()
+        .filter(|(t, _)| *t == 250 * MS + 50_000)
+        .map(|x| x.1)
+        .collect();
+    assert!(
+        flushed == (passed..passed + 1000).collect::<Vec<_>>(),
+        "flushed at the reset: {} frames from {:?}",
+        flushed.len(),
+        flushed.first()
+    );
+    // After the reset (between frames 2500 and 2501): the next megabyte, then stalled.
+    let after: Vec<u64> = out.iter().map(|x| x.1).filter(|s| *s > 2500).collect();
+    assert!(
+        after == (2501..2501 + passed).collect::<Vec<_>>(),
+        "after the reset: {} frames from {:?}",
+        after.len(),
+        after.first()
+    );
+    assert_eq!(out.len() as u64, passed + 1000 + passed);
 }
