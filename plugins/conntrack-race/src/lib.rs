@@ -38,15 +38,19 @@
 //! cross it in the same direction (behind a router, see docs/scenarios/conntrack-race.md)
 //! or accept that only flows whose both ends it sees can race.
 //!
+//! A reload that changes the stage (a new window, new timeouts) hands the table over:
+//! every flow keeps its state, recency and deadline (a smaller `max_entries` keeps the
+//! most recently seen), so a config change does not make every flow new again.
+//!
 //! Commands: `{"cmd": "status"}` (counters and up to `limit` flows, most recent first),
 //! `{"cmd": "flush"}` (`conntrack -F`: every entry gone, the next packets are new).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use synthnet_sdk::flow::{self, FlowKey, Side};
+use synthnet_sdk::flow::{self, Family, FlowKey, Side};
 use synthnet_sdk::flowmap::{FlowMap, WhenFull};
 use synthnet_sdk::wire::ipproto;
-use synthnet_sdk::{export_plugin, Access, Batch, Chance, Plugin, Rng, NS_PER_MS};
+use synthnet_sdk::{export_plugin, state, Access, Batch, Chance, Plugin, Rng, NS_PER_MS};
 
 /// Which racing first packets lose.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +336,61 @@ impl ConntrackRace {
     }
 }
 
+/// Hand-over words: the RNG (4), the entry count, then per entry from the least to the
+/// most recently seen: key (5 words), entry (5), last seen, deadline.
+const STATE_HEAD: usize = 5;
+const STATE_ENTRY: usize = 12;
+
+fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_le_bytes(a[..8].try_into().unwrap_or([0; 8])),
+        u64::from_le_bytes(a[8..].try_into().unwrap_or([0; 8])),
+    ]
+}
+
+fn words_addr(w: &[u64]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&w[0].to_le_bytes());
+    a[8..].copy_from_slice(&w[1].to_le_bytes());
+    a
+}
+
+fn encode_entry(k: &FlowKey, e: &Entry, last: u64, exp: u64, out: &mut Vec<u64>) {
+    let fam = (k.family == Family::V6) as u64;
+    out.push(fam << 40 | (k.proto as u64) << 32 | (k.src_port as u64) << 16 | k.dst_port as u64);
+    out.extend_from_slice(&addr_words(&k.src));
+    out.extend_from_slice(&addr_words(&k.dst));
+    out.push(e.created_ns);
+    out.push(e.confirm_ns);
+    out.push((e.orig == Side::B) as u64 | (e.assured as u64) << 1);
+    out.extend_from_slice(&e.packets);
+    out.push(last);
+    out.push(exp);
+}
+
+fn decode_entry(w: &[u64]) -> (FlowKey, Entry, u64, u64) {
+    let key = FlowKey {
+        family: if w[0] >> 40 & 1 == 1 {
+            Family::V6
+        } else {
+            Family::V4
+        },
+        proto: (w[0] >> 32) as u8,
+        src_port: (w[0] >> 16) as u16,
+        dst_port: w[0] as u16,
+        src: words_addr(&w[1..3]),
+        dst: words_addr(&w[3..5]),
+    };
+    let e = Entry {
+        created_ns: w[5],
+        confirm_ns: w[6],
+        orig: if w[7] & 1 == 1 { Side::B } else { Side::A },
+        assured: w[7] & 2 != 0,
+        packets: [w[8], w[9]],
+    };
+    (key, e, w[10], w[11])
+}
+
 impl Plugin for ConntrackRace {
     type Config = Config;
     // Ethernet, two VLAN tags, IPv6 and a few extension headers, the ports.
@@ -349,6 +408,9 @@ impl Plugin for ConntrackRace {
         "invalid",
         "delayed",
     ];
+
+    /// The table (see [`STATE_HEAD`]).
+    const STATE_VERSION: u32 = 1;
 
     fn new(cfg: Config, seed: u64) -> Result<Self, String> {
         let mut tracked = [false; 256];
@@ -460,6 +522,50 @@ impl Plugin for ConntrackRace {
     fn tick(&mut self, batch: &mut Batch<'_>) {
         self.table.sweep(batch.now_ns(), SWEEP_PER_TICK);
         self.publish(batch);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(STATE_HEAD + STATE_ENTRY * self.table.len());
+        w.extend_from_slice(&self.rng.state());
+        w.push(self.table.len() as u64);
+        let mut entries: Vec<_> = self.table.iter().collect();
+        entries.reverse();
+        for (k, e, last, exp) in entries {
+            encode_entry(k, e, last, exp, &mut w);
+        }
+        state::encode(&w)
+    }
+
+    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+        let n = s.len() / 8;
+        if !s.len().is_multiple_of(8)
+            || n < STATE_HEAD
+            || !(n - STATE_HEAD).is_multiple_of(STATE_ENTRY)
+        {
+            return Err(format!(
+                "conntrack-race state must be {STATE_HEAD} + {STATE_ENTRY} × entries words, got {} bytes",
+                s.len()
+            ));
+        }
+        let w: Vec<u64> = s
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        if w[4] as usize != (n - STATE_HEAD) / STATE_ENTRY {
+            return Err(format!(
+                "conntrack-race state says {} entries and holds {}",
+                w[4],
+                (n - STATE_HEAD) / STATE_ENTRY
+            ));
+        }
+        self.rng = Rng::from_state([w[0], w[1], w[2], w[3]]);
+        self.table.clear();
+        for chunk in w[STATE_HEAD..].chunks_exact(STATE_ENTRY) {
+            let (k, e, last, exp) = decode_entry(chunk);
+            // Least recent first: a smaller table keeps the most recently seen.
+            let _ = self.table.insert(k, e, last, exp.saturating_sub(last));
+        }
+        Ok(())
     }
 
     fn command(&mut self, cmd: &Value, batch: &mut Batch<'_>) -> Result<Value, String> {
@@ -772,6 +878,47 @@ mod tests {
         );
         assert_eq!(counter(&mut h, "entries"), 0);
         assert_eq!(counter(&mut h, "expired"), 50);
+    }
+
+    #[test]
+    fn a_reload_hands_the_table_over() {
+        let mut old = Harness::<ConntrackRace>::new("{}", 1).unwrap();
+        assert_eq!(all_to_all(&mut old, 4, 0, 0), 6);
+        let v6 = {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xDD];
+            f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 8, 0, 0]);
+            f
+        };
+        one(&mut old, &v6, 10 * MS);
+        let state = old.snapshot();
+        // A new window: the flows are still known, so a re-run loses nothing.
+        let mut new = Harness::<ConntrackRace>::new(r#"{"race_window_us": 5000}"#, 1).unwrap();
+        new.restore(&state).unwrap();
+        let st = new.command(r#""status""#, 20 * MS).unwrap();
+        assert_eq!(st["entries"], 7, "{st}");
+        assert_eq!(
+            st["flows"][0]["flow"],
+            "udp [fd00::1]:5000 > [fd00::2]:5001"
+        );
+        assert_eq!(all_to_all(&mut new, 4, 1_000 * MS, 0), 0);
+        assert_eq!(new.snapshot().len(), state.len());
+        // Deadlines survive: 30 s after the last packets they are gone.
+        assert_eq!(all_to_all(&mut new, 4, 40_000 * MS, 0), 6);
+        // A smaller table keeps the most recently seen.
+        let mut small = Harness::<ConntrackRace>::new(r#"{"max_entries": 1}"#, 1).unwrap();
+        small.restore(&state).unwrap();
+        let st = small.command(r#""status""#, 20 * MS).unwrap();
+        assert_eq!(
+            st["flows"][0]["flow"],
+            "udp [fd00::1]:5000 > [fd00::2]:5001"
+        );
+        assert!(small.restore(&[0; 41]).unwrap_err().contains("words"));
+        let mut bad = state.clone();
+        bad[32] = 9;
+        assert!(small.restore(&bad).unwrap_err().contains("entries"));
     }
 
     #[test]
