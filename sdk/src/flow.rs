@@ -300,6 +300,13 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, NotFlow> {
     Ok(p)
 }
 
+/// [`parse`] packet `i` of a batch: its captured bytes. The plugin must capture the
+/// headers (`Access::Headers(128)` or `Access::Full`); with `Access::Meta` nothing is
+/// captured and every packet is [`NotFlow::Truncated`].
+pub fn of(batch: &crate::Batch<'_>, i: usize) -> Result<Parsed, NotFlow> {
+    parse(batch.data(i))
+}
+
 /// Just the key of an Ethernet frame; `None` for non-IP or truncated frames.
 pub fn key(frame: &[u8]) -> Option<FlowKey> {
     parse(frame).ok().map(|p| p.key)

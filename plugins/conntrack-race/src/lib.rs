@@ -492,7 +492,7 @@ impl Plugin for ConntrackRace {
     fn process(&mut self, batch: &mut Batch<'_>) {
         for i in 0..batch.len() {
             let t = batch.arrival_ns(i);
-            let key = match flow::parse(batch.data(i)) {
+            let key = match flow::of(batch, i) {
                 Ok(p) => p.key,
                 Err(flow::NotFlow::NotIp(_)) => {
                     self.count(c::IGNORE);
