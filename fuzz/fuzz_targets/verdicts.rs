@@ -91,6 +91,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(RawVerdict::read(&mem, &lay, j as u32), Some(v));
         assert!(v.port == abi::PORT_DROP || v.port < lay.n_outputs);
         assert_eq!(v.flags & !abi::VF_KNOWN, 0);
+        if v.id == abi::verdict::ID_PARKED {
+            // ABI 1.1: release (port 0) or drop (PORT_DROP) parked packets, nothing else.
+            assert!(v.port == 0 || v.port == abi::PORT_DROP);
+            assert_eq!((v.flags, v.data_off), (0, 0));
+            assert!(!in_order, "fast path with a parked-queue verdict");
+            continue;
+        }
+        if v.flags & abi::VF_PARK != 0 {
+            assert_ne!(v.port, abi::PORT_DROP, "parked to be dropped");
+        }
         let replaces = v.flags & abi::VF_REPLACE != 0;
         if v.id == abi::ID_NEW {
             let b = v

@@ -589,21 +589,47 @@ fn parked_packets_wait_for_their_release_and_survive_a_fault_and_a_swap() {
     assert_eq!(t.drops(IN, DropCause::PluginFault), 0);
 }
 
+/// A stage's hold limit bounds its parked packets and both its delay lines together.
 #[test]
-fn parking_counts_against_the_hold_limit() {
-    let s = format!(
-        r#"{{"limits": {{"hold_packets": 40}}, "ingress": [{}], "egress": []}}"#,
-        tb("tb", r#"{"commands": true, "park": 100}"#)
-    );
-    let mut t = TwoWay::new(100, 0, &[], &[]);
-    let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
-    assert!(t.net.apply(plan, &mut t.loader).is_applied());
-    t.run(20 * MS);
-    assert_eq!(t.held(IN), 40);
-    assert_eq!(t.drops(IN, DropCause::HoldFull), 60);
-    t.command(IN, "tb", json!({"release": 0})).unwrap();
-    t.run(30 * MS);
-    assert_eq!(t.sink(IN).received.len(), 40);
+fn parking_and_both_delay_lines_share_the_hold_limit() {
+    for (cfg, parked, delayed) in [
+        (r#"{"commands": true, "park": 100}"#, 40, 0),
+        (
+            r#"{"commands": true, "park": 30, "hold_ns": 100000000}"#,
+            30,
+            10,
+        ),
+        (
+            r#"{"commands": true, "park": 10, "hold_ns": 100000000, "reverse": 1}"#,
+            10,
+            30,
+        ),
+    ] {
+        let s = format!(
+            r#"{{"limits": {{"hold_packets": 40}}, "ingress": [{}], "egress": []}}"#,
+            tb("tb", cfg)
+        );
+        let mut t = TwoWay::new(100, 0, &[], &[]);
+        let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
+        assert!(t.net.apply(plan, &mut t.loader).is_applied());
+        t.run(20 * MS);
+        assert_eq!(t.held(IN), 40, "{cfg}");
+        assert_eq!(t.drops(IN, DropCause::HoldFull), 60, "{cfg}");
+        // Releasing the parked packets makes room: they leave, and the line takes more.
+        t.command(IN, "tb", json!({"release": 0})).unwrap();
+        t.run(200 * MS);
+        let (fwd, back) = (t.sink(IN).received.len(), t.sink(EG).received.len());
+        assert_eq!(
+            (fwd, back),
+            if cfg.contains("reverse") {
+                (parked, delayed)
+            } else {
+                (parked + delayed, 0)
+            },
+            "{cfg}"
+        );
+        assert_eq!(t.held(IN), 0);
+    }
 }
 
 #[test]
@@ -785,4 +811,46 @@ fn replay_counts_the_reverse_port_and_writes_it_apart() {
     assert_eq!(read(&output), out);
     assert_eq!(read(&back), summary.reverse);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Packets held in the delay line and packets parked are host packets: a fault, the
+/// restart after it and a hot swap lose none, and each leaves when it should.
+#[test]
+fn held_and_parked_packets_survive_a_fault_restart_and_a_hot_swap() {
+    let cfg = r#"{"commands": true, "park": 50, "hold_ns": 100000000}"#;
+    let mut t = TwoWay::new(100, 0, &[tb("tb", cfg)], &[]);
+    t.run(20 * MS);
+    assert_eq!(t.held(IN), 100, "50 parked, 50 held for 100 ms");
+    assert!(t.command(IN, "tb", json!({"trap": true})).is_err());
+    t.run(30 * MS);
+    let c = t.apply(
+        &[tb(
+            "tb",
+            r#"{"commands": true, "hold_ns": 100000000, "after": 1}"#,
+        )],
+        &[],
+    );
+    assert_eq!(c.swapped.len(), 1);
+    let snap = t.net.snapshot();
+    let h = &snap.directions[0].stages[0].health;
+    assert_eq!((h.faults, h.restarts, h.swaps), (1, 1, 1));
+    assert_eq!(t.held(IN), 100);
+    t.run(150 * MS);
+    let got = t.sink(IN).received.clone();
+    assert_eq!(got.len(), 50);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(k, r)| r.seq == 50 + k as u64 && r.ts_ns == r.seq * EVERY + 100 * MS));
+    t.command(IN, "tb", json!({"release": 0})).unwrap();
+    t.run(200 * MS);
+    let got = t.sink(IN).received.clone();
+    assert_eq!(got.len(), 100);
+    assert_eq!(
+        got[50..].iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    assert_eq!(t.held(IN), 0);
+    let snap = t.net.snapshot();
+    assert_eq!(snap.directions[0].drops.total(), 0);
 }

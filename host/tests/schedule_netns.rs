@@ -6,15 +6,13 @@
 
 mod common;
 
-use common::bridge::BridgeProc;
-use common::http::{request, Answer};
+use common::rig::Rig;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use synthnet_testkit::netns::{self, Middle, Topology, B_V4};
+use synthnet_testkit::netns::{Topology, B_V4};
 use synthnet_testkit::traffic::in_ns;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -23,7 +21,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const API: &str = "127.0.0.1:8080";
 const MS: u64 = 1_000_000;
 
 /// `CLOCK_MONOTONIC`, ns: the clock the bridge's engine clock counts from (its origin
@@ -31,58 +28,6 @@ const MS: u64 = 1_000_000;
 fn mono_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-struct Rig {
-    topo: Topology,
-    bridge: BridgeProc,
-    dir: PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Rig {
-    fn start(tag: &str, spec: &str) -> Rig {
-        assert!(
-            netns::is_root(),
-            "this test needs root (network namespaces and raw sockets)"
-        );
-        let topo = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
-        topo.pin_neighbours().expect("static neighbours");
-        let dir = std::env::temp_dir().join(netns::unique(tag));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, spec).unwrap();
-        let bridge = BridgeProc::start(&topo, &path, &["--stats", "0"]);
-        Rig { topo, bridge, dir }
-    }
-
-    fn call(&self, method: &str, path: &str, body: &str) -> Answer {
-        let json = [("Content-Type", "application/json")];
-        let headers: &[(&str, &str)] = if method == "GET" { &[] } else { &json };
-        request(
-            &self.topo.middle().name,
-            API,
-            method,
-            path,
-            headers,
-            body.as_bytes(),
-        )
-    }
-
-    fn put(&self, spec: &Value) -> Value {
-        let a = self.call("PUT", "/api/v1/spec", &spec.to_string());
-        assert_eq!(a.status, 200, "{}", a.text());
-        a.json()
-    }
-
-    fn spec(&self) -> Value {
-        self.call("GET", "/api/v1/spec", "").json()
-    }
 }
 
 /// Give the calling thread a real-time priority (`SCHED_FIFO`), so that a busy machine
@@ -243,7 +188,7 @@ fn scheduled() -> Value {
 #[test]
 fn root_schedule_changes_latency_within_1ms_of_its_times() {
     let _s = serial();
-    let rig = Rig::start("sched", r#"{"ingress": {"latency": 5}, "egress": {}}"#);
+    let rig = Rig::start("sched", r#"{"ingress": {"latency": 5}, "egress": {}}"#, &[]);
     let steps = [(500 * MS, 5, 25), (1000 * MS, 25, 45), (1500 * MS, 45, 65)];
     let mut attempts = Vec::new();
     for attempt in 1..=6 {
@@ -336,7 +281,7 @@ fn root_schedule_changes_latency_within_1ms_of_its_times() {
 #[test]
 fn root_a_new_spec_ends_the_running_schedule() {
     let _s = serial();
-    let rig = Rig::start("schedend", &scheduled().to_string());
+    let rig = Rig::start("schedend", &scheduled().to_string(), &[]);
     // The startup spec's schedule runs from startup.
     let spec = rig.spec();
     assert_eq!(spec["schedule"]["steps"], json!(3), "{spec}");
@@ -371,9 +316,19 @@ fn root_a_new_spec_ends_the_running_schedule() {
     );
     // A scheduled spec again: its schedule starts from its beginning.
     rig.put(&scheduled());
-    std::thread::sleep(Duration::from_millis(1700));
-    let spec = rig.spec();
-    assert_eq!(spec["schedule"]["done"], json!(3), "{spec}");
+    let t = std::time::Instant::now();
+    let spec = loop {
+        let spec = rig.spec();
+        if spec["schedule"]["done"] == json!(3) {
+            break spec;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{spec}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        t.elapsed() > Duration::from_millis(1400),
+        "steps came early: {spec}"
+    );
     assert_eq!(spec["generation"], json!(generation + 4), "{spec}");
     let stats = rig.call("GET", "/api/v1/stats", "").json();
     assert_eq!(stats["schedule"]["done"], json!(3), "{stats}");
@@ -382,4 +337,22 @@ fn root_a_new_spec_ends_the_running_schedule() {
         "{}",
         rig.bridge.lines().join("\n")
     );
+    // SIGHUP re-reads the file (the PUT saved the scheduled spec there): a new schedule.
+    let started = spec["schedule"]["started_at_ns"].as_u64().unwrap();
+    rig.bridge.signal(nix::sys::signal::Signal::SIGHUP);
+    let t = std::time::Instant::now();
+    loop {
+        let spec = rig.spec();
+        if spec["generation"].as_u64() > Some(generation + 4) {
+            let s = &spec["schedule"];
+            assert!(s["started_at_ns"].as_u64().unwrap() > started, "{spec}");
+            assert!(s["done"].as_u64().unwrap() < 3, "{spec}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGHUP did nothing: {spec}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

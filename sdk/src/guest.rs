@@ -520,10 +520,11 @@ impl<P: Plugin> Guest<P> {
             batch.wake_at_ns = self.wake_ns;
         }
         let answer = self.plugin.command(&cmd, &mut batch);
-        // Verdicts a refusing plugin wrote are not applied: the host reads none.
         let (nv, wake) = Self::close(batch);
-        self.publish_wake(wake);
+        // A refused command changes nothing: the host applies none of its verdicts, and
+        // the timer stays as it was.
         let reply = answer?;
+        self.publish_wake(wake);
         let text = serde_json::to_vec(&reply).map_err(|e| format!("reply: {e}"))?;
         self.reply.clear();
         self.reply

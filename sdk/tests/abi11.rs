@@ -200,6 +200,32 @@ fn a_command_arms_the_timer_and_keeps_an_armed_one() {
 }
 
 #[test]
+fn a_refused_command_leaves_the_timer_as_it_was() {
+    struct Fickle;
+    impl Plugin for Fickle {
+        type Config = Value;
+        fn new(_: Value, _: u64) -> Result<Self, String> {
+            Ok(Fickle)
+        }
+        fn command(&mut self, cmd: &Value, batch: &mut Batch<'_>) -> Result<Value, String> {
+            batch.cancel_wake();
+            batch.wake_at(cmd["at"].as_u64().unwrap_or(0));
+            match cmd["ok"].as_bool() {
+                Some(true) => Ok(Value::Null),
+                _ => Err("no".into()),
+            }
+        }
+    }
+    let mut h = Harness::<Fickle>::new("{}", 1).unwrap();
+    h.command(r#"{"ok": true, "at": 500}"#, 0).unwrap();
+    assert_eq!(h.wake_at(), Some(500));
+    assert!(h.command(r#"{"ok": false, "at": 900}"#, 10).is_err());
+    assert_eq!(h.wake_at(), Some(500));
+    h.command(r#"{"ok": true, "at": 900}"#, 20).unwrap();
+    assert_eq!(h.wake_at(), Some(900));
+}
+
+#[test]
 fn more_than_two_outputs_are_refused_as_the_host_would() {
     struct Three;
     impl Plugin for Three {

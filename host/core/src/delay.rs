@@ -204,6 +204,12 @@ impl DelayLine {
         self.len == 0
     }
 
+    /// A new bound on the packets this line holds (what it holds beyond it stays, and
+    /// it takes no more until it is under it again).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Hold `pkt` until `at_ns`; hands it back when the line or one of its shares is
     /// full.
     #[inline]

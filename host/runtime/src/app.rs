@@ -20,6 +20,7 @@ use crate::supervisor::Health;
 use std::rc::Rc;
 use std::sync::Arc;
 use synthnet_core::delay::{DelayLine, HoldShare, ParkedQueue};
+
 use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
 
@@ -49,8 +50,10 @@ pub struct PluginApp {
     /// Held packets for port 1, the reverse port.
     delay_rev: DelayLine,
     parked: ParkedQueue,
-    /// The stage's hold limit, over both delay lines and the parked queue.
-    hold: Rc<HoldShare>,
+    /// The stage's hold limit, over both delay lines and the parked queue. The port 0
+    /// line's own limit is kept at what the others leave of it ([`PluginApp::fit`]), so
+    /// the hot path checks nothing more than it did before ABI 1.1.
+    hold_limit: usize,
     batch: Vec<Packet>,
     refs: Vec<u32>,
     /// Packets for port 0, now: sent in one go at the end of a batch.
@@ -108,7 +111,7 @@ impl PluginApp {
     ) -> Result<Self, PluginError> {
         let lay = inst.layout().clone();
         check_ports(factory.plugin(), &lay)?;
-        let mut app = PluginApp {
+        Ok(PluginApp {
             label: label.into(),
             factory,
             seed,
@@ -118,16 +121,14 @@ impl PluginApp {
             delay: DelayLine::new(hold_limit),
             delay_rev: DelayLine::new(hold_limit),
             parked: ParkedQueue::default(),
-            hold: HoldShare::new(hold_limit),
+            hold_limit,
             batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
             refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
             staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
             staged_rev: Vec::new(),
             counters: Counters::default(),
             health: Health::default(),
-        };
-        app.set_shares(Vec::new());
-        Ok(app)
+        })
     }
 
     /// Instantiate `factory` here and now (tools and tests; the bridge instantiates off
@@ -151,11 +152,18 @@ impl PluginApp {
     /// Count the packets this stage holds against `shares` of the pool (its chain's and
     /// its direction's).
     pub fn set_shares(&mut self, shares: Vec<Rc<HoldShare>>) {
-        let mut all = vec![self.hold.clone()];
-        all.extend(shares);
-        self.delay.set_shares(all.clone());
-        self.delay_rev.set_shares(all.clone());
-        self.parked.set_shares(all);
+        self.delay.set_shares(shares.clone());
+        self.delay_rev.set_shares(shares.clone());
+        self.parked.set_shares(shares);
+    }
+
+    /// Share the stage's hold limit out again after the parked queue or the reverse
+    /// port's line changed: each line may take what the other two leave.
+    fn fit(&mut self) {
+        let (d, r, p) = (self.delay.len(), self.delay_rev.len(), self.parked.len());
+        self.delay.set_limit(self.hold_limit.saturating_sub(r + p));
+        self.delay_rev
+            .set_limit(self.hold_limit.saturating_sub(d + p));
     }
 
     /// Output ports of the running plugin: 1, or 2 with the reverse port.
@@ -261,6 +269,7 @@ impl PluginApp {
             });
             cx.transmit_all(1, staged, &mut self.counters);
             staged.clear();
+            self.fit();
         }
     }
 
@@ -431,6 +440,8 @@ impl PluginApp {
             } else {
                 reverse_room(cx)
             },
+            hold_limit: self.hold_limit,
+            parked: self.parked.len(),
             batch: &self.batch,
             staged: &mut self.staged,
             staged_rev: &mut self.staged_rev,
@@ -470,6 +481,7 @@ impl PluginApp {
             let v = RawVerdict::decode(c);
             if v.id == abi::verdict::ID_PARKED {
                 let ps = self.parked.take(v.data_len as usize);
+                self.fit();
                 if v.port == abi::PORT_DROP {
                     dropped += ps.len() as u64;
                     for (p, _) in ps {
@@ -533,10 +545,17 @@ impl PluginApp {
                 }
             }
             if v.flags & abi::VF_PARK != 0 {
-                if let Err(p) = self.parked.push(p, v.port) {
+                let held = self.delay.len() + self.delay_rev.len() + self.parked.len();
+                let parked = if held < self.hold_limit {
+                    self.parked.push(p, v.port)
+                } else {
+                    Err(p)
+                };
+                if let Err(p) = parked {
                     cx.pool.free(p);
                     self.counters.drop(DropCause::HoldFull, 1);
                 }
+                self.fit();
                 continue;
             }
             self.out(cx, now, &mut dropped)
@@ -589,6 +608,9 @@ fn reverse_room(cx: &Ctx<'_>) -> usize {
 
 /// Where a verdict's packet goes: staged for an output, a delay line, or dropped.
 struct Out<'a> {
+    hold_limit: usize,
+    /// Packets parked (the reverse port's line fits its limit around them).
+    parked: usize,
     batch: &'a [Packet],
     staged: &'a mut Vec<Packet>,
     staged_rev: &'a mut Vec<Packet>,
@@ -610,19 +632,37 @@ impl Out<'_> {
     /// one bulk transmit.
     #[inline(always)]
     fn place(&mut self, cx: &mut Ctx<'_>, now: u64, port: u16, at_ns: u64, mut p: Packet) {
-        let (staged, delay, room) = match port {
-            0 => (&mut *self.staged, &mut *self.delay, self.room0),
+        let (staged, room) = match port {
+            0 => (&mut *self.staged, self.room0),
             abi::PORT_DROP => {
                 cx.pool.free(p);
                 *self.dropped += 1;
                 return;
             }
-            _ => (&mut *self.staged_rev, &mut *self.delay_rev, self.room1),
+            _ => (&mut *self.staged_rev, self.room1),
         };
         if at_ns <= now && staged.len() < room {
             p.ts_ns = p.ts_ns.max(at_ns);
             staged.push(p);
-        } else if let Err(p) = delay.push(at_ns, p) {
+            return;
+        }
+        let held = if port == 0 {
+            self.delay.push(at_ns, p)
+        } else {
+            // The reverse port, off the hot path: its line takes what the port 0 line
+            // and the parked queue leave of the stage's limit, and the port 0 line
+            // gives up what it takes.
+            let others = self.delay.len() + self.parked;
+            self.delay_rev
+                .set_limit(self.hold_limit.saturating_sub(others));
+            let held = self.delay_rev.push(at_ns, p);
+            self.delay.set_limit(
+                self.hold_limit
+                    .saturating_sub(self.delay_rev.len() + self.parked),
+            );
+            held
+        };
+        if let Err(p) = held {
             cx.pool.free(p);
             self.counters.drop(DropCause::HoldFull, 1);
         }

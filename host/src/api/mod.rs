@@ -332,10 +332,15 @@ async fn validate(State(api): State<Shared>, body: Bytes) -> Result<Json<Value>,
 }
 
 async fn stats(State(api): State<Shared>) -> Json<Value> {
+    Json(stats_now(&api))
+}
+
+/// The stats, the schedule's progress and the commands counted per stage.
+fn stats_now(api: &Api) -> Value {
     let mut v = views::stats(&api.board.read(), api.started.elapsed());
     v["schedule"] = json!(api.worker.spec().schedule);
     v["commands"] = views::commands(&api.worker.command_counts());
-    Json(v)
+    v
 }
 
 /// `POST /api/v1/stages/{dir}/{chain}/{name}/command`: hand the body (any JSON) to the
@@ -398,7 +403,7 @@ async fn stats_stream(
         (api, tokio::time::interval(Duration::from_secs(1))),
         |(api, mut tick)| async move {
             tick.tick().await;
-            let v = views::stats(&api.board.read(), api.started.elapsed());
+            let v = stats_now(&api);
             let ev = Event::default().event("stats").data(v.to_string());
             Some((Ok(ev), (api, tick)))
         },

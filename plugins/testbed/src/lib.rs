@@ -6,7 +6,7 @@
 //! ABI 1.1 switches: `park` parks the first N packets (the rest go on); `reverse: n`
 //! answers every n-th packet (1: every one) on the reverse port (Ethernet, IPv4 and
 //! UDP/TCP addresses swapped, so it goes back to its sender as a valid packet) instead
-//! of forwarding it;
+//! of forwarding it; `hold_ns` holds what it forwards or answers for that long;
 //! `commands` answers commands (else they are refused with the SDK's default message):
 //!
 //! - `{"echo": v}` → `{"echo": v, "now_ns": t, "parked": n}`;
@@ -66,6 +66,8 @@ pub struct Config {
     pub reverse: u64,
     /// Answer commands.
     pub commands: bool,
+    /// Send what is forwarded or answered (not parked) this long after its arrival.
+    pub hold_ns: u64,
 }
 
 pub struct Testbed {
@@ -80,6 +82,7 @@ pub struct Testbed {
     reverse: u64,
     reverse_seen: u64,
     commands: bool,
+    hold_ns: u64,
 }
 
 /// Swap source and destination of the Ethernet, IPv4 and UDP/TCP headers in `f`: the
@@ -140,6 +143,7 @@ impl Plugin for Testbed {
             reverse: c.reverse,
             reverse_seen: 0,
             commands: c.commands,
+            hold_ns: c.hold_ns,
         })
     }
 
@@ -179,7 +183,7 @@ impl Plugin for Testbed {
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
-        if self.park > self.parked_total || self.reverse > 0 {
+        if self.park > self.parked_total || self.reverse > 0 || self.hold_ns > 0 {
             for i in 0..batch.len() {
                 if self.parked_total < self.park {
                     self.parked_total += 1;
@@ -188,11 +192,16 @@ impl Plugin for Testbed {
                     continue;
                 }
                 self.reverse_seen += 1;
+                let at = if self.hold_ns > 0 {
+                    batch.arrival_ns(i) + self.hold_ns
+                } else {
+                    0
+                };
                 if self.reverse > 0 && self.reverse_seen.is_multiple_of(self.reverse) {
                     swap_ends(batch.data_mut(i));
-                    batch.send_modified(i, REVERSE, 0);
+                    batch.send_modified(i, REVERSE, at);
                 } else {
-                    batch.forward(i);
+                    batch.send(i, 0, at);
                 }
             }
             return;
