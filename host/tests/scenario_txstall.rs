@@ -7,7 +7,8 @@
 //!    nothing; B gets all of A's (the other direction keeps working).
 //! 2. `GET /api/v1/stats`: the stage holds exactly 1000 packets (`backlog_packets`,
 //!    the qdisc's `backlog 1000p`), dropped the other 1040, is `stalled`, and its
-//!    watchdog counted `tx_timeout`s. 200 more datagrams: A gets none.
+//!    watchdog counted `tx_timeout`s; `synthnet ctl command … status` says `stalled`.
+//!    200 more datagrams: A gets none.
 //! 3. A reload that changes the stage (`generation`, SIGHUP): the new instance sends
 //!    the 1000 parked datagrams, in order, at its first packet, which follows them.
 //! 4. Traffic until the next stall (the count starts again), then
@@ -185,6 +186,23 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
     assert_eq!(n("dropped"), 3000 - passed - 1000);
     assert_eq!((n("stalled"), n("stalls")), (1, 1));
     assert!(n("tx_timeout") >= 2, "the watchdog fires every 500 ms: {c}");
+    // The same through `synthnet ctl command` (the scenario page's command line).
+    let o = topo
+        .middle()
+        .command(env!("CARGO_BIN_EXE_synthnet"))
+        .args([
+            "ctl",
+            "command",
+            "egress/default/stall",
+            r#"{"cmd": "status"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st: Value = serde_json::from_slice(&o.stdout).expect("ctl prints the reply as JSON");
+    assert_eq!(st["state"], "stalled", "{st}");
+    assert_eq!(st["backlog_packets"], 1000, "{st}");
+    assert_eq!(st["bytes_until_stall"], 0, "{st}");
     send(&b, to_a, 3000..3200, 10_000);
     settle();
     let c2 = stage_counters(&mid);
