@@ -14,6 +14,8 @@
 //!
 //! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
 //! - [`checksum`]: internet checksum and incremental updates;
+//! - [`build`]: Ethernet + IPv4/IPv6 + TCP/UDP frames to inject, and the TCP reset
+//!   that answers a segment, written into the caller's buffer;
 //! - [`dist`]: netem's delay distributions (its tables, and tables from samples);
 //! - [`rng`]: the seeded PRNG, integer-only on the hot path;
 //! - [`state`]: hand-over state as 64-bit words;
@@ -23,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod build;
 pub mod checksum;
 pub mod dist;
 pub mod export;
