@@ -6,11 +6,17 @@
 //! [`hdr`] header whose address `synthnet_init` returns. Per batch the host writes
 //! [`desc`] descriptors (and, if the plugin asked for them, packet bytes into per-packet
 //! slots), calls `synthnet_process(n, now_ns)` once, and reads back [`verdict`] records.
+//!
+//! Minor version 1 adds, all optional: commands (`synthnet_command`, `synthnet_reply`),
+//! parking ([`verdict::FLAG_PARK`], [`verdict::ID_PARKED`]) and the reverse port
+//! ([`PORT_REVERSE`], `outputs = 2`). A host speaking 1.1 runs 1.0 plugins unchanged.
 
 /// `"SNP1"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SNP1");
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 0;
+/// The newest minor version this SDK speaks (and declares: a plugin using none of the
+/// 1.1 additions is still a valid 1.0 plugin, and a 1.1 host runs both).
+pub const ABI_MINOR: u16 = 1;
 
 /// Export that marks a module as speaking ABI major version 1 (returns the minor).
 pub const EXPORT_VERSION: &str = "synthnet_abi_v1";
@@ -22,6 +28,12 @@ pub const EXPORT_PROCESS: &str = "synthnet_process";
 pub const EXPORT_ERROR: &str = "synthnet_error";
 pub const EXPORT_SNAPSHOT: &str = "synthnet_snapshot";
 pub const EXPORT_RESTORE: &str = "synthnet_restore";
+/// 1.1, optional: `synthnet_command(ptr, len, now_ns) -> i32`, verdicts written or -1.
+pub const EXPORT_COMMAND: &str = "synthnet_command";
+/// 1.1, with `synthnet_command`: `synthnet_reply() -> i32`, address of `[len][JSON]`.
+pub const EXPORT_REPLY: &str = "synthnet_reply";
+/// Largest command a host sends, bytes of UTF-8 JSON.
+pub const MAX_COMMAND_LEN: usize = 64 << 10;
 /// The only import: `synthnet.log(level, ptr, len)`.
 pub const IMPORT_MODULE: &str = "synthnet";
 pub const IMPORT_LOG: &str = "log";
@@ -30,6 +42,11 @@ pub const IMPORT_LOG: &str = "log";
 pub const PORT_DROP: u16 = 0xFFFF;
 /// Verdict id that means "a new packet made of the verdict's bytes".
 pub const ID_NEW: u32 = 0xFFFF_FFFF;
+/// Port 1 of a plugin with two outputs (1.1): back out of the interface the packet's
+/// direction reads from, toward its sender, skipping the opposite direction's chain.
+pub const PORT_REVERSE: u16 = 1;
+/// Most outputs a plugin may declare: port 0 and the reverse port.
+pub const MAX_OUTPUTS: u16 = 2;
 /// `wake_at_ns` value that means "no timer".
 pub const NO_WAKE: u64 = u64::MAX;
 /// Largest batch a host will hand over in one call.
@@ -40,8 +57,10 @@ pub const MAX_PACKET: u32 = 65_536;
 /// Verdict flag: the bytes at `data_off..data_off+data_len` replace the packet's
 /// captured prefix (its first `cap_len` bytes); the uncaptured tail is kept.
 pub const VF_REPLACE: u16 = 1;
-/// Mask of verdict flags defined in v1; the others are reserved and must be zero.
-pub const VF_KNOWN: u16 = VF_REPLACE;
+/// Verdict flag (1.1): park the packet in the host (see [`verdict::FLAG_PARK`]).
+pub const VF_PARK: u16 = 2;
+/// Mask of verdict flags defined in v1.1; the others are reserved and must be zero.
+pub const VF_KNOWN: u16 = VF_REPLACE | VF_PARK;
 
 /// Descriptor flag: the packet is longer than the captured bytes.
 pub const DF_TRUNCATED: u16 = 1;
@@ -108,6 +127,15 @@ pub mod verdict {
     pub const DATA_OFF: usize = 16; // u32, address of replacement / new bytes
     pub const DATA_LEN: usize = 20; // u32
     pub const LEN: usize = 24;
+
+    /// Flag (1.1): the packet waits in the host, in the stage's parked queue (FIFO),
+    /// until the plugin releases or drops it; `port` is the port it will leave on and
+    /// `deliver_at` is ignored. Parked packets count as held.
+    pub const FLAG_PARK: u16 = super::VF_PARK;
+    /// Id of a control verdict (1.1) on the parked queue: with port 0 it releases the
+    /// oldest `data_len` parked packets (0 = all) at `deliver_at`, each on its own port;
+    /// with port `PORT_DROP` it drops them. `flags` and `data_off` must be 0.
+    pub const ID_PARKED: u32 = 0xFFFF_FFFE;
 }
 
 /// Little-endian field access on byte slices; `None` when out of range, never a panic.
@@ -241,7 +269,7 @@ impl Layout {
             ));
         }
         let (major, minor) = (g16(hdr::ABI_MAJOR), g16(hdr::ABI_MINOR));
-        if major != ABI_MAJOR {
+        if major != ABI_MAJOR || minor > ABI_MINOR {
             return Err(LayoutError(format!(
                 "plugin header speaks ABI {major}.{minor}; this synthnet speaks {ABI_MAJOR}.{ABI_MINOR}"
             )));
@@ -500,8 +528,26 @@ pub fn validate(
     for (j, c) in chunks.enumerate() {
         let v = RawVerdict::decode(c.try_into().map_err(|_| "short verdict")?);
         in_order &= v.id as usize == j && v.flags == 0;
+        if v.id == verdict::ID_PARKED {
+            if v.port != 0 && v.port != PORT_DROP {
+                return Err(format!(
+                    "verdict {j} acts on parked packets with port {:#x} (0 releases, 0xffff drops)",
+                    v.port
+                ));
+            }
+            if v.flags != 0 || v.data_off != 0 {
+                return Err(format!(
+                    "verdict {j} acts on parked packets with flags {:#x} and data_off {:#x} (both must be 0)",
+                    v.flags, v.data_off
+                ));
+            }
+            continue;
+        }
         if v.flags & !VF_KNOWN != 0 {
             return Err(format!("verdict {j} sets reserved flags {:#x}", v.flags));
+        }
+        if v.flags & VF_PARK != 0 && v.port == PORT_DROP {
+            return Err(format!("verdict {j} parks a packet to drop it"));
         }
         if v.port != PORT_DROP && v.port >= lay.n_outputs {
             return Err(format!(

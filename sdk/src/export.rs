@@ -1,5 +1,7 @@
-//! What [`export_plugin!`](crate::export_plugin) expands to: the wasm exports of ABI v1
-//! over one [`Guest`](crate::Guest), plus the `synthnet.log` import.
+//! What [`export_plugin!`](crate::export_plugin) expands to: the wasm exports of ABI 1.1
+//! over one [`Guest`](crate::Guest), plus the `synthnet.log` import. Every plugin exports
+//! `synthnet_command` and `synthnet_reply`; one that does not implement
+//! `Plugin::command` refuses every command with the trait's default message.
 //!
 //! The instance and its transfer buffers live in thread-locals behind `RefCell`s: free on
 //! single-threaded wasm, sound on any target (a re-entrant call is a borrow panic, which
@@ -39,6 +41,12 @@ pub fn alloc(len: u32) -> u32 {
 /// Copy of the first `len` inbound bytes.
 pub fn inbox(len: u32) -> Vec<u8> {
     INBOX.with_borrow(|b| b[..(len as usize).min(b.len())].to_vec())
+}
+
+/// Run `f` on the first `len` inbound bytes, in place: a command (up to 64 KiB, any
+/// number of times) reuses the one inbox and copies nothing.
+pub fn with_inbox<R>(len: u32, f: impl FnOnce(&[u8]) -> R) -> R {
+    INBOX.with_borrow(|b| f(&b[..(len as usize).min(b.len())]))
 }
 
 /// Put `bytes` in the outbox and return its address.
@@ -145,6 +153,31 @@ macro_rules! export_plugin {
                 GUEST.with_borrow_mut(|g| match g {
                     Some(g) => g.process(n, now_ns),
                     None => 0,
+                })
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_command(_ptr: u32, len: u32, now_ns: u64) -> i32 {
+                let done = GUEST.with_borrow_mut(|g| match g {
+                    Some(g) => x::with_inbox(len, |cmd| g.command(cmd, now_ns)),
+                    None => Err("the plugin is not initialised".into()),
+                });
+                match done {
+                    Ok(nv) => nv as i32,
+                    Err(e) => {
+                        x::outbox(e.as_bytes());
+                        -1
+                    }
+                }
+            }
+
+            #[no_mangle]
+            pub extern "C" fn synthnet_reply() -> u32 {
+                GUEST.with_borrow(|g| match g {
+                    Some(g) if !g.reply_framed().is_empty() => {
+                        g.reply_framed().as_ptr() as usize as u32
+                    }
+                    _ => 0,
                 })
             }
 

@@ -34,7 +34,8 @@ pub trait Plugin: Sized {
     const MAX_VERDICTS: u32 = 2 * Self::MAX_BATCH;
     /// Bytes of room for replacement and injected packets per call.
     const EMIT_CAP: u32 = 0;
-    /// Number of output ports.
+    /// Number of output ports: 1, or 2 for a plugin that answers the sender on
+    /// [`REVERSE`](crate::REVERSE) (port 1, ABI 1.1). The host refuses more.
     const OUTPUTS: u16 = 1;
     /// Names of the plugin's counters, scraped by the host (see [`Batch::count`]).
     const COUNTERS: &'static [&'static str] = &[];
@@ -66,6 +67,19 @@ pub trait Plugin: Sized {
     /// `STATE_VERSION`.
     fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Answer a command sent by the host (HTTP API, `synthnet ctl command`, a schedule).
+    /// `batch` holds no packets; `batch.now_ns()` is the command's time on the engine
+    /// clock. Through it the plugin may inject packets, release or drop parked packets
+    /// and arm its timer, as in `tick`. The reply is any JSON value; an Err refuses the
+    /// command (the host shows the message).
+    fn command(
+        &mut self,
+        _cmd: &serde_json::Value,
+        _batch: &mut Batch<'_>,
+    ) -> Result<serde_json::Value, String> {
+        Err("this plugin takes no commands".into())
     }
 }
 
@@ -323,6 +337,27 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Park packet `i` in the host (ABI 1.1): it waits in the stage's parked queue, in
+    /// order, until [`Batch::release_parked`] or [`Batch::drop_parked`], then leaves on
+    /// `port`. The host keeps it, so a fault, restart or hot swap of the plugin loses
+    /// nothing; it counts against the stage's hold limit (over it, it is dropped as
+    /// `hold_full`). The host does not say how many are parked: count them yourself.
+    #[inline(always)]
+    pub fn park(&mut self, i: usize, port: u16) {
+        self.push_verdict(i as u32, port, abi::VF_PARK, 0, 0, 0);
+    }
+
+    /// Release the oldest `max` parked packets (0 = all), in the order they were
+    /// parked, each on its own port, at `at_ns` (now if in the past).
+    pub fn release_parked(&mut self, at_ns: u64, max: u32) {
+        self.push_verdict(verdict::ID_PARKED, 0, 0, at_ns, 0, max);
+    }
+
+    /// Drop the oldest `max` parked packets (0 = all), counted as the plugin's drops.
+    pub fn drop_parked(&mut self, max: u32) {
+        self.push_verdict(verdict::ID_PARKED, abi::PORT_DROP, 0, 0, 0, max);
+    }
+
     /// Write a raw verdict, unchecked. For tests of hosts only: the host must survive
     /// whatever this writes.
     #[doc(hidden)]
@@ -341,6 +376,8 @@ pub struct Guest<P: Plugin> {
     lay: Layout,
     base: u32,
     outbox: Vec<u8>,
+    /// The last command's reply, `[len: u32 LE][UTF-8 JSON]`: one buffer, reused.
+    reply: Vec<u8>,
     /// The armed timer ([`Batch::wake_at`]); `NO_WAKE` when none.
     wake_ns: u64,
 }
@@ -425,6 +462,7 @@ impl<P: Plugin> Guest<P> {
             lay,
             base,
             outbox: Vec::new(),
+            reply: Vec::new(),
             wake_ns: abi::NO_WAKE,
         }
     }
@@ -465,14 +503,61 @@ impl<P: Plugin> Guest<P> {
         } else {
             self.plugin.process(&mut batch);
         }
+        let (nv, wake) = Self::close(batch);
+        self.publish_wake(wake);
+        nv
+    }
+
+    /// One call of `synthnet_command`: the command `cmd` (UTF-8 JSON) at `now_ns`, as an
+    /// empty batch. `Ok` is the number of verdicts written, the reply in
+    /// [`Guest::reply`]; `Err` refuses the command (bad JSON, or the plugin said no).
+    pub fn command(&mut self, cmd: &[u8], now_ns: u64) -> Result<u32, String> {
+        let cmd: serde_json::Value =
+            serde_json::from_slice(cmd).map_err(|e| format!("invalid command JSON: {e}"))?;
+        let mut batch = Batch::new(&mut self.region, &self.lay, 0, now_ns);
+        // A command is not the timer's call: an armed timer stays armed.
+        if self.wake_ns > now_ns {
+            batch.wake_at_ns = self.wake_ns;
+        }
+        let answer = self.plugin.command(&cmd, &mut batch);
+        // Verdicts a refusing plugin wrote are not applied: the host reads none.
+        let (nv, wake) = Self::close(batch);
+        self.publish_wake(wake);
+        let reply = answer?;
+        let text = serde_json::to_vec(&reply).map_err(|e| format!("reply: {e}"))?;
+        self.reply.clear();
+        self.reply
+            .extend_from_slice(&(text.len() as u32).to_le_bytes());
+        self.reply.extend_from_slice(&text);
+        Ok(nv)
+    }
+
+    /// The last command's reply as `[len: u32 LE][UTF-8 JSON]` (what `synthnet_reply`
+    /// points at); empty before the first command.
+    pub fn reply_framed(&self) -> &[u8] {
+        &self.reply
+    }
+
+    /// The last command's reply, UTF-8 JSON.
+    pub fn reply(&self) -> &[u8] {
+        self.reply.get(4..).unwrap_or(&[])
+    }
+
+    /// After a call: count verdicts that did not fit; the verdicts written and the
+    /// timer.
+    fn close(mut batch: Batch<'_>) -> (u32, u64) {
         let (nv, wake, overflow) = (batch.n_verdicts, batch.wake_at_ns, batch.overflow);
-        self.wake_ns = wake;
         if overflow > 0 {
             // The SDK's own counter sits right after the plugin's.
             batch.count(P::COUNTERS.len(), overflow);
         }
+        (nv, wake)
+    }
+
+    /// Keep the timer and publish it in the header, where the host reads it.
+    fn publish_wake(&mut self, wake: u64) {
+        self.wake_ns = wake;
         let _ = le::put_u64(&mut self.region, abi::hdr::WAKE_AT_NS, wake);
-        nv
     }
 
     /// The plugin's state, prefixed by nothing: the host pairs it with STATE_VERSION.

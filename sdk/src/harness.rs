@@ -15,13 +15,21 @@
 //! assert_eq!(out[0].port, Some(0));
 //! ```
 
+//!
+//! ABI 1.1: [`Harness::command`] sends a command; packets the plugin parks wait in the
+//! harness (as in the host) and come out, when released, as outputs with `input: None`,
+//! their bytes, their port and the release time; outputs on port 1 (the
+//! [`REVERSE`](crate::REVERSE) port) are outputs like any other.
+
 use crate::abi::{self, RawDesc, RawVerdict};
 use crate::guest::{Guest, Plugin};
+use std::collections::VecDeque;
 
 /// What became of one packet (or an injected one) after a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {
-    /// Index of the input packet in this batch; `None` for an injected packet.
+    /// Index of the input packet in this batch; `None` for an injected packet or a
+    /// released parked one.
     pub input: Option<usize>,
     /// Output port, or `None` when dropped.
     pub port: Option<u16>,
@@ -35,14 +43,54 @@ pub struct Output {
 pub struct Harness<P: Plugin> {
     guest: Guest<P>,
     pending: Vec<(Vec<u8>, u64)>,
+    /// Parked packets (ABI 1.1), oldest first: their bytes and the port they leave on.
+    parked: VecDeque<(Vec<u8>, u16)>,
+    /// Outputs of commands, handed out by the next `run` or `take_outputs`.
+    outbox: Vec<Output>,
 }
 
 impl<P: Plugin> Harness<P> {
+    /// Build the plugin with `config_json`. Fails, as the host would, on a bad config
+    /// or a plugin declaring more outputs than the host connects.
     pub fn new(config_json: &str, seed: u64) -> Result<Self, String> {
+        let guest = Guest::<P>::new(config_json.as_bytes(), seed)?;
+        let outs = guest.layout().n_outputs;
+        if outs > abi::MAX_OUTPUTS {
+            return Err(format!(
+                "declares {outs} outputs; a stage has port 0 and at most the reverse port 1"
+            ));
+        }
         Ok(Harness {
-            guest: Guest::new(config_json.as_bytes(), seed)?,
+            guest,
             pending: Vec::new(),
+            parked: VecDeque::new(),
+            outbox: Vec::new(),
         })
+    }
+
+    /// Send a command (JSON text) at `now_ns`, as the host does: `Ok` is the plugin's
+    /// reply, `Err` its refusal (or why the JSON is bad). Packets it emits or releases
+    /// come out of the next [`Harness::run`] first, or of [`Harness::take_outputs`].
+    ///
+    /// # Panics
+    /// When the command's verdicts are ones the host would refuse.
+    pub fn command(&mut self, json: &str, now_ns: u64) -> Result<serde_json::Value, String> {
+        let nv = self.guest.command(json.as_bytes(), now_ns)?;
+        let lay = self.guest.layout().clone();
+        let mut out = core::mem::take(&mut self.outbox);
+        self.collect(&lay, &[], nv, now_ns, &mut out);
+        self.outbox = out;
+        serde_json::from_slice(self.guest.reply()).map_err(|e| format!("reply is not JSON: {e}"))
+    }
+
+    /// The outputs of commands not yet handed out by [`Harness::run`].
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        core::mem::take(&mut self.outbox)
+    }
+
+    /// How many packets are parked (ABI 1.1).
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 
     pub fn plugin(&self) -> &P {
@@ -77,12 +125,13 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// Hand the queued packets to the plugin in batches at `now_ns` and return every
-    /// verdict, in order. As the host does, a timer that is due ticks first; with no
-    /// packets queued the call is a tick whether or not a timer is due.
+    /// verdict, in order, after the outputs of commands sent since the last run. As the
+    /// host does, a timer that is due ticks first; with no packets queued the call is a
+    /// tick whether or not a timer is due. A parked packet is no output until released.
     pub fn run(&mut self, now_ns: u64) -> Vec<Output> {
         let pending = core::mem::take(&mut self.pending);
         let lay = self.guest.layout().clone();
-        let mut out = Vec::new();
+        let mut out = core::mem::take(&mut self.outbox);
         if pending.is_empty() || self.wake_at().is_some_and(|t| t <= now_ns) {
             let n = self.guest.process(0, now_ns);
             self.collect(&lay, &[], n, now_ns, &mut out);
@@ -132,6 +181,7 @@ impl<P: Plugin> Harness<P> {
         out: &mut Vec<Output>,
     ) {
         let mem = self.guest.region_mut();
+        let parked = &mut self.parked;
         let mut refs = vec![0u32; chunk.len()];
         if let Err(e) = abi::validate(
             mem,
@@ -150,8 +200,30 @@ impl<P: Plugin> Harness<P> {
             };
             let at_ns = v.at_ns.max(now);
             let port = (v.port != abi::PORT_DROP).then_some(v.port);
+            if v.id == abi::verdict::ID_PARKED {
+                let k = match v.data_len {
+                    0 => parked.len(),
+                    m => (m as usize).min(parked.len()),
+                };
+                for (bytes, port) in parked.drain(..k) {
+                    if v.port == 0 {
+                        out.push(Output {
+                            input: None,
+                            port: Some(port),
+                            at_ns,
+                            bytes,
+                        });
+                    }
+                }
+                continue;
+            }
+            let park = v.flags & abi::VF_PARK != 0;
             if v.id == abi::ID_NEW {
                 let bytes = v.bytes(mem, lay).map(<[u8]>::to_vec).unwrap_or_default();
+                if park {
+                    parked.push_back((bytes, v.port));
+                    continue;
+                }
                 out.push(Output {
                     input: None,
                     port,
@@ -175,6 +247,10 @@ impl<P: Plugin> Harness<P> {
             } else {
                 orig.clone()
             };
+            if park {
+                parked.push_back((bytes, v.port));
+                continue;
+            }
             out.push(Output {
                 input: Some(v.id as usize),
                 port,

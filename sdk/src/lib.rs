@@ -12,6 +12,10 @@
 //! virtual clock, and its native build (tested with the [`Harness`]) gives exactly the
 //! verdicts of its wasm build.
 //!
+//! ABI 1.1 adds three optional things: [`Plugin::command`] (a control channel into a
+//! running instance), parking ([`Batch::park`]: the host holds packets until the plugin
+//! releases them) and the [`REVERSE`] port (answer the sender).
+//!
 //! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
 //! - [`checksum`]: internet checksum and incremental updates;
 //! - [`build`]: Ethernet + IPv4/IPv6 + TCP/UDP frames to inject, and the TCP reset
@@ -39,6 +43,11 @@ pub mod wire;
 pub use guest::{Access, Batch, Guest, PacketMeta, Plugin};
 pub use harness::{Harness, Output};
 pub use rng::{Chance, Rng};
+
+/// The reverse port (ABI 1.1): with `const OUTPUTS: u16 = 2`, a packet sent on port 1
+/// leaves through the interface its direction reads from, back toward its sender,
+/// straight to that interface's transmit side. For a TCP RST or an ICMP error.
+pub use abi::PORT_REVERSE as REVERSE;
 
 /// Nanoseconds per millisecond, for configs given in ms.
 pub const NS_PER_MS: u64 = 1_000_000;
