@@ -52,10 +52,7 @@ use serde_json::{json, Value};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use synthnet_sdk::build::{tcp_rst_for, TCP_RST_MAX_LEN};
 use synthnet_sdk::wire::{ethertype, ipproto, tcpflags};
-use synthnet_sdk::{duration_ms, export_plugin, Access, Batch, Plugin, MAX_DELAY_MS};
-
-/// The output port toward the sender (ABI 1.1's reverse port).
-const REVERSE_PORT: u16 = 1;
+use synthnet_sdk::{duration_ms, export_plugin, Access, Batch, Plugin, MAX_DELAY_MS, REVERSE};
 
 #[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -469,10 +466,10 @@ impl LbHash {
                         }
                     }
                 }
-                for b in 0..nb {
-                    let idle = self.bucket_used_ns[b] == u64::MAX
-                        || now_ns.saturating_sub(self.bucket_used_ns[b]) >= self.idle_timer_ns;
-                    let movable = match owner[b] {
+                for (o, &used) in owner.iter_mut().zip(&self.bucket_used_ns) {
+                    let idle =
+                        used == u64::MAX || now_ns.saturating_sub(used) >= self.idle_timer_ns;
+                    let movable = match *o {
                         None => true,
                         Some(p) => counts[p] > wants[p] && idle,
                     };
@@ -480,11 +477,11 @@ impl LbHash {
                         continue;
                     }
                     if let Some(u) = (0..counts.len()).find(|&u| counts[u] < wants[u]) {
-                        if let Some(p) = owner[b] {
+                        if let Some(p) = *o {
                             counts[p] -= 1;
                         }
                         counts[u] += 1;
-                        owner[b] = Some(u);
+                        *o = Some(u);
                     }
                 }
                 unbalanced = counts.iter().zip(&wants).any(|(c, w)| c > w);
@@ -631,7 +628,11 @@ fn parse_change(cmd: &Value, op: &str) -> Result<Change, String> {
         "add" => &["op", "target", "position"],
         "remove" => &["op", "target"],
         "set" => &["op", "targets"],
-        _ => &[],
+        _ => {
+            return Err(format!(
+                "op: must be one of add, remove, set, predict, status; got {op:?}"
+            ))
+        }
     };
     if let Some(obj) = cmd.as_object() {
         if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -654,7 +655,8 @@ fn parse_change(cmd: &Value, op: &str) -> Result<Change, String> {
         "remove" => Change::Remove {
             target: str_field(cmd, "target")?.to_string(),
         },
-        "set" => Change::Set {
+        // "set", the only op left.
+        _ => Change::Set {
             targets: match cmd.get("targets") {
                 Some(Value::Array(a)) => a
                     .iter()
@@ -669,11 +671,6 @@ fn parse_change(cmd: &Value, op: &str) -> Result<Change, String> {
                 None => return Err("targets: missing".into()),
             },
         },
-        _ => {
-            return Err(format!(
-                "op: must be one of add, remove, set, predict, status; got {op:?}"
-            ))
-        }
     })
 }
 
@@ -975,7 +972,7 @@ impl Plugin for LbHash {
                 Fate::Reset => {
                     match tcp_rst_for(batch.data(i), &mut self.rst) {
                         Ok(n) => {
-                            batch.inject(REVERSE_PORT, 0, &self.rst[..n]);
+                            batch.inject(REVERSE, 0, &self.rst[..n]);
                             self.counters[ctr::RST_SENT] += 1;
                         }
                         Err(_) => self.counters[ctr::BLACKHOLED] += 1,
@@ -989,6 +986,12 @@ impl Plugin for LbHash {
             }
         }
         self.flush_counters(batch);
+    }
+
+    fn command(&mut self, cmd: &Value, batch: &mut Batch<'_>) -> Result<Value, String> {
+        let r = self.handle_command(cmd, batch.now_ns());
+        self.flush_counters(batch);
+        r
     }
 }
 
