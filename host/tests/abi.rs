@@ -259,3 +259,453 @@ fn compile_bombs_are_refused_before_compiling() {
         t.elapsed()
     );
 }
+
+// ---- Link ABI 1.1: commands, parking, the reverse port, versions ----
+
+use serde_json::{json, Value};
+use synthnet_config::apply::CommandError;
+use synthnet_config::plan;
+use synthnet_config::{ChainId, Network, Outcome, Ports, StageId};
+use synthnet_core::clock::VirtualClock;
+use synthnet_core::{Direction, DropCause, Engine, PacketPool};
+use synthnet_runtime::Loader;
+use synthnet_testkit::apps::{Sink, Source};
+
+/// One packet every 100 µs.
+const EVERY: u64 = 100_000;
+
+fn testbed_path() -> &'static str {
+    synthnet_runtime::registry::test_only_path("testbed").expect("testbed is a test-only plugin")
+}
+
+/// A stage of the testbed named `name` with `config`.
+fn tb(name: &str, config: &str) -> String {
+    format!(
+        r#"{{"plugin": "{}", "name": "{name}", "config": {config}}}"#,
+        testbed_path()
+    )
+}
+
+fn latency_stage(name: &str, ms: u64) -> String {
+    format!(r#"{{"plugin": "latency", "name": "{name}", "config": {{"delay_ms": {ms}}}}}"#)
+}
+
+fn spec(ingress: &[String], egress: &[String]) -> plan::Plan {
+    let s = format!(
+        r#"{{"ingress": [{}], "egress": [{}]}}"#,
+        ingress.join(", "),
+        egress.join(", ")
+    );
+    plan::parse(&s, std::path::Path::new(".")).expect("a valid spec")
+}
+
+fn stage(dir: Direction, name: &str) -> StageId {
+    StageId {
+        chain: ChainId { dir, flow: None },
+        name: name.to_string(),
+    }
+}
+
+/// Both directions: `n_in` packets into ingress and `n_eg` into egress, one every 100
+/// µs from 0, each to a recording sink (the other direction's sink is each one's
+/// reverse sink).
+struct TwoWay {
+    net: Network,
+    loader: Loader,
+    clock: VirtualClock,
+}
+
+impl TwoWay {
+    fn new(n_in: u64, n_eg: u64, ingress: &[String], egress: &[String]) -> TwoWay {
+        let mut engine = Engine::new(PacketPool::new(1 << 14, 2048));
+        let mut ports = vec![];
+        for (dir, n) in [(Direction::Ingress, n_in), (Direction::Egress, n_eg)] {
+            let source = engine.add(Box::new(Source::new(64, EVERY, 0, n, 256)));
+            let sink = engine.add(Box::new(Sink::new(true)));
+            ports.push((dir, Ports { source, sink }));
+        }
+        let mut t = TwoWay {
+            net: Network::new(engine, ports),
+            loader: Loader::new(runtime()),
+            clock: VirtualClock::default(),
+        };
+        t.apply(ingress, egress);
+        t
+    }
+
+    fn apply(&mut self, ingress: &[String], egress: &[String]) -> synthnet_config::Changes {
+        match self
+            .net
+            .apply(spec(ingress, egress), &mut self.loader)
+            .outcome
+        {
+            Outcome::Applied(c) => c,
+            Outcome::Refused(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn run(&mut self, until_ns: u64) {
+        self.clock.run(&mut self.net.engine, until_ns).unwrap();
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ns
+    }
+
+    fn command(&mut self, dir: Direction, name: &str, cmd: Value) -> Result<Value, CommandError> {
+        let now = self.now();
+        self.net.command(&stage(dir, name), now, &cmd)
+    }
+
+    fn sink(&mut self, dir: Direction) -> &mut Sink {
+        let id = self.net.ports(dir).unwrap().sink;
+        self.net.engine.app_mut::<Sink>(id).unwrap()
+    }
+
+    fn held(&mut self, dir: Direction) -> usize {
+        let snap = self.net.snapshot();
+        snap.directions
+            .iter()
+            .find(|d| d.direction == dir)
+            .unwrap()
+            .held
+    }
+
+    fn drops(&mut self, dir: Direction, cause: DropCause) -> u64 {
+        let snap = self.net.snapshot();
+        let d = snap.directions.iter().find(|d| d.direction == dir).unwrap();
+        d.drops.get(cause)
+    }
+
+    fn plugin_counter(&mut self, dir: Direction, name: &str, counter: &str) -> u64 {
+        let snap = self.net.snapshot();
+        let d = snap.directions.iter().find(|d| d.direction == dir).unwrap();
+        let s = d.stages.iter().find(|s| s.id.name == name).unwrap();
+        s.plugin_counters
+            .iter()
+            .find(|(k, _)| k == counter)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+const IN: Direction = Direction::Ingress;
+const EG: Direction = Direction::Egress;
+
+#[test]
+fn commands_are_answered_and_every_refusal_names_the_stage_and_why() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repro");
+    let dir = std::env::temp_dir().join(format!("synthnet-abi11-cmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A 1.0 module (minor 0, no synthnet_command): it loads and runs, and takes no
+    // commands.
+    let old = dir.join("old.wasm");
+    std::fs::write(
+        &old,
+        wat::parse_file(fixtures.join("09_state_ok.wat")).unwrap(),
+    )
+    .unwrap();
+    let old_stage = format!(
+        r#"{{"plugin": "{}", "name": "old", "config": {{}}}}"#,
+        old.display()
+    );
+    let mut t = TwoWay::new(
+        30,
+        0,
+        &[
+            tb("tb", r#"{"commands": true}"#),
+            latency_stage("lat", 1),
+            old_stage,
+        ],
+        &[],
+    );
+    t.run(5 * MS);
+    let r = t.command(IN, "tb", json!({"echo": [1, "x"]})).unwrap();
+    assert_eq!(r, json!({"echo": [1, "x"], "now_ns": t.now(), "parked": 0}));
+
+    let e = t.command(IN, "tb", json!({"frobnicate": 1})).unwrap_err();
+    assert!(
+        matches!(&e, CommandError::Refused { message, .. } if message == r#"unknown command {"frobnicate":1}"#),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("stage ingress/default/tb (plugin "),
+        "{e}"
+    );
+
+    let e = t.command(IN, "lat", json!({})).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "stage ingress/default/lat (plugin latency) refused the command: this plugin takes no commands"
+    );
+    let e = t.command(IN, "old", json!({})).unwrap_err();
+    assert!(matches!(e, CommandError::NoCommands { .. }), "{e:?}");
+    assert!(
+        e.to_string().ends_with("old.wasm) takes no commands"),
+        "{e}"
+    );
+
+    let e = t.command(EG, "tb", json!({})).unwrap_err();
+    assert!(matches!(e, CommandError::UnknownStage { .. }), "{e:?}");
+    assert!(e.to_string().contains("no stage egress/default/tb runs (running: ingress/default/lat, ingress/default/old, ingress/default/tb)"), "{e}");
+
+    let big = json!({"echo": "x".repeat(70_000)});
+    let e = t.command(IN, "tb", big).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CommandError::TooLarge {
+                max_bytes: 65536,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    // A trap and a garbage verdict are faults: the instance restarts (after its
+    // backoff), the packets keep flowing.
+    let e = t.command(IN, "tb", json!({"trap": true})).unwrap_err();
+    assert!(matches!(e, CommandError::Fault { .. }), "{e:?}");
+    assert!(e.to_string().contains("trapped"), "{e}");
+    let e = t.command(IN, "tb", json!({"echo": 1})).unwrap_err();
+    assert!(matches!(e, CommandError::Down { .. }), "{e:?}");
+    t.run(8 * MS);
+    assert_eq!(t.command(IN, "tb", json!({"echo": 2})).unwrap()["echo"], 2);
+    let e = t.command(IN, "tb", json!({"bad": true})).unwrap_err();
+    assert!(e.to_string().contains("garbage verdict"), "{e}");
+    t.run(100 * MS);
+    let snap = t.net.snapshot();
+    let tb = &snap.directions[0]
+        .stages
+        .iter()
+        .find(|s| s.id.name == "tb")
+        .unwrap();
+    assert_eq!(tb.health.faults, 2);
+    assert_eq!(tb.health.restarts, 2);
+    assert_eq!(t.sink(IN).received.len(), 30);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_module_declaring_a_newer_minor_version_is_refused_naming_it() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repro");
+    let text = std::fs::read_to_string(fixtures.join("09_state_ok.wat")).unwrap();
+    let rt = runtime();
+    let make = |text: &str| {
+        let m = rt
+            .load("future.wasm", &wat::parse_str(text).unwrap())
+            .expect("compiles");
+        synthnet_runtime::WasmFactory::new(m, b"{}", 16 << 20)
+    };
+    use synthnet_runtime::Factory;
+    // The version export says 1.2.
+    let v = text.replace(
+        r#"(func (export "synthnet_abi_v1") (result i32) i32.const 0)"#,
+        r#"(func (export "synthnet_abi_v1") (result i32) i32.const 2)"#,
+    );
+    assert_ne!(v, text);
+    let e = make(&v).instantiate(1).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("built for link ABI 1.2, but this synthnet speaks 1.0 to 1.1"),
+        "{e}"
+    );
+    // The header says 1.2 (bytes 4..8 of the header: major 1, minor 2).
+    let h = text.replacen(
+        r#"\53\4e\50\31\01\00\00\00"#,
+        r#"\53\4e\50\31\01\00\02\00"#,
+        1,
+    );
+    assert_ne!(h, text);
+    let e = make(&h).instantiate(1).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("plugin header speaks ABI 1.2; this synthnet speaks 1.1"),
+        "{e}"
+    );
+    // Minor 1 and minor 0 load.
+    let one = text.replace(
+        r#"(func (export "synthnet_abi_v1") (result i32) i32.const 0)"#,
+        r#"(func (export "synthnet_abi_v1") (result i32) i32.const 1)"#,
+    );
+    make(&one).instantiate(1).expect("1.1 loads");
+    make(&text).instantiate(1).expect("1.0 loads");
+}
+
+#[test]
+fn parked_packets_wait_for_their_release_and_survive_a_fault_and_a_swap() {
+    let cfg = r#"{"commands": true, "park": 100}"#;
+    let mut t = TwoWay::new(300, 0, &[tb("tb", cfg)], &[]);
+    t.run(50 * MS);
+    // The first 100 are parked, the other 200 went on.
+    assert_eq!(t.sink(IN).received.len(), 200);
+    assert!(t.sink(IN).received.iter().all(|r| r.seq >= 100));
+    assert_eq!(t.held(IN), 100);
+    assert_eq!(
+        t.command(IN, "tb", json!({"echo": 0})).unwrap()["parked"],
+        100
+    );
+    // A fault: the instance goes, the parked packets stay.
+    assert!(t.command(IN, "tb", json!({"trap": 1})).is_err());
+    assert_eq!(t.held(IN), 100);
+    t.run(60 * MS);
+    // A hot swap to a new instance of the same stage (a different config): they stay
+    // parked for it, and it can release them.
+    let c = t.apply(&[tb("tb", r#"{"commands": true, "after": 1}"#)], &[]);
+    assert_eq!(c.swapped.len(), 1, "{c:?}");
+    assert!(c.relinked.is_empty());
+    assert_eq!(t.held(IN), 100);
+    // Release 60 for 10 ms from now: they leave then, in the order they came.
+    let at = t.now() + 10 * MS;
+    t.command(IN, "tb", json!({"release": 60, "at_ns": at}))
+        .unwrap();
+    t.run(at - 1);
+    assert_eq!(t.sink(IN).received.len(), 200);
+    t.run(at + MS);
+    let got = t.sink(IN).received[200..].to_vec();
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
+    assert!(
+        got.iter().all(|r| r.ts_ns == at),
+        "stamped with the release time"
+    );
+    // Release 10 "now" (a time in the past): they leave with the command's time.
+    let now = t.now();
+    t.command(IN, "tb", json!({"release": 10, "at_ns": 1}))
+        .unwrap();
+    t.run(now + MS);
+    let got = t.sink(IN).received[260..].to_vec();
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (60..70).collect::<Vec<_>>()
+    );
+    assert!(got.iter().all(|r| r.ts_ns == now));
+    // Drop the rest: plugin drops.
+    t.command(IN, "tb", json!({"drop": 0})).unwrap();
+    assert_eq!(t.held(IN), 0);
+    assert_eq!(t.drops(IN, DropCause::Plugin), 30);
+    assert_eq!(t.drops(IN, DropCause::PluginFault), 0);
+}
+
+#[test]
+fn parking_counts_against_the_hold_limit() {
+    let s = format!(
+        r#"{{"limits": {{"hold_packets": 40}}, "ingress": [{}], "egress": []}}"#,
+        tb("tb", r#"{"commands": true, "park": 100}"#)
+    );
+    let mut t = TwoWay::new(100, 0, &[], &[]);
+    let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
+    assert!(t.net.apply(plan, &mut t.loader).is_applied());
+    t.run(20 * MS);
+    assert_eq!(t.held(IN), 40);
+    assert_eq!(t.drops(IN, DropCause::HoldFull), 60);
+    t.command(IN, "tb", json!({"release": 0})).unwrap();
+    t.run(30 * MS);
+    assert_eq!(t.sink(IN).received.len(), 40);
+}
+
+#[test]
+fn a_command_arms_the_timer_and_its_injected_packets_go_out() {
+    let mut t = TwoWay::new(0, 0, &[tb("tb", r#"{"commands": true}"#)], &[]);
+    t.run(MS);
+    let at = 7 * MS;
+    let r = t.command(IN, "tb", json!({"wake_at_ns": at})).unwrap();
+    assert_eq!(r, json!({"armed": at}));
+    assert_eq!(t.net.engine.next_deadline(), Some(at));
+    t.command(IN, "tb", json!({"inject": {"len": 80, "port": 0}}))
+        .unwrap();
+    t.command(IN, "tb", json!({"inject": {"len": 90, "port": 1}}))
+        .unwrap();
+    assert!(
+        t.net.engine.links_busy(),
+        "waiting on links for the next breath"
+    );
+    t.run(10 * MS);
+    assert_eq!(t.plugin_counter(IN, "tb", "ticks"), 1);
+    let fwd = &t.sink(IN).received;
+    assert_eq!(
+        (fwd.len(), fwd[0].len, fwd[0].ts_ns),
+        (1, 80, 0),
+        "made at the command's time"
+    );
+    let back = &t.sink(EG).received;
+    assert_eq!(
+        (back.len(), back[0].len),
+        (1, 90),
+        "port 1: the other direction's sink"
+    );
+}
+
+/// The reverse port of each direction leads to the other direction's sink; relinking
+/// one direction (a stage added, then removed) with packets held in both never loses
+/// a packet or strands the other direction's reverse links.
+#[test]
+fn the_reverse_port_answers_the_sender_across_relinks_of_either_direction() {
+    let n = 2_000; // 200 ms each way
+    let ing = |extra: bool| {
+        let mut v = vec![latency_stage("lat", 20), tb("rev", r#"{"reverse": true}"#)];
+        if extra {
+            v.insert(0, latency_stage("front", 1));
+        }
+        v
+    };
+    let eg = |extra: bool| {
+        let mut v = vec![latency_stage("lat", 30), tb("rev", r#"{"reverse": true}"#)];
+        if extra {
+            v.push(latency_stage("back", 2));
+        }
+        v
+    };
+    let mut t = TwoWay::new(n, n, &ing(false), &eg(false));
+    for (k, (a, b)) in [(true, false), (true, true), (false, true), (false, false)]
+        .into_iter()
+        .enumerate()
+    {
+        t.run((k as u64 + 1) * 40 * MS);
+        assert!(t.held(IN) > 0 && t.held(EG) > 0, "packets in flight");
+        let c = t.apply(&ing(a), &eg(b));
+        assert_eq!(c.relinked.len(), 1, "one direction relinked: {c:?}");
+    }
+    t.run(1_000 * MS);
+    // Every ingress packet came back on the egress sink and the other way round, with
+    // its addresses swapped, each after its direction's latency.
+    for (dir, delay) in [(EG, 20 * MS), (IN, 30 * MS)] {
+        let got = t.sink(dir).received.clone();
+        assert_eq!(got.len() as u64, n, "{dir}");
+        assert!(
+            got.windows(2).all(|w| w[0].seq < w[1].seq),
+            "{dir}: order kept"
+        );
+        assert!(got.iter().all(|r| r.ts_ns >= r.seq * EVERY + delay));
+        let template = synthnet_testkit::apps::udp_template(64);
+        assert_eq!(got[0].head[0..6], template[6..12], "MACs swapped");
+        assert_eq!(got[0].head[26..30], template[30..34], "IPs swapped");
+    }
+    assert_eq!(
+        t.drops(IN, DropCause::LinkFull) + t.drops(EG, DropCause::LinkFull),
+        0
+    );
+}
+
+/// A stage swapped in place between a plugin without and one with a reverse port gets
+/// its port 1 linked (and unlinked) although the chain's shape is the same.
+#[test]
+fn swapping_in_a_reverse_port_relinks_the_direction() {
+    let mut t = TwoWay::new(1_000, 0, &[latency_stage("s", 1)], &[]);
+    t.run(30 * MS);
+    let c = t.apply(&[tb("s", r#"{"reverse": true}"#)], &[]);
+    assert_eq!((c.swapped.len(), c.relinked.clone()), (1, vec![IN]));
+    t.run(60 * MS);
+    let c = t.apply(&[latency_stage("s", 1)], &[]);
+    assert_eq!((c.swapped.len(), c.relinked.clone()), (1, vec![IN]));
+    t.run(200 * MS);
+    let fwd = t.sink(IN).received.len();
+    let back = t.sink(EG).received.len();
+    assert_eq!(fwd + back, 1_000);
+    assert!(
+        (250..=350).contains(&back),
+        "{back} answered while the reverse stage ran"
+    );
+}

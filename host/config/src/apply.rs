@@ -17,6 +17,13 @@
 //! [`Network::apply`] does both at once, for offline use (replay, tests). Every change
 //! ends in a [`Report`]: applied (with what changed) or refused (with why), and the
 //! generation number of the configuration that runs afterwards.
+//!
+//! Link ABI 1.1: [`Network::command`] delivers a command to one stage between breaths.
+//! A stage whose plugin has two outputs gets its port 1, the reverse port, linked
+//! straight to the *opposite* direction's sink (the transmit side of the interface its
+//! own direction reads from): a link into a sink never makes a cycle, and relinking a
+//! direction takes out only the links that start in it, so the other direction's
+//! reverse links into its sink stay.
 
 use crate::plan::{seed_for, ChainId, Plan, StageId};
 use serde::Serialize;
@@ -28,6 +35,45 @@ use synthnet_core::flow::Classifier;
 use synthnet_core::{AppId, Counters, Direction, Drops, Engine, LinkId, Packet};
 use synthnet_runtime::app::check_ports;
 use synthnet_runtime::{Factory, Handover, Health, Instance, Loader, PluginApp, PluginError};
+
+/// Why [`Network::command`] gave no reply. Each names the stage (and plugin); the
+/// running configuration and every packet in flight are untouched by all but `Fault`,
+/// which restarts the stage's instance as a batch's fault does (its held and parked
+/// packets stay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum CommandError {
+    #[error("no stage {stage} runs (running: {running})")]
+    UnknownStage { stage: String, running: String },
+    #[error("a command of {len_bytes} bytes, more than the {max_bytes} a command may have")]
+    TooLarge { len_bytes: usize, max_bytes: usize },
+    #[error("stage {stage} (plugin {plugin}) takes no commands")]
+    NoCommands { stage: String, plugin: String },
+    #[error("stage {stage} (plugin {plugin}) refused the command: {message}")]
+    Refused {
+        stage: String,
+        plugin: String,
+        message: String,
+    },
+    #[error("stage {stage} (plugin {plugin}) faulted on the command: {message}; it restarts")]
+    Fault {
+        stage: String,
+        plugin: String,
+        message: String,
+    },
+    #[error("stage {stage} (plugin {plugin}) is down after a fault ({message}); try again")]
+    Down {
+        stage: String,
+        plugin: String,
+        message: String,
+    },
+    #[error("stage {stage} (plugin {plugin}) answered with a reply that is not JSON: {message}")]
+    BadReply {
+        stage: String,
+        plugin: String,
+        message: String,
+    },
+}
 
 /// A refused change: the field or stage it concerns (when known) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -263,6 +309,9 @@ pub struct Network {
     /// The shares of the pool that held packets count against.
     dir_shares: BTreeMap<Direction, Rc<HoldShare>>,
     chain_shares: BTreeMap<ChainId, Rc<HoldShare>>,
+    /// Where a direction's reverse port leads when not to the opposite direction's
+    /// sink (replay, which has one direction, counts it apart).
+    reverse: BTreeMap<Direction, AppId>,
 }
 
 /// Of the pool, the packets one direction's delay lines may hold: 45 %, so the other
@@ -286,6 +335,87 @@ impl Network {
             retired: BTreeMap::new(),
             dir_shares: BTreeMap::new(),
             chain_shares: BTreeMap::new(),
+            reverse: BTreeMap::new(),
+        }
+    }
+
+    /// Send what direction `dir`'s stages put on their reverse port to `sink` (an app in
+    /// the engine) instead of the opposite direction's sink. Call before the first
+    /// commit (replay: one direction, its reverse traffic counted apart).
+    pub fn set_reverse_sink(&mut self, dir: Direction, sink: AppId) {
+        self.reverse.insert(dir, sink);
+    }
+
+    /// Where direction `dir`'s reverse port leads: the transmit side of the interface
+    /// `dir` reads from, which is the opposite direction's sink.
+    pub fn reverse_sink(&self, dir: Direction) -> Option<AppId> {
+        self.reverse
+            .get(&dir)
+            .copied()
+            .or_else(|| self.ports.get(&opposite(dir)).map(|p| p.sink))
+    }
+
+    /// Deliver command `cmd` to stage `stage` at `now_ns` on the engine clock, between
+    /// two breaths (never during one): the plugin answers it as a tick, and the verdicts
+    /// it writes (injected packets, released or dropped parked ones, its timer) are
+    /// applied exactly as a tick's. What it sends waits on links for the next breath.
+    /// Returns the plugin's reply.
+    pub fn command(
+        &mut self,
+        stage: &StageId,
+        now_ns: u64,
+        cmd: &serde_json::Value,
+    ) -> Result<serde_json::Value, CommandError> {
+        let Some(app) = self.stages.get(stage).map(|r| r.app) else {
+            let running: Vec<String> = self.stages.keys().map(|s| s.to_string()).collect();
+            return Err(CommandError::UnknownStage {
+                stage: stage.to_string(),
+                running: if running.is_empty() {
+                    "none".into()
+                } else {
+                    running.join(", ")
+                },
+            });
+        };
+        let text = serde_json::to_vec(cmd).unwrap_or_default();
+        let max = synthnet_sdk::abi::MAX_COMMAND_LEN;
+        if text.len() > max {
+            return Err(CommandError::TooLarge {
+                len_bytes: text.len(),
+                max_bytes: max,
+            });
+        }
+        let answer = self.engine.with_app::<PluginApp, _>(app, now_ns, |a, cx| {
+            (a.factory().plugin().to_string(), a.command(cx, &text))
+        });
+        let (plugin, answer) = answer.ok_or_else(|| CommandError::UnknownStage {
+            stage: stage.to_string(),
+            running: "none".into(),
+        })?;
+        let stage = stage.to_string();
+        use synthnet_runtime::CommandError as E;
+        match answer {
+            Ok(reply) => serde_json::from_slice(&reply).map_err(|e| CommandError::BadReply {
+                stage,
+                plugin,
+                message: e.to_string(),
+            }),
+            Err(E::NoCommands) => Err(CommandError::NoCommands { stage, plugin }),
+            Err(E::Refused(message)) => Err(CommandError::Refused {
+                stage,
+                plugin,
+                message,
+            }),
+            Err(E::Fault(message)) => Err(CommandError::Fault {
+                stage,
+                plugin,
+                message,
+            }),
+            Err(E::Down(message)) => Err(CommandError::Down {
+                stage,
+                plugin,
+                message,
+            }),
         }
     }
 
@@ -399,6 +529,7 @@ impl Network {
             }
         }
         let mut fresh: HashMap<StageId, Ready> = HashMap::new();
+        let mut rewire: Vec<Direction> = Vec::new();
         for (id, action) in actions {
             match action {
                 Action::Keep => changes.kept.push(id),
@@ -410,7 +541,12 @@ impl Network {
                     let app = app.and_then(|a| self.engine.app_mut::<PluginApp>(a));
                     match app {
                         Some(app) => {
+                            let outputs = app.outputs();
                             let h = app.commit_swap(r.instance, r.factory, r.seed);
+                            // A reverse port that comes or goes changes the links.
+                            if app.outputs() != outputs {
+                                rewire.push(id.chain.dir);
+                            }
                             changes.swapped.push((id, h));
                         }
                         // Cannot happen (the view said it runs); add it instead.
@@ -427,7 +563,7 @@ impl Network {
                 .plan
                 .as_ref()
                 .is_some_and(|old| same_shape(old, &plan, dir));
-            if !same {
+            if !same || rewire.contains(&dir) {
                 self.relink(dir, &plan, &mut fresh, &mut changes);
             }
         }
@@ -470,15 +606,20 @@ impl Network {
             .filter(|(id, _)| id.chain.dir == dir)
             .map(|(id, r)| (r.app, id.clone()))
             .collect();
-        // 1. Take the direction's links out, with their packets, by destination.
+        // 1. Take the direction's links out, with their packets, by destination: every
+        // link that starts in it. (Not every link into its sink: the opposite
+        // direction's reverse links end there, and stay.)
         let classifier = self.classifiers.remove(&dir);
+        let reverse = self
+            .reverse
+            .get(&dir)
+            .copied()
+            .or_else(|| self.ports.get(&opposite(dir)).map(|p| p.sink));
         let members: Vec<AppId> = by_app.keys().copied().chain(classifier).collect();
         let mut links: Vec<LinkId> = e.links_of(ports.source).1.to_vec();
         for &m in &members {
-            let (i, o) = e.links_of(m);
-            links.extend(i.iter().chain(o));
+            links.extend(e.links_of(m).1);
         }
-        links.extend(e.links_of(ports.sink).0);
         links.sort();
         links.dedup();
         let mut pending: Vec<(Dest, Vec<Packet>)> = Vec::new();
@@ -491,6 +632,7 @@ impl Network {
             let dest = match to.and_then(|to| by_app.get(&to)) {
                 Some(id) => Dest::Stage(id.clone()),
                 None if to.is_some() && to == classifier => Dest::Head,
+                None if to.is_some() && to == reverse && to != Some(ports.sink) => Dest::Reverse,
                 None => Dest::Sink,
             };
             pending.push((dest, ps));
@@ -508,6 +650,11 @@ impl Network {
             let Some(r) = self.stages.remove(&id) else {
                 continue;
             };
+            let back = e
+                .app_mut::<PluginApp>(r.app)
+                .map(PluginApp::drain_reverse)
+                .unwrap_or_default();
+            pending.push((Dest::Reverse, back));
             if let Some((mut app, ps)) = e.remove(r.app) {
                 *retired += app.counters();
                 let held = app.drain_held();
@@ -549,6 +696,7 @@ impl Network {
         };
         let mut input: HashMap<AppId, LinkId> = HashMap::new();
         let mut to_sink = None;
+        let mut two_outputs = Vec::new();
         for (chain, stages) in plan.chains(dir) {
             let mut prev = head;
             for s in stages {
@@ -556,10 +704,25 @@ impl Network {
                     continue;
                 };
                 input.insert(r.app, e.connect(prev, r.app));
+                if e.app_ref::<PluginApp>(r.app)
+                    .is_some_and(|a| a.outputs() > 1)
+                {
+                    two_outputs.push(r.app);
+                }
                 prev = r.app;
             }
             to_sink = Some(e.connect(prev, ports.sink));
         }
+        // Port 1 of a stage with a reverse port, now that its port 0 is connected.
+        let mut to_reverse = None;
+        for app in two_outputs {
+            if let Some(rs) = reverse {
+                to_reverse = Some(e.connect(app, rs));
+            }
+        }
+        // Packets that were on their way back to the sender: on any link into that sink.
+        let to_reverse =
+            to_reverse.or_else(|| reverse.and_then(|rs| e.links_of(rs).0.first().copied()));
         let head_link = e.links_of(ports.source).1.first().copied();
         // 4. Every kept packet to where it was going, or to the next stage still there.
         let stages = &self.stages;
@@ -575,6 +738,7 @@ impl Network {
             let link = match dest {
                 Dest::Head => head_link,
                 Dest::Sink => to_sink,
+                Dest::Reverse => to_reverse,
                 Dest::Stage(id) => resolve(&id).or(to_sink),
             };
             moved += ps.len();
@@ -661,7 +825,17 @@ enum Dest {
     /// The direction's first app after its source (the classifier, or a chain).
     Head,
     Sink,
+    /// Back toward the sender: the direction's reverse sink.
+    Reverse,
     Stage(StageId),
+}
+
+/// The other direction.
+fn opposite(d: Direction) -> Direction {
+    match d {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    }
 }
 
 fn stage_id(chain: &ChainId, name: &str) -> StageId {

@@ -298,9 +298,93 @@ impl DelayLine {
     }
 }
 
+/// Packets a plugin parked (link ABI 1.1): held in the host, in order, with no departure
+/// time, until the plugin releases or drops the oldest of them. Each keeps the output
+/// port it will leave on. Counted against shares like a delay line's packets.
+#[derive(Default)]
+pub struct ParkedQueue {
+    queue: VecDeque<(Packet, u16)>,
+    shares: Vec<Rc<HoldShare>>,
+}
+
+impl ParkedQueue {
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Count this queue's packets against `shares` from now on (see
+    /// [`DelayLine::set_shares`]).
+    pub fn set_shares(&mut self, shares: Vec<Rc<HoldShare>>) {
+        for s in &self.shares {
+            s.sub(self.queue.len());
+        }
+        for s in &shares {
+            s.add(self.queue.len());
+        }
+        self.shares = shares;
+    }
+
+    /// Park `pkt` to leave on `port` later; hands it back when a share is full.
+    pub fn push(&mut self, pkt: Packet, port: u16) -> Result<(), Packet> {
+        if self.shares.iter().any(|s| s.is_full()) {
+            return Err(pkt);
+        }
+        for s in &self.shares {
+            s.add(1);
+        }
+        self.queue.push_back((pkt, port));
+        Ok(())
+    }
+
+    /// Take the oldest `max` parked packets (0 = all), oldest first, with their ports.
+    pub fn take(&mut self, max: usize) -> Vec<(Packet, u16)> {
+        let k = if max == 0 {
+            self.queue.len()
+        } else {
+            max.min(self.queue.len())
+        };
+        for s in &self.shares {
+            s.sub(k);
+        }
+        self.queue.drain(..k).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parked_packets_leave_oldest_first_and_count_against_shares() {
+        let share = HoldShare::new(3);
+        let mut q = ParkedQueue::default();
+        q.set_shares(vec![share.clone()]);
+        let mut line = DelayLine::new(10);
+        line.set_shares(vec![share.clone()]);
+        line.push(5, pk(9)).unwrap();
+        q.push(pk(1), 0).unwrap();
+        q.push(pk(2), 1).unwrap();
+        assert_eq!(q.push(pk(3), 0), Err(pk(3)), "the share is full");
+        assert_eq!(share.held(), 3);
+        let got: Vec<_> = q
+            .take(1)
+            .into_iter()
+            .map(|(p, port)| (p.id, port))
+            .collect();
+        assert_eq!(got, [(1, 0)]);
+        q.push(pk(3), 0).unwrap();
+        let got: Vec<_> = q
+            .take(0)
+            .into_iter()
+            .map(|(p, port)| (p.id, port))
+            .collect();
+        assert_eq!(got, [(2, 1), (3, 0)]);
+        assert_eq!((q.len(), share.held()), (0, 1));
+        assert!(q.take(5).is_empty());
+    }
 
     fn pk(id: u32) -> Packet {
         Packet {

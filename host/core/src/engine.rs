@@ -345,6 +345,32 @@ impl Engine {
         }
     }
 
+    /// Run `f` on app `id` with its links, at `now_ns`, outside a breath: an event
+    /// between breaths (a command to a plugin) that may send on the app's outputs.
+    /// What it sends waits on the links for the next breath ([`Engine::links_busy`]).
+    /// `None` when there is no such app of type `T`.
+    pub fn with_app<T: App, R>(
+        &mut self,
+        id: AppId,
+        now_ns: u64,
+        f: impl FnOnce(&mut T, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let Engine {
+            pool, links, nodes, ..
+        } = self;
+        let n = nodes.get_mut(id.0)?.as_mut()?;
+        let app: &mut dyn Any = n.app.as_mut();
+        let app = app.downcast_mut::<T>()?;
+        let mut cx = Ctx {
+            pool,
+            links,
+            inputs: &n.inputs,
+            outputs: &n.outputs,
+            now_ns,
+        };
+        Some(f(app, &mut cx))
+    }
+
     /// When something is next due (held packets, plugin timers, scheduled sources).
     pub fn next_deadline(&self) -> Option<u64> {
         self.apps().filter_map(|(_, a)| a.next_deadline()).min()

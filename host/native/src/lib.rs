@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use synthnet_runtime::{fingerprint, Factory, Instance, PluginError};
+use synthnet_runtime::{fingerprint, Answer, Factory, Instance, PluginError};
 use synthnet_sdk::abi::Layout;
 use synthnet_sdk::{Guest, Plugin};
 
@@ -34,6 +34,15 @@ impl<P: Plugin + Send> Instance for NativeInstance<P> {
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         self.guest.restore(state)
+    }
+    fn command(&mut self, cmd: &[u8], now_ns: u64) -> Result<Answer, String> {
+        Ok(match self.guest.command(cmd, now_ns) {
+            Ok(verdicts) => Answer::Reply {
+                verdicts,
+                reply: self.guest.reply().to_vec(),
+            },
+            Err(e) => Answer::Refused(e),
+        })
     }
 }
 

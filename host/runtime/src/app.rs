@@ -7,11 +7,19 @@
 //! [`Health`]), and survive a hot swap to a new instance. Instances arrive ready-made:
 //! compiling and running a plugin's init happen off the packet thread, and
 //! [`PluginApp::commit_swap`] only hands state over and takes the new instance in.
+//!
+//! Link ABI 1.1: packets the plugin parks wait in a [`ParkedQueue`] here (host packets
+//! too: faults, restarts and swaps lose none), counted with the delay lines against the
+//! stage's hold limit; the plugin releases or drops the oldest with an `ID_PARKED`
+//! verdict. A plugin with two outputs sends on port 1, the reverse port, which has its
+//! own delay line. [`PluginApp::command`] delivers a command between breaths and
+//! applies its verdicts as a tick's.
 
-use crate::instance::{Factory, Instance, PluginError};
+use crate::instance::{Answer, Factory, Instance, PluginError};
 use crate::supervisor::Health;
+use std::rc::Rc;
 use std::sync::Arc;
-use synthnet_core::delay::DelayLine;
+use synthnet_core::delay::{DelayLine, HoldShare, ParkedQueue};
 use synthnet_core::{App, Counters, Ctx, DropCause, Packet};
 use synthnet_sdk::abi::{self, access, Layout, RawDesc, RawVerdict};
 
@@ -38,24 +46,50 @@ pub struct PluginApp {
     lay: Layout,
     wake_at_ns: u64,
     delay: DelayLine,
+    /// Held packets for port 1, the reverse port.
+    delay_rev: DelayLine,
+    parked: ParkedQueue,
+    /// The stage's hold limit, over both delay lines and the parked queue.
+    hold: Rc<HoldShare>,
     batch: Vec<Packet>,
     refs: Vec<u32>,
     /// Packets for port 0, now: sent in one go at the end of a batch.
     staged: Vec<Packet>,
+    /// The same for port 1.
+    staged_rev: Vec<Packet>,
     counters: Counters,
     health: Health,
+}
+
+/// Why a command was not answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The plugin exports no `synthnet_command`.
+    #[error("takes no commands")]
+    NoCommands,
+    /// The plugin refused it; its message.
+    #[error("refused the command: {0}")]
+    Refused(String),
+    /// The call trapped, ran past its deadline or answered garbage: the instance was
+    /// restarted, as after a batch's fault.
+    #[error("faulted on the command ({0}); restarting")]
+    Fault(String),
+    /// The instance is down, waiting to restart after a fault.
+    #[error("is down after a fault ({0}); try again")]
+    Down(String),
 }
 
 /// Default bound on the packets one plugin app may hold in its delay line.
 pub const DEFAULT_HOLD_LIMIT: usize = 1 << 16;
 
-/// Refuse what a stage cannot run: synthnet connects one input and one output per stage.
+/// Refuse what a stage cannot run: synthnet connects one input and one output per stage,
+/// and the reverse port (ABI 1.1) as a second output.
 pub fn check_ports(plugin: &str, lay: &Layout) -> Result<(), PluginError> {
-    if lay.n_inputs != 1 || lay.n_outputs != 1 {
+    if lay.n_inputs != 1 || !(1..=abi::MAX_OUTPUTS).contains(&lay.n_outputs) {
         return Err(PluginError::new(
             plugin,
             format!(
-                "declares {} inputs and {} outputs, but a stage has exactly one of each",
+                "declares {} inputs and {} outputs, but a stage has exactly one input and one output, or two with the reverse port",
                 lay.n_inputs, lay.n_outputs
             ),
         ));
@@ -74,7 +108,7 @@ impl PluginApp {
     ) -> Result<Self, PluginError> {
         let lay = inst.layout().clone();
         check_ports(factory.plugin(), &lay)?;
-        Ok(PluginApp {
+        let mut app = PluginApp {
             label: label.into(),
             factory,
             seed,
@@ -82,12 +116,18 @@ impl PluginApp {
             lay,
             wake_at_ns: abi::NO_WAKE,
             delay: DelayLine::new(hold_limit),
+            delay_rev: DelayLine::new(hold_limit),
+            parked: ParkedQueue::default(),
+            hold: HoldShare::new(hold_limit),
             batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
             refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
             staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
+            staged_rev: Vec::new(),
             counters: Counters::default(),
             health: Health::default(),
-        })
+        };
+        app.set_shares(Vec::new());
+        Ok(app)
     }
 
     /// Instantiate `factory` here and now (tools and tests; the bridge instantiates off
@@ -110,8 +150,28 @@ impl PluginApp {
     }
     /// Count the packets this stage holds against `shares` of the pool (its chain's and
     /// its direction's).
-    pub fn set_shares(&mut self, shares: Vec<std::rc::Rc<synthnet_core::delay::HoldShare>>) {
-        self.delay.set_shares(shares);
+    pub fn set_shares(&mut self, shares: Vec<Rc<HoldShare>>) {
+        let mut all = vec![self.hold.clone()];
+        all.extend(shares);
+        self.delay.set_shares(all.clone());
+        self.delay_rev.set_shares(all.clone());
+        self.parked.set_shares(all);
+    }
+
+    /// Output ports of the running plugin: 1, or 2 with the reverse port.
+    pub fn outputs(&self) -> u16 {
+        self.lay.n_outputs
+    }
+
+    /// Packets parked (ABI 1.1), waiting for the plugin to release them.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Give up the packets held for the reverse port (the stage is being removed: they
+    /// still go back toward their sender).
+    pub fn drain_reverse(&mut self) -> Vec<Packet> {
+        self.delay_rev.drain()
     }
 
     /// The seed the running instance was made with.
@@ -189,6 +249,19 @@ impl PluginApp {
         });
         cx.transmit_all(0, staged, &mut self.counters);
         staged.clear();
+        if !self.delay_rev.is_empty() {
+            let room1 = reverse_room(cx);
+            let staged = &mut self.staged_rev;
+            self.delay_rev.release(cx.now_ns, |p| {
+                if staged.len() >= room1 {
+                    return false;
+                }
+                staged.push(p);
+                true
+            });
+            cx.transmit_all(1, staged, &mut self.counters);
+            staged.clear();
+        }
     }
 
     /// Run one batch of `n` packets (0 = timer tick) through the instance.
@@ -248,6 +321,24 @@ impl PluginApp {
                 return;
             }
         };
+        if self.answer(cx, inst, n, nv).is_err() {
+            self.drop_batch(cx, n, DropCause::BadVerdict);
+        }
+    }
+
+    /// Read the timer and carry out the `nv` verdicts `inst` wrote for a batch of `n`
+    /// (0: a tick or a command), after checking them all. The instance goes back in its
+    /// slot, unless the verdicts are garbage: then it faults, and the message is
+    /// returned (the caller drops the batch).
+    fn answer(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        mut inst: Box<dyn Instance>,
+        n: usize,
+        nv: u32,
+    ) -> Result<(), String> {
+        let lay = self.lay.clone();
+        let now = cx.now_ns;
         let mem = inst.memory();
         // A wake-up at or before this call's `now` asks for nothing this call did not
         // already do: it is no timer (or a plugin could make the engine spin).
@@ -267,12 +358,51 @@ impl PluginApp {
             Ok(true) => self.apply_in_order(cx, mem, &lay, n),
             Ok(false) => self.apply(cx, mem, &lay, n, nv),
             Err(e) => {
-                self.drop_batch(cx, n, DropCause::BadVerdict);
-                self.fault(now, format!("garbage verdict: {e}"));
-                return;
+                let msg = format!("garbage verdict: {e}");
+                self.fault(now, msg.clone());
+                return Err(msg);
             }
         }
         self.inst = Some(inst);
+        Ok(())
+    }
+
+    /// Deliver command `cmd` (JSON text) at `cx.now_ns`, between breaths: the plugin
+    /// answers it as a tick, and the verdicts it writes are applied as a tick's. A
+    /// timer already due ticks first, as it would in the next breath. A stage that is
+    /// down tries its restart first.
+    pub fn command(&mut self, cx: &mut Ctx<'_>, cmd: &[u8]) -> Result<Vec<u8>, CommandError> {
+        let now = cx.now_ns;
+        if self.inst.is_none() {
+            self.try_restart(now);
+        }
+        if self.inst.is_some() && self.wake_at_ns <= now {
+            self.run_batch(cx, 0);
+        }
+        let Some(mut inst) = self.inst.take() else {
+            let why = self.health.last_error.clone().unwrap_or_default();
+            return Err(CommandError::Down(why));
+        };
+        match inst.command(cmd, now) {
+            Ok(Answer::Reply { verdicts, reply }) => {
+                self.answer(cx, inst, 0, verdicts)
+                    .map_err(CommandError::Fault)?;
+                Ok(reply)
+            }
+            Ok(Answer::Refused(msg)) => {
+                self.inst = Some(inst);
+                Err(CommandError::Refused(msg))
+            }
+            Ok(Answer::NoCommands) => {
+                self.inst = Some(inst);
+                Err(CommandError::NoCommands)
+            }
+            Err(e) => {
+                let msg = format!("fault: {e}");
+                self.fault(now, msg.clone());
+                Err(CommandError::Fault(msg))
+            }
+        }
     }
 
     /// [`PluginApp::apply`] for the common shape: verdict `j` is packet `j`'s only one.
@@ -282,29 +412,43 @@ impl PluginApp {
             return;
         };
         let mut dropped = 0;
-        let Self {
-            batch,
-            staged,
-            delay,
-            counters,
-            ..
-        } = self;
-        let room0 = room_now(delay, cx, now);
-        let mut out = Out {
-            staged,
-            delay,
-            counters,
-            dropped: &mut dropped,
-            room0,
-        };
-        for (c, &p) in chunks.zip(&batch[..n]) {
+        let mut out = self.out(cx, now, &mut dropped);
+        for (c, &p) in chunks.zip(&out.batch[..n]) {
             let Ok(c) = c.try_into() else { continue };
             let v = RawVerdict::decode(c);
             out.place(cx, now, v.port, v.at_ns, p);
         }
         self.counters.drop(DropCause::Plugin, dropped);
+        self.flush(cx);
+    }
+
+    /// Where the verdicts of a batch at `now` put packets.
+    fn out<'s>(&'s mut self, cx: &Ctx<'_>, now: u64, dropped: &'s mut u64) -> Out<'s> {
+        Out {
+            room0: room_now(&self.delay, cx, now),
+            room1: if self.delay_rev.next_at().is_some_and(|t| t <= now) {
+                0
+            } else {
+                reverse_room(cx)
+            },
+            batch: &self.batch,
+            staged: &mut self.staged,
+            staged_rev: &mut self.staged_rev,
+            delay: &mut self.delay,
+            delay_rev: &mut self.delay_rev,
+            counters: &mut self.counters,
+            dropped,
+        }
+    }
+
+    /// Send what the batch staged for now, in one bulk transmit per port.
+    fn flush(&mut self, cx: &mut Ctx<'_>) {
         cx.transmit_all(0, &self.staged, &mut self.counters);
         self.staged.clear();
+        if !self.staged_rev.is_empty() {
+            cx.transmit_all(1, &self.staged_rev, &mut self.counters);
+            self.staged_rev.clear();
+        }
     }
 
     /// Carry out the batch's `nv` verdicts, already validated.
@@ -324,6 +468,27 @@ impl PluginApp {
         for c in chunks {
             let Ok(c) = c.try_into() else { continue };
             let v = RawVerdict::decode(c);
+            if v.id == abi::verdict::ID_PARKED {
+                let ps = self.parked.take(v.data_len as usize);
+                if v.port == abi::PORT_DROP {
+                    dropped += ps.len() as u64;
+                    for (p, _) in ps {
+                        cx.pool.free(p);
+                    }
+                    continue;
+                }
+                // Released packets leave no earlier than now: the time they waited
+                // parked is part of their way through this stage.
+                let at = v.at_ns.max(now);
+                let outputs = lay.n_outputs;
+                let mut out = self.out(cx, now, &mut dropped);
+                for (p, port) in ps {
+                    // Parked by an instance with a reverse port that a swap took away.
+                    let port = if port < outputs { port } else { 0 };
+                    out.place(cx, now, port, at, p);
+                }
+                continue;
+            }
             let mut p = if v.id == abi::ID_NEW {
                 if v.port == abi::PORT_DROP {
                     continue;
@@ -367,19 +532,18 @@ impl PluginApp {
                     continue;
                 }
             }
-            let room0 = room_now(&self.delay, cx, now);
-            Out {
-                staged: &mut self.staged,
-                delay: &mut self.delay,
-                counters: &mut self.counters,
-                dropped: &mut dropped,
-                room0,
+            if v.flags & abi::VF_PARK != 0 {
+                if let Err(p) = self.parked.push(p, v.port) {
+                    cx.pool.free(p);
+                    self.counters.drop(DropCause::HoldFull, 1);
+                }
+                continue;
             }
-            .place(cx, now, v.port, v.at_ns, p);
+            self.out(cx, now, &mut dropped)
+                .place(cx, now, v.port, v.at_ns, p);
         }
         self.counters.drop(DropCause::Plugin, dropped);
-        cx.transmit_all(0, &self.staged, &mut self.counters);
-        self.staged.clear();
+        self.flush(cx);
     }
 
     fn drop_batch(&mut self, cx: &mut Ctx<'_>, n: usize, cause: DropCause) {
@@ -411,30 +575,54 @@ fn room_now(delay: &DelayLine, cx: &Ctx<'_>, now: u64) -> usize {
     }
 }
 
-/// Where a verdict's packet goes: staged for the output, the delay line, or dropped.
+/// Room on the reverse port (1): what its link has free, or no limit when it is not
+/// connected (then what is sent there is dropped as `link_full` at once, rather than
+/// piling up in the delay line).
+#[inline]
+fn reverse_room(cx: &Ctx<'_>) -> usize {
+    if cx.n_outputs() > 1 {
+        cx.room(1)
+    } else {
+        usize::MAX
+    }
+}
+
+/// Where a verdict's packet goes: staged for an output, a delay line, or dropped.
 struct Out<'a> {
+    batch: &'a [Packet],
     staged: &'a mut Vec<Packet>,
+    staged_rev: &'a mut Vec<Packet>,
     delay: &'a mut DelayLine,
+    delay_rev: &'a mut DelayLine,
     counters: &'a mut Counters,
     dropped: &'a mut u64,
     /// Room on output 0 for this batch: beyond it (or behind packets already due in
     /// the delay line), packets due now wait in the delay line instead of being dropped
     /// on a full link — a stalled engine catching up loses nothing.
     room0: usize,
+    /// The same for the reverse port.
+    room1: usize,
 }
 
 impl Out<'_> {
-    /// Send, hold or drop one packet per its verdict (validated: the port is 0 or
-    /// drop). Packets due now are staged and go out in one bulk transmit.
+    /// Send, hold or drop one packet per its verdict (validated: the port is 0, 1 on a
+    /// plugin with a reverse port, or drop). Packets due now are staged and go out in
+    /// one bulk transmit.
     #[inline(always)]
     fn place(&mut self, cx: &mut Ctx<'_>, now: u64, port: u16, at_ns: u64, mut p: Packet) {
-        if port == abi::PORT_DROP {
-            cx.pool.free(p);
-            *self.dropped += 1;
-        } else if at_ns <= now && self.staged.len() < self.room0 {
+        let (staged, delay, room) = match port {
+            0 => (&mut *self.staged, &mut *self.delay, self.room0),
+            abi::PORT_DROP => {
+                cx.pool.free(p);
+                *self.dropped += 1;
+                return;
+            }
+            _ => (&mut *self.staged_rev, &mut *self.delay_rev, self.room1),
+        };
+        if at_ns <= now && staged.len() < room {
             p.ts_ns = p.ts_ns.max(at_ns);
-            self.staged.push(p);
-        } else if let Err(p) = self.delay.push(at_ns, p) {
+            staged.push(p);
+        } else if let Err(p) = delay.push(at_ns, p) {
             cx.pool.free(p);
             self.counters.drop(DropCause::HoldFull, 1);
         }
@@ -471,7 +659,7 @@ impl App for PluginApp {
     fn next_deadline(&self) -> Option<u64> {
         let wake = (self.wake_at_ns != abi::NO_WAKE).then_some(self.wake_at_ns);
         let retry = self.inst.is_none().then_some(self.health.retry_at_ns());
-        [self.delay.next_at(), wake, retry]
+        [self.delay.next_at(), self.delay_rev.next_at(), wake, retry]
             .into_iter()
             .flatten()
             .min()
@@ -482,11 +670,16 @@ impl App for PluginApp {
     }
 
     fn held(&self) -> usize {
-        self.delay.len()
+        self.delay.len() + self.delay_rev.len() + self.parked.len()
     }
 
+    /// Held packets, then parked ones (oldest first), then those held for the reverse
+    /// port (unless [`PluginApp::drain_reverse`] took them).
     fn drain_held(&mut self) -> Vec<Packet> {
-        self.delay.drain()
+        let mut ps = self.delay.drain();
+        ps.extend(self.parked.take(0).into_iter().map(|(p, _)| p));
+        ps.extend(self.delay_rev.drain());
+        ps
     }
 }
 
@@ -520,8 +713,10 @@ mod tests {
             region_len: 0,
         };
         assert!(check_ports("p", &lay(1, 1)).is_ok());
-        let e = check_ports("p", &lay(1, 2)).unwrap_err();
-        assert!(e.to_string().contains("1 inputs and 2 outputs"), "{e}");
+        assert!(check_ports("p", &lay(1, 2)).is_ok(), "the reverse port");
+        let e = check_ports("p", &lay(1, 3)).unwrap_err();
+        assert!(e.to_string().contains("1 inputs and 3 outputs"), "{e}");
         assert!(check_ports("p", &lay(2, 1)).is_err());
+        assert!(check_ports("p", &lay(1, 0)).is_err());
     }
 }

@@ -22,6 +22,17 @@ impl PluginError {
     }
 }
 
+/// How an instance answered a command (link ABI 1.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Accepted: `verdicts` were written (as by a tick), and the reply is JSON text.
+    Reply { verdicts: u32, reply: Vec<u8> },
+    /// The plugin refused the command, with its message.
+    Refused(String),
+    /// The module exports no `synthnet_command`.
+    NoCommands,
+}
+
 /// One live plugin instance.
 pub trait Instance: Send {
     /// The validated region layout.
@@ -33,6 +44,12 @@ pub trait Instance: Send {
     /// The plugin's state for a hand-over (empty if it keeps none).
     fn snapshot(&mut self) -> Result<Vec<u8>, String>;
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+    /// `synthnet_command(cmd, now_ns)` and its reply; `Err` when the call failed (a
+    /// trap, the CPU deadline: a fault, as in `process`). An instance without the
+    /// export takes no commands.
+    fn command(&mut self, _cmd: &[u8], _now_ns: u64) -> Result<Answer, String> {
+        Ok(Answer::NoCommands)
+    }
 }
 
 /// Makes instances of one plugin with one configuration.

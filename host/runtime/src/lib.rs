@@ -21,8 +21,8 @@ pub mod registry;
 pub mod supervisor;
 pub mod wasm;
 
-pub use app::{Handover, PluginApp, DEFAULT_HOLD_LIMIT};
-pub use instance::{fingerprint, Factory, Instance, PluginError};
+pub use app::{CommandError, Handover, PluginApp, DEFAULT_HOLD_LIMIT};
+pub use instance::{fingerprint, Answer, Factory, Instance, PluginError};
 pub use loader::{Loader, PluginRef};
 pub use supervisor::Health;
 pub use wasm::{WasmFactory, WasmRuntime, DEFAULT_MEMORY_LIMIT};

@@ -12,7 +12,7 @@
 //! budget of CPU, and a valid one is never cut off for time it did not get. A trap of
 //! any kind is an error value here, never a host crash.
 
-use crate::instance::{fingerprint, Factory, Instance, PluginError};
+use crate::instance::{fingerprint, Answer, Factory, Instance, PluginError};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -391,8 +391,16 @@ pub struct WasmInstance {
     error: TypedFunc<(), u32>,
     snapshot: Option<TypedFunc<(), u32>>,
     restore: Option<TypedFunc<(u32, u32), u32>>,
+    /// ABI 1.1, optional: `synthnet_command` and its `synthnet_reply`.
+    command: Option<(CommandFunc, TypedFunc<(), u32>)>,
     lay: Layout,
 }
+
+/// `synthnet_command(ptr, len, now_ns) -> verdicts, or -1`.
+type CommandFunc = TypedFunc<(u32, u32, u64), i32>;
+
+/// Largest reply a command may give, bytes of JSON (as large as a command).
+pub const MAX_REPLY_LEN: usize = abi::MAX_COMMAND_LEN;
 
 impl WasmInstance {
     fn new(
@@ -458,6 +466,43 @@ impl WasmInstance {
         let restore = instance
             .get_typed_func::<(u32, u32), u32>(&mut store, abi::EXPORT_RESTORE)
             .ok();
+        let version = instance
+            .get_typed_func::<(), u32>(&mut store, abi::EXPORT_VERSION)
+            .map_err(f)?;
+        let minor = version.call(&mut store, ()).map_err(describe_setup)?;
+        if minor > abi::ABI_MINOR as u32 {
+            return Err(format!(
+                "built for link ABI {}.{minor}, but this synthnet speaks {}.0 to {}.{}: use a newer synthnet or rebuild it against synthnet-sdk {}",
+                abi::ABI_MAJOR,
+                abi::ABI_MAJOR,
+                abi::ABI_MAJOR,
+                abi::ABI_MINOR,
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        let command = match (
+            instance
+                .get_export(&mut store, abi::EXPORT_COMMAND)
+                .is_some(),
+            instance.get_export(&mut store, abi::EXPORT_REPLY).is_some(),
+        ) {
+            (false, _) => None,
+            (true, false) => {
+                return Err(format!(
+                    "exports `{}` without `{}`, which link ABI 1.1 requires with it",
+                    abi::EXPORT_COMMAND,
+                    abi::EXPORT_REPLY
+                ))
+            }
+            (true, true) => Some((
+                instance
+                    .get_typed_func::<(u32, u32, u64), i32>(&mut store, abi::EXPORT_COMMAND)
+                    .map_err(f)?,
+                instance
+                    .get_typed_func::<(), u32>(&mut store, abi::EXPORT_REPLY)
+                    .map_err(f)?,
+            )),
+        };
         let len = u32::try_from(config.len()).map_err(|_| "config too large")?;
         let ptr = alloc.call(&mut store, len).map_err(describe_setup)?;
         memory
@@ -482,6 +527,7 @@ impl WasmInstance {
             error,
             snapshot,
             restore,
+            command,
             lay,
         })
     }
@@ -538,6 +584,55 @@ impl Instance for WasmInstance {
             return Err(error_message(blob_at(self.memory.data(&self.store), eptr)));
         }
         Ok(())
+    }
+    fn command(&mut self, cmd: &[u8], now_ns: u64) -> Result<Answer, String> {
+        let Some((command, reply)) = self.command.clone() else {
+            return Ok(Answer::NoCommands);
+        };
+        let _call = self.ticker.enter();
+        arm(&mut self.store, DEADLINE_TICKS);
+        self.call_command(&command, &reply, cmd, now_ns)
+    }
+}
+
+impl WasmInstance {
+    /// `synthnet_alloc` + `synthnet_command` + `synthnet_reply` (or `synthnet_error`),
+    /// together within one batch call's CPU budget: a command is a tick.
+    fn call_command(
+        &mut self,
+        command: &CommandFunc,
+        reply: &TypedFunc<(), u32>,
+        cmd: &[u8],
+        now_ns: u64,
+    ) -> Result<Answer, String> {
+        let len = u32::try_from(cmd.len()).map_err(|_| "command too large")?;
+        let ptr = self.alloc.call(&mut self.store, len).map_err(describe)?;
+        self.memory
+            .write(&mut self.store, ptr as usize, cmd)
+            .map_err(|_| "its command buffer lies outside its memory")?;
+        let nv = command
+            .call(&mut self.store, (ptr, len, now_ns))
+            .map_err(describe)?;
+        if nv == -1 {
+            let eptr = self.error.call(&mut self.store, ()).map_err(describe)?;
+            let msg = error_message(blob_at(self.memory.data(&self.store), eptr));
+            return Ok(Answer::Refused(msg));
+        }
+        let verdicts = u32::try_from(nv).map_err(|_| format!("synthnet_command returned {nv}"))?;
+        let rptr = reply.call(&mut self.store, ()).map_err(describe)?;
+        let reply = if rptr == 0 {
+            b"null".to_vec()
+        } else {
+            read_blob(self.memory.data(&self.store), rptr)
+                .ok_or("its reply lies outside its memory")?
+        };
+        if reply.len() > MAX_REPLY_LEN {
+            return Err(format!(
+                "a reply of {} bytes, more than the {MAX_REPLY_LEN} a command may answer",
+                reply.len()
+            ));
+        }
+        Ok(Answer::Reply { verdicts, reply })
     }
 }
 

@@ -2,9 +2,26 @@
 //! Not shipped in the binary. It forwards the first `after` packets it sees, then does
 //! what `mode` says in the batch that crosses that count. A restarted instance counts
 //! from zero again.
+//!
+//! ABI 1.1 switches: `park` parks the first N packets (the rest go on); `reverse`
+//! answers every packet on the reverse port (Ethernet, IPv4 and UDP/TCP addresses
+//! swapped, so it goes back to its sender as a valid packet) instead of forwarding it;
+//! `commands` answers commands (else they are refused with the SDK's default message):
+//!
+//! - `{"echo": v}` → `{"echo": v, "now_ns": t, "parked": n}`;
+//! - `{"release": n, "at_ns": t}`, `{"drop": n}`: release or drop the oldest n parked
+//!   packets (0 = all);
+//! - `{"inject": {"len": n, "port": p}}`: a new packet of n bytes of 0xCD on port p;
+//! - `{"wake_at_ns": t}`: arm the timer (ticks are counted in the `ticks` counter);
+//! - `{"trap": true}`: panic; `{"bad": true}`: write a verdict the host refuses;
+//! - anything else is refused, naming it.
+//!
+//! It always declares two outputs (port 1 is the reverse port), which a host that does
+//! not connect port 1 tolerates as long as nothing is sent there.
 
 use serde::Deserialize;
-use synthnet_sdk::{abi, export_plugin, Access, Batch, Plugin};
+use serde_json::{json, Value};
+use synthnet_sdk::{abi, export_plugin, Access, Batch, Plugin, REVERSE};
 
 #[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +58,12 @@ pub struct Config {
     pub after: u64,
     /// Rounds of busy work in `new` (a plugin whose init is slow).
     pub init_spin: u64,
+    /// Park the first this many packets.
+    pub park: u64,
+    /// Answer every packet on the reverse port instead of forwarding it.
+    pub reverse: bool,
+    /// Answer commands.
+    pub commands: bool,
 }
 
 pub struct Testbed {
@@ -48,12 +71,54 @@ pub struct Testbed {
     after: u64,
     seen: u64,
     hoard: Vec<Vec<u8>>,
+    park: u64,
+    parked_total: u64,
+    /// Packets parked and not yet released or dropped (this instance's view).
+    parked_now: u64,
+    reverse: bool,
+    commands: bool,
+}
+
+/// Swap source and destination of the Ethernet, IPv4 and UDP/TCP headers in `f`: the
+/// checksums stay valid (their sums do not depend on the order).
+fn swap_ends(f: &mut [u8]) {
+    if f.len() < 14 {
+        return;
+    }
+    for k in 0..6 {
+        f.swap(k, 6 + k);
+    }
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return;
+    }
+    for k in 0..4 {
+        f.swap(26 + k, 30 + k);
+    }
+    let l4 = 14 + 4 * (f[14] & 0x0F) as usize;
+    if matches!(f[23], 6 | 17) && f.len() >= l4 + 4 {
+        f.swap(l4, l4 + 2);
+        f.swap(l4 + 1, l4 + 3);
+    }
+}
+
+impl Testbed {
+    fn take_parked(&mut self, n: u64) -> u64 {
+        let k = if n == 0 {
+            self.parked_now
+        } else {
+            n.min(self.parked_now)
+        };
+        self.parked_now -= k;
+        k
+    }
 }
 
 impl Plugin for Testbed {
     type Config = Config;
     const ACCESS: Access = Access::Headers(64);
     const EMIT_CAP: u32 = 4096;
+    const OUTPUTS: u16 = 2;
+    const COUNTERS: &'static [&'static str] = &["ticks"];
 
     fn new(c: Config, _seed: u64) -> Result<Self, String> {
         let mut x = 1u64;
@@ -66,10 +131,65 @@ impl Plugin for Testbed {
             after: c.after,
             seen: 0,
             hoard: Vec::new(),
+            park: c.park,
+            parked_total: 0,
+            parked_now: 0,
+            reverse: c.reverse,
+            commands: c.commands,
         })
     }
 
+    fn tick(&mut self, batch: &mut Batch<'_>) {
+        batch.count(0, 1);
+    }
+
+    fn command(&mut self, cmd: &Value, batch: &mut Batch<'_>) -> Result<Value, String> {
+        if !self.commands {
+            return Err("this plugin takes no commands".into());
+        }
+        let n = |k: &str| cmd.get(k).and_then(Value::as_u64);
+        if let Some(v) = cmd.get("echo") {
+            Ok(json!({"echo": v, "now_ns": batch.now_ns(), "parked": self.parked_now}))
+        } else if let Some(max) = n("release") {
+            batch.release_parked(n("at_ns").unwrap_or(0), max as u32);
+            Ok(json!({"released": self.take_parked(max)}))
+        } else if let Some(max) = n("drop") {
+            batch.drop_parked(max as u32);
+            Ok(json!({"dropped": self.take_parked(max)}))
+        } else if let Some(i) = cmd.get("inject") {
+            let len = i.get("len").and_then(Value::as_u64).unwrap_or(60) as usize;
+            let port = i.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
+            batch.inject(port, 0, &vec![0xCD; len.min(4096)]);
+            Ok(json!("injected"))
+        } else if let Some(t) = n("wake_at_ns") {
+            batch.wake_at(t);
+            Ok(json!({"armed": batch.pending_wake()}))
+        } else if cmd.get("trap").is_some() {
+            panic!("testbed: trap on command");
+        } else if cmd.get("bad").is_some() {
+            batch.raw_verdict(abi::verdict::ID_PARKED, 0, 1, 0, 0, 0);
+            Ok(json!("bad"))
+        } else {
+            Err(format!("unknown command {cmd}"))
+        }
+    }
+
     fn process(&mut self, batch: &mut Batch<'_>) {
+        if self.park > self.parked_total || self.reverse {
+            for i in 0..batch.len() {
+                if self.parked_total < self.park {
+                    self.parked_total += 1;
+                    self.parked_now += 1;
+                    batch.park(i, 0);
+                } else if self.reverse {
+                    swap_ends(batch.data_mut(i));
+                    batch.send_modified(i, REVERSE, 0);
+                } else {
+                    batch.forward(i);
+                }
+            }
+            return;
+        }
         self.seen += batch.len() as u64;
         if self.seen <= self.after {
             for i in 0..batch.len() {
