@@ -370,14 +370,14 @@ fn root_api_refuses_bad_requests_and_changes_nothing() {
             None,
         ),
         (
-            "a schedule, live",
+            "a schedule's command for a stage not in force then",
             rig.call(
                 "PUT",
                 "/api/v1/spec",
-                r#"{"ingress": {}, "schedule": [{"at_s": 1, "spec": {}}]}"#,
+                r#"{"ingress": {}, "schedule": [{"at_s": 1, "command": {"stage": "ingress/default/latency", "command": {}}}]}"#,
             ),
             422,
-            Some("schedule"),
+            Some("schedule[0].command.stage"),
         ),
         (
             "refused by the plugin",
