@@ -89,6 +89,10 @@ enum Command {
         /// Where to write what leaves (nanosecond pcap).
         #[arg(long = "out")]
         output: PathBuf,
+        /// Where to write what stages send back toward the sender (their reverse port);
+        /// without it those packets are only counted.
+        #[arg(long = "reverse-out")]
+        reverse_out: Option<PathBuf>,
         /// Override the spec's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -415,6 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             direction,
             input,
             output,
+            reverse_out,
             seed,
             json,
             commands,
@@ -435,6 +440,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (out, summary) =
                 replay::replay_logged(&plan, direction, capture.frames, &log, &mut loader)?;
             synthnet_io::pcap::write_pcap(&output, &out)?;
+            if let Some(r) = &reverse_out {
+                synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

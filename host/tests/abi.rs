@@ -645,14 +645,14 @@ fn a_command_arms_the_timer_and_its_injected_packets_go_out() {
 fn the_reverse_port_answers_the_sender_across_relinks_of_either_direction() {
     let n = 2_000; // 200 ms each way
     let ing = |extra: bool| {
-        let mut v = vec![latency_stage("lat", 20), tb("rev", r#"{"reverse": true}"#)];
+        let mut v = vec![latency_stage("lat", 20), tb("rev", r#"{"reverse": 1}"#)];
         if extra {
             v.insert(0, latency_stage("front", 1));
         }
         v
     };
     let eg = |extra: bool| {
-        let mut v = vec![latency_stage("lat", 30), tb("rev", r#"{"reverse": true}"#)];
+        let mut v = vec![latency_stage("lat", 30), tb("rev", r#"{"reverse": 1}"#)];
         if extra {
             v.push(latency_stage("back", 2));
         }
@@ -695,7 +695,7 @@ fn the_reverse_port_answers_the_sender_across_relinks_of_either_direction() {
 fn swapping_in_a_reverse_port_relinks_the_direction() {
     let mut t = TwoWay::new(1_000, 0, &[latency_stage("s", 1)], &[]);
     t.run(30 * MS);
-    let c = t.apply(&[tb("s", r#"{"reverse": true}"#)], &[]);
+    let c = t.apply(&[tb("s", r#"{"reverse": 1}"#)], &[]);
     assert_eq!((c.swapped.len(), c.relinked.clone()), (1, vec![IN]));
     t.run(60 * MS);
     let c = t.apply(&[latency_stage("s", 1)], &[]);
@@ -708,4 +708,81 @@ fn swapping_in_a_reverse_port_relinks_the_direction() {
         (250..=350).contains(&back),
         "{back} answered while the reverse stage ran"
     );
+}
+
+/// `replay` runs one direction: what a stage sends back on its reverse port is counted
+/// and written apart (`--reverse-out`), never mixed into the output.
+#[test]
+fn replay_counts_the_reverse_port_and_writes_it_apart() {
+    let frames: Vec<(u64, Vec<u8>)> = (0..100u64)
+        .map(|k| {
+            let mut f = synthnet_testkit::apps::udp_template(64);
+            f[42..50].copy_from_slice(&k.to_le_bytes());
+            (k * MS, f)
+        })
+        .collect();
+    let plan = spec(&[tb("rev", r#"{"reverse": 4}"#)], &[]);
+    let mut loader = Loader::new(runtime());
+    let (out, summary) =
+        synthnet::commands::replay::replay_with(&plan, IN, frames.clone(), &mut loader).unwrap();
+    assert_eq!((out.len(), summary.packets_out), (75, 75));
+    assert_eq!(summary.packets_reverse, 25);
+    let seqs: Vec<u64> = summary
+        .reverse
+        .iter()
+        .map(|(_, f)| u64::from_le_bytes(f[42..50].try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs, (0..25).map(|k| 4 * k + 3).collect::<Vec<_>>());
+    assert!(summary.reverse.iter().all(|(ts, f)| {
+        let seq = u64::from_le_bytes(f[42..50].try_into().unwrap());
+        *ts == seq * MS && f[0..6] == frames[0].1[6..12]
+    }));
+    assert!(
+        summary.to_string().contains("back to the sender: 25"),
+        "{summary}"
+    );
+
+    // The command line: --reverse-out writes them; --out has only what went on.
+    let dir = std::env::temp_dir().join(format!("synthnet-abi11-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output, back, spec_file) = (
+        dir.join("in.pcap"),
+        dir.join("out.pcap"),
+        dir.join("back.pcap"),
+        dir.join("spec.json"),
+    );
+    synthnet_io::pcap::write_pcap(&input, &frames).unwrap();
+    std::fs::write(
+        &spec_file,
+        format!(r#"{{"ingress": [{}]}}"#, tb("rev", r#"{"reverse": 4}"#)),
+    )
+    .unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--json", "--spec"])
+        .arg(&spec_file)
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&output)
+        .arg("--reverse-out")
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        (
+            json["packets_out"].as_u64(),
+            json["packets_reverse"].as_u64()
+        ),
+        (Some(75), Some(25))
+    );
+    let read = |p: &std::path::Path| synthnet_io::pcap::read_capture(p).unwrap().frames;
+    assert_eq!(read(&output), out);
+    assert_eq!(read(&back), summary.reverse);
+    let _ = std::fs::remove_dir_all(&dir);
 }

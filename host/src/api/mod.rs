@@ -341,7 +341,8 @@ async fn stats(State(api): State<Shared>) -> Json<Value> {
 /// `POST /api/v1/stages/{dir}/{chain}/{name}/command`: hand the body (any JSON) to the
 /// running stage between two breaths and answer its reply. 404: no such stage; 409: the
 /// stage takes no commands, or its plugin refused this one (its message); 400: the
-/// body is not JSON; 413: over the link ABI's 64 KiB.
+/// body is not JSON; 413: over the link ABI's 64 KiB; 503: the plugin is down after a
+/// fault (try again); 502: it faulted on the command or answered something not JSON.
 async fn stage_command(
     State(api): State<Shared>,
     Path((dir, chain, name)): Path<(String, String, String)>,
@@ -369,9 +370,12 @@ async fn stage_command(
             Err(f) => {
                 let status = match f {
                     CommandFailure::UnknownStage(_) => StatusCode::NOT_FOUND,
+                    CommandFailure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                     CommandFailure::TakesNone(_) | CommandFailure::Refused(_) => {
                         StatusCode::CONFLICT
                     }
+                    CommandFailure::Down(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    CommandFailure::Failed(_) => StatusCode::BAD_GATEWAY,
                 };
                 Err(ApiError {
                     status,

@@ -2,7 +2,8 @@
 //! clock: the capture's timestamps drive time, the same apply path as the bridge builds
 //! the chains, and what leaves is written with its departure time. The engine only
 //! ever sees virtual time, so the same seed and the same input give byte-identical
-//! output.
+//! output. What a stage sends back toward the sender (the reverse port, link ABI 1.1)
+//! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
 use crate::daemon::{cmdlog, command};
 use anyhow::{Context, Result};
@@ -20,6 +21,11 @@ use synthnet_runtime::{fingerprint, Loader, WasmRuntime};
 pub struct Summary {
     pub packets_in: u64,
     pub packets_out: u64,
+    /// Packets stages sent back toward the sender (their reverse port).
+    pub packets_reverse: u64,
+    /// Those packets, in departure order (`--reverse-out`).
+    #[serde(skip)]
+    pub reverse: Vec<Frame>,
     /// Drops by cause, summed over every app.
     pub dropped: Vec<(DropCause, u64)>,
     /// What each stage's plugin counted (stage, counter, value), non-zero only.
@@ -38,8 +44,14 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "packets in: {}, out: {}",
-            self.packets_in, self.packets_out
+            "packets in: {}, out: {}{}",
+            self.packets_in,
+            self.packets_out,
+            if self.packets_reverse > 0 {
+                format!(", back to the sender: {}", self.packets_reverse)
+            } else {
+                String::new()
+            }
         )?;
         if self.dropped.is_empty() {
             writeln!(f, "dropped: none")?;
@@ -115,7 +127,9 @@ pub fn replay_logged(
     // duplicate and inject, within reason), and at least a million frames.
     let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
     let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
+    let back = engine.add(Box::new(CaptureSink::with_limit(limit)));
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
+    net.set_reverse_sink(dir, back);
     let report = net.apply(plan.clone(), loader);
     if let synthnet_config::Outcome::Refused(e) = report.outcome {
         anyhow::bail!("invalid spec: {e}");
@@ -161,6 +175,17 @@ pub fn replay_logged(
         out.len() as u64 + overflow
     );
     out.sort_by_key(|(ts, _)| *ts);
+    let (mut reverse, overflow) = net
+        .engine
+        .app_mut::<CaptureSink>(back)
+        .map(|s| (std::mem::take(&mut s.out), s.overflow))
+        .unwrap_or_default();
+    anyhow::ensure!(
+        overflow == 0,
+        "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+        reverse.len() as u64 + overflow
+    );
+    reverse.sort_by_key(|(ts, _)| *ts);
     let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
     for (ts, d) in &out {
         if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
@@ -173,6 +198,8 @@ pub fn replay_logged(
     let summary = Summary {
         packets_in,
         packets_out: out.len() as u64,
+        packets_reverse: reverse.len() as u64,
+        reverse,
         dropped,
         plugin_counters,
         matched: n,

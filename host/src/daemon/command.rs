@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use synthnet_config::apply::CommandError;
 use synthnet_config::plan::StageId;
 use synthnet_config::Network;
 
@@ -14,31 +15,54 @@ use synthnet_config::Network;
 pub enum CommandFailure {
     /// No such stage runs now.
     UnknownStage(String),
+    /// Over the link ABI's 64 KiB.
+    TooLarge(String),
     /// The stage's plugin has no `synthnet_command` (it was never delivered).
     TakesNone(String),
+    /// The plugin is down after a fault, waiting to restart (not delivered; try again).
+    Down(String),
     /// The plugin refused it (delivered; its message).
     Refused(String),
+    /// The plugin faulted on it, or answered with a reply that is not JSON (delivered).
+    Failed(String),
 }
 
 impl CommandFailure {
     pub fn message(&self) -> &str {
         match self {
             CommandFailure::UnknownStage(m)
+            | CommandFailure::TooLarge(m)
             | CommandFailure::TakesNone(m)
-            | CommandFailure::Refused(m) => m,
+            | CommandFailure::Down(m)
+            | CommandFailure::Refused(m)
+            | CommandFailure::Failed(m) => m,
         }
     }
 
     /// Whether the plugin saw the command (then it is logged and replayed: a refusal
-    /// may still have changed what the plugin keeps).
+    /// or a fault may still have changed what the plugin keeps).
     pub fn delivered(&self) -> bool {
-        matches!(self, CommandFailure::Refused(_))
+        matches!(self, CommandFailure::Refused(_) | CommandFailure::Failed(_))
     }
 }
 
 impl std::fmt::Display for CommandFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.message())
+    }
+}
+
+impl From<CommandError> for CommandFailure {
+    fn from(e: CommandError) -> Self {
+        let m = e.to_string();
+        match e {
+            CommandError::UnknownStage { .. } => CommandFailure::UnknownStage(m),
+            CommandError::TooLarge { .. } => CommandFailure::TooLarge(m),
+            CommandError::NoCommands { .. } => CommandFailure::TakesNone(m),
+            CommandError::Down { .. } => CommandFailure::Down(m),
+            CommandError::Refused { .. } => CommandFailure::Refused(m),
+            CommandError::Fault { .. } | CommandError::BadReply { .. } => CommandFailure::Failed(m),
+        }
     }
 }
 
@@ -50,8 +74,6 @@ pub fn send(
     now_ns: u64,
     command: &Value,
 ) -> Result<Value, CommandFailure> {
-    let _ = (net, now_ns, command);
-    Err(CommandFailure::TakesNone(format!(
-        "{stage}: this build's plugin host does not deliver commands yet (link ABI 1.1)"
-    )))
+    net.command(stage, now_ns, command)
+        .map_err(CommandFailure::from)
 }

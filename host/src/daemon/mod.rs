@@ -431,7 +431,9 @@ impl Bridge {
     }
 
     /// Do the scheduled steps due at `now` (between two breaths), and tell the worker.
-    fn due(&mut self, now: u64) {
+    /// Whether there were any.
+    fn due(&mut self, now: u64) -> bool {
+        let any = self.timed.front().is_some_and(|t| t.at_ns <= now);
         while self.timed.front().is_some_and(|t| t.at_ns <= now) {
             let Some(t) = self.timed.pop_front() else {
                 break;
@@ -461,6 +463,7 @@ impl Bridge {
             };
             self.worker.send(Change::Stepped(Box::new(stepped)), None);
         }
+        any
     }
 
     /// Run until `ctl` says stop.
@@ -474,9 +477,13 @@ impl Bridge {
         let mut next_publish = self.board.is_some().then_some(period);
         let mut stats = stats::StatsLine::new(0, self.net.snapshot());
         loop {
-            let now = self.now_ns();
-            // A step due now applies to what is read in this breath and after.
-            self.due(now);
+            let mut now = self.now_ns();
+            // A step due now applies to what is read in this breath and after. Its
+            // commit takes time: read the clock again, so that the interfaces map their
+            // arrival stamps onto the engine clock with the time it is now.
+            if self.due(now) {
+                now = self.now_ns();
+            }
             self.net.engine.breathe(now);
             if now >= next_house {
                 next_house = now + HOUSEKEEPING.as_nanos() as u64;

@@ -3,9 +3,10 @@
 //! what `mode` says in the batch that crosses that count. A restarted instance counts
 //! from zero again.
 //!
-//! ABI 1.1 switches: `park` parks the first N packets (the rest go on); `reverse`
-//! answers every packet on the reverse port (Ethernet, IPv4 and UDP/TCP addresses
-//! swapped, so it goes back to its sender as a valid packet) instead of forwarding it;
+//! ABI 1.1 switches: `park` parks the first N packets (the rest go on); `reverse: n`
+//! answers every n-th packet (1: every one) on the reverse port (Ethernet, IPv4 and
+//! UDP/TCP addresses swapped, so it goes back to its sender as a valid packet) instead
+//! of forwarding it;
 //! `commands` answers commands (else they are refused with the SDK's default message):
 //!
 //! - `{"echo": v}` → `{"echo": v, "now_ns": t, "parked": n}`;
@@ -60,8 +61,9 @@ pub struct Config {
     pub init_spin: u64,
     /// Park the first this many packets.
     pub park: u64,
-    /// Answer every packet on the reverse port instead of forwarding it.
-    pub reverse: bool,
+    /// Answer every this-many-th packet on the reverse port instead of forwarding it
+    /// (0: none).
+    pub reverse: u64,
     /// Answer commands.
     pub commands: bool,
 }
@@ -75,7 +77,8 @@ pub struct Testbed {
     parked_total: u64,
     /// Packets parked and not yet released or dropped (this instance's view).
     parked_now: u64,
-    reverse: bool,
+    reverse: u64,
+    reverse_seen: u64,
     commands: bool,
 }
 
@@ -135,6 +138,7 @@ impl Plugin for Testbed {
             parked_total: 0,
             parked_now: 0,
             reverse: c.reverse,
+            reverse_seen: 0,
             commands: c.commands,
         })
     }
@@ -175,13 +179,16 @@ impl Plugin for Testbed {
     }
 
     fn process(&mut self, batch: &mut Batch<'_>) {
-        if self.park > self.parked_total || self.reverse {
+        if self.park > self.parked_total || self.reverse > 0 {
             for i in 0..batch.len() {
                 if self.parked_total < self.park {
                     self.parked_total += 1;
                     self.parked_now += 1;
                     batch.park(i, 0);
-                } else if self.reverse {
+                    continue;
+                }
+                self.reverse_seen += 1;
+                if self.reverse > 0 && self.reverse_seen.is_multiple_of(self.reverse) {
                     swap_ends(batch.data_mut(i));
                     batch.send_modified(i, REVERSE, 0);
                 } else {
