@@ -363,3 +363,179 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
         );
     }
 }
+
+/// The same experiment offline: a capture of 1000 TCP flows (a SYN each, then an ACK
+/// each) replayed through `lb-hash` with a command log removing t10 between the two.
+/// Two replays write byte-identical packets and resets; the resets answer exactly the
+/// segments the SDK's native harness drops for the same input and command (wasm in the
+/// replay, native in the harness); without the log nothing is reset. No root needed.
+#[test]
+fn replay_with_a_command_log_resets_the_same_segments_every_run() {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+    use pcap_file::{DataLink, TsResolution};
+    use synthnet_native::lb_hash::LbHash;
+    use synthnet_sdk::build::{self, Ether, Ip, Tcp};
+    use synthnet_sdk::wire::tcpflags::{ACK, SYN};
+    use synthnet_sdk::Harness;
+
+    let dir = std::env::temp_dir().join(netns::unique("lbhash-replay"));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+
+    const FLOWS: u32 = 1000;
+    const US: u64 = 1000;
+    let t0 = 1_700_000_000_000_000_000u64;
+    let seg = |i: u32, flags: u8| {
+        let mut out = vec![0u8; 128];
+        let eth = Ether {
+            src: [2, 0, 0, 0, 0, 1],
+            dst: [2, 0, 0, 0, 0, 2],
+            vlan_tci: None,
+        };
+        let ip = Ip::V4 {
+            src: [10, 1, (i >> 8) as u8, i as u8],
+            dst: [10, 2, 0, 1],
+            tos: 0,
+            ttl: 64,
+            ident: 0,
+        };
+        let t = Tcp {
+            src_port: 20_000 + i as u16,
+            dst_port: 5001,
+            seq: 1,
+            ack: if flags & ACK != 0 { 99 } else { 0 },
+            flags,
+            window: 100,
+        };
+        let n = build::tcp(&mut out, &eth, &ip, &t, b"").unwrap();
+        out.truncate(n);
+        out
+    };
+    // SYNs over the first 10 ms, the removal at 20 ms, ACKs from 30 ms.
+    let mut input: Vec<(u64, Vec<u8>)> = (0..FLOWS)
+        .map(|i| (t0 + i as u64 * 10 * US, seg(i, SYN)))
+        .collect();
+    input.extend((0..FLOWS).map(|i| (t0 + 30_000 * US + i as u64 * 10 * US, seg(i, ACK))));
+    let pcap = dir.join("in.pcap");
+    let mut w = PcapWriter::with_header(
+        std::fs::File::create(&pcap).unwrap(),
+        PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::NanoSecond,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (ts, d) in &input {
+        w.write_packet(&PcapPacket::new(
+            Duration::from_nanos(*ts),
+            d.len() as u32,
+            d,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let spec = dir.join("spec.json");
+    let config = json!({"targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>()});
+    std::fs::write(
+        &spec,
+        json!({"ingress": [{"plugin": "lb-hash", "name": "lb", "config": config}], "egress": []})
+            .to_string(),
+    )
+    .unwrap();
+    let log = dir.join("commands.jsonl");
+    std::fs::write(
+        &log,
+        r#"{"at_ns": 20000000, "stage": "ingress/default/lb", "command": {"op": "remove", "target": "t10"}}"#,
+    )
+    .unwrap();
+    let replay = |tag: &str, commands: bool| {
+        let (out, rev) = (
+            dir.join(format!("{tag}.pcap")),
+            dir.join(format!("{tag}-rev.pcap")),
+        );
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
+        cmd.args(["replay", "--direction", "ingress", "--spec"])
+            .arg(&spec)
+            .arg("--in")
+            .arg(&pcap)
+            .arg("--out")
+            .arg(&out)
+            .arg("--reverse-out")
+            .arg(&rev);
+        if commands {
+            cmd.arg("--commands").arg(&log);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let read = |p: &PathBuf| {
+            let mut r = PcapReader::new(std::fs::File::open(p).unwrap()).unwrap();
+            let mut v = Vec::new();
+            while let Some(p) = r.next_packet() {
+                v.push(p.unwrap().data.into_owned());
+            }
+            v
+        };
+        (
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&rev).unwrap(),
+            read(&out),
+            read(&rev),
+        )
+    };
+    let a = replay("a", true);
+    let b = replay("b", true);
+    assert!(
+        a.0 == b.0 && a.1 == b.1,
+        "two replays with the same command log differ"
+    );
+    let plain = replay("plain", false);
+    assert_eq!((plain.2.len(), plain.3.len()), (2 * FLOWS as usize, 0));
+
+    // The client port each reset answers (the reset's destination port).
+    let reset_ports: BTreeSet<u16> =
+        a.3.iter()
+            .map(|r| u16::from_be_bytes([r[36], r[37]]))
+            .collect();
+    assert_eq!(reset_ports.len(), a.3.len(), "one reset per broken flow");
+    assert_eq!(
+        a.2.len() + a.3.len(),
+        2 * FLOWS as usize,
+        "every dropped ACK answered"
+    );
+
+    // The native harness, same input and command: the same segments dropped.
+    let mut h = Harness::<LbHash>::new(&config.to_string(), 1).unwrap();
+    let mut expected = BTreeSet::new();
+    let mut removed = false;
+    for (ts, f) in &input {
+        let rel = ts - t0;
+        if rel >= 20_000 * US && !removed {
+            h.command(r#"{"op": "remove", "target": "t10"}"#, 20_000 * US)
+                .unwrap();
+            removed = true;
+        }
+        h.push(f, rel);
+        for o in h.run(rel) {
+            if o.input.is_some() && o.port.is_none() {
+                expected.insert(u16::from_be_bytes([f[34], f[35]]));
+            }
+        }
+    }
+    let share = reset_ports.len() as f64 / FLOWS as f64;
+    eprintln!(
+        "replay: {} of {FLOWS} flows reset after the logged removal ({share:.3})",
+        reset_ports.len()
+    );
+    assert_eq!(
+        reset_ports, expected,
+        "wasm replay and native harness disagree"
+    );
+    assert!((0.44..0.56).contains(&share), "{share}");
+}
