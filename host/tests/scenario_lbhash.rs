@@ -127,15 +127,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Open the client connections from fixed ports.
-fn connect_all(ns: &str, v6: bool) -> Vec<TcpStream> {
+/// Open `n` client connections from fixed ports.
+fn connect_all(ns: &str, v6: bool, n: u16) -> Vec<TcpStream> {
     let h = in_ns(ns, move || {
         let rt = runtime()?;
-        (FIRST_PORT..FIRST_PORT + CONNS)
+        (FIRST_PORT..FIRST_PORT + n)
             .map(|p| connect_from(&rt, p, v6))
             .collect()
     });
-    h.join().unwrap().expect("100 connections through lb-hash")
+    h.join().unwrap().expect("connections through lb-hash")
 }
 
 /// Write on every connection, then read: the ports whose read failed with ECONNRESET,
@@ -207,7 +207,7 @@ fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTr
     );
     let bridge = BridgeProc::start(topo, &spec.0, &["--stats", "0"]);
     let ns = topo.middle().name.clone();
-    let mut conns = connect_all(&topo.a.name, v6);
+    let mut conns = connect_all(&topo.a.name, v6, CONNS);
     let (reset, other) = exchange(&mut conns);
     assert!(
         reset.is_empty() && other.is_empty(),
@@ -278,6 +278,61 @@ fn root_lbhash_removing_a_target_resets_exactly_the_predicted_connections() {
         }
     }
     eprintln!("took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// The IPv6 ssh variant: the balancer hashes the flow label and the DSCP, as Linux
+/// before 4.18 hashed IPv6 flow info; 20 IPv6 connections change their traffic class
+/// mid-session (ssh's switch to `af21` after login) and about 9 in 10 are reset. With
+/// `rehash_moves` every one is; without `hash_dscp`, none.
+#[test]
+fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
+    assert!(
+        netns::is_root(),
+        "this test needs root (network namespaces and raw sockets)"
+    );
+    let topo = Topology::create("lbd", Middle::Synthnet).expect("build the test topology");
+    topo.pin_neighbours().expect("static neighbours");
+    let _server = Server::start(&topo);
+    for (hash_dscp, rehash_moves, lo, hi) in [
+        (true, false, 14, 20),
+        (true, true, 20, 20),
+        (false, false, 0, 0),
+    ] {
+        let spec = SpecFile::new(
+            &json!({
+                "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
+                    "targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
+                    "hash_policy": "l3",
+                    "hash_dscp": hash_dscp,
+                    "rehash_moves": rehash_moves,
+                    "dst_ports": [SERVER_PORT],
+                }}],
+                "egress": [],
+            })
+            .to_string(),
+        );
+        let bridge = BridgeProc::start(&topo, &spec.0, &["--stats", "0"]);
+        let mut conns = connect_all(&topo.a.name, true, 20);
+        let (reset, other) = exchange(&mut conns);
+        assert!(
+            reset.is_empty() && other.is_empty(),
+            "before: {reset:?} {other:?}"
+        );
+        for c in &conns {
+            // setsockopt on a duplicate of the descriptor changes the same socket.
+            let s = tokio::net::TcpSocket::from_std_stream(c.try_clone().unwrap());
+            s.set_tclass_v6(0x48).unwrap(); // DSCP af21, ssh's interactive class
+        }
+        let (reset, other) = exchange(&mut conns);
+        assert!(other.is_empty(), "{other:?}");
+        eprintln!(
+            "hash_dscp {hash_dscp}, rehash_moves {rehash_moves}: a DSCP change reset {} of 20 IPv6 sessions",
+            reset.len()
+        );
+        assert!((lo..=hi).contains(&reset.len()), "{}", reset.len());
+        close_all(conns);
+        assert!(bridge.stop().success());
+    }
 }
 
 /// The seed's continuous-traffic run, shortened: 100 connections exchanging a message

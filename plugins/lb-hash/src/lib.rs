@@ -15,6 +15,8 @@
 //! TCP segment with the reset that target's stack would send (RFC 9293 reset
 //! generation, on the reverse port, toward the sender) and drops it; with `"blackhole"`
 //! (and always for UDP) it only drops it. A flow that maps home again passes again.
+//! With `rehash_moves`, a flow whose hashed DSCP or flow label changed is misrouted even
+//! when the new hash happens to land home (a one-session repro that never misses).
 //!
 //! Algorithms, over a 64-bit seeded hash `h` of the flow's fields:
 //! - `hash_threshold`: Linux multipath routes (RFC 2992). The 31-bit hash `h >> 33` is
@@ -107,6 +109,10 @@ pub struct Config {
     /// Hash the DSCP (IPv4 TOS, IPv6 traffic class) too, as Linux before 4.18 hashed
     /// IPv6 `flowinfo`: a flow whose DSCP changes mid-session (ssh) is re-hashed.
     pub hash_dscp: bool,
+    /// A flow whose hashed DSCP or flow label changed since its first packet is always
+    /// misrouted, whatever the hash says: a single ssh session then fails every time,
+    /// not 9 times in 10 (the research's `force_move_on_trigger`).
+    pub rehash_moves: bool,
     /// Only packets to these destination ports are balanced; empty = every TCP/UDP packet.
     pub dst_ports: Vec<u16>,
     pub on_misroute: OnMisroute,
@@ -130,6 +136,7 @@ impl Default for Config {
             hash_policy: HashPolicy::L4,
             hash_seed: 0x5EED_1234,
             hash_dscp: false,
+            rehash_moves: false,
             dst_ports: Vec::new(),
             on_misroute: OnMisroute::Rst,
             vnodes: 160,
@@ -332,6 +339,8 @@ struct Flow {
     dead: bool,
     home: u16,
     var: u32,
+    /// `var` at the flow's first packet (for `rehash_moves`).
+    var0: u32,
     hash: u64,
     last_ns: u64,
 }
@@ -341,6 +350,7 @@ pub struct LbHash {
     policy: HashPolicy,
     seed: u64,
     hash_dscp: bool,
+    rehash_moves: bool,
     dst_ports: Vec<u16>,
     on_misroute: OnMisroute,
     vnodes: u32,
@@ -576,6 +586,7 @@ impl LbHash {
                 dead: false,
                 home: now_at,
                 var,
+                var0: var,
                 hash,
                 last_ns: now_ns,
             };
@@ -590,7 +601,7 @@ impl LbHash {
             // when it is at home; a misrouted one is dropped like any other packet).
             f.dead = true;
         }
-        if now_at == f.home {
+        if now_at == f.home && !(self.rehash_moves && f.var != f.var0) {
             return Fate::Pass;
         }
         self.counters[ctr::MISROUTED] += 1;
@@ -733,11 +744,16 @@ impl LbHash {
                 continue;
             }
             let to = m.map(f.hash);
-            if self.mapper.map(f.hash) == f.home && to != f.home {
+            if !self.misrouted(&self.mapper, f) && self.misrouted(m, f) {
                 out.push((s, to));
             }
         }
         out
+    }
+
+    /// Whether `m` sends flow `f` elsewhere than home.
+    fn misrouted(&self, m: &Mapper, f: &Flow) -> bool {
+        m.map(f.hash) != f.home || (self.rehash_moves && f.var != f.var0)
     }
 
     fn live_flows(&self, now_ns: u64) -> impl Iterator<Item = &Flow> {
@@ -776,7 +792,7 @@ impl LbHash {
                 let live: Vec<&Flow> = self.live_flows(now_ns).collect();
                 let misrouted = live
                     .iter()
-                    .filter(|f| self.mapper.map(f.hash) != f.home)
+                    .filter(|f| self.misrouted(&self.mapper, f))
                     .count();
                 let mut homes = serde_json::Map::new();
                 for &id in &self.mapper.members {
@@ -918,6 +934,12 @@ impl Plugin for LbHash {
         if flow_idle_ns == 0 {
             return Err("flow_idle_ms: must be above 0 (0 would forget every flow at once)".into());
         }
+        if c.rehash_moves && !c.hash_dscp && c.hash_policy == HashPolicy::L4 {
+            return Err(
+                "rehash_moves: needs a field that can change within a flow: hash_dscp, or hash_policy \"l3\" (the IPv6 flow label)"
+                    .into(),
+            );
+        }
         if c.dst_ports.contains(&0) {
             return Err("dst_ports: port 0 is not a destination port".into());
         }
@@ -932,6 +954,7 @@ impl Plugin for LbHash {
             policy: c.hash_policy,
             seed: c.hash_seed,
             hash_dscp: c.hash_dscp,
+            rehash_moves: c.rehash_moves,
             dst_ports: c.dst_ports,
             on_misroute: c.on_misroute,
             vnodes: c.vnodes,

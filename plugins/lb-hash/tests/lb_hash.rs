@@ -355,8 +355,13 @@ fn a_syn_on_a_broken_flows_tuple_starts_a_new_connection() {
 #[test]
 fn dscp_change_rehashes_the_flow_when_hashed() {
     // The IPv6 ssh variant: the session changes its DSCP after setup (af21 → cs1 here).
-    for (hash_dscp, lo, hi) in [(true, 0.85, 0.95), (false, 0.0, 0.0)] {
-        let mut h = lb(json!({"hash_dscp": hash_dscp}));
+    for (hash_dscp, moves, lo, hi) in [
+        (true, false, 0.85, 0.95),
+        (false, false, 0.0, 0.0),
+        // rehash_moves: every re-hashed flow breaks.
+        (true, true, 1.0, 1.0),
+    ] {
+        let mut h = lb(json!({"hash_dscp": hash_dscp, "rehash_moves": moves}));
         for i in 0..N {
             h.push(&segment(i, true, 18, SYN, 1, 0), 0);
         }
@@ -367,7 +372,7 @@ fn dscp_change_rehashes_the_flow_when_hashed() {
         let out = h.run(MS);
         let resets = out.iter().filter(|o| o.port == Some(REVERSE)).count();
         let f = resets as f64 / N as f64;
-        eprintln!("hash_dscp {hash_dscp}: DSCP change broke {f:.3}");
+        eprintln!("hash_dscp {hash_dscp}, rehash_moves {moves}: DSCP change broke {f:.3}");
         assert!(f >= lo && f <= hi, "{f}");
         let c = h.counters();
         let rehashed = c.iter().find(|(n, _)| n == "rehashed").unwrap().1;
@@ -557,6 +562,10 @@ fn bad_configs_are_refused_naming_the_field() {
         ),
         (json!({"targets": ["a"], "max_flows": 0}), "max_flows:"),
         (json!({"targets": ["a"], "dst_ports": [0]}), "dst_ports:"),
+        (
+            json!({"targets": ["a"], "rehash_moves": true}),
+            "rehash_moves:",
+        ),
         (
             json!({"targets": ["a"], "target": "a"}),
             "unknown field `target`",
