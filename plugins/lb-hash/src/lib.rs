@@ -155,7 +155,9 @@ const MAX_NAMES: usize = 1024;
 const MAX_NAME_LEN: usize = 64;
 const MAX_VNODES: u32 = 4096;
 const MAX_BUCKETS: u32 = 65_536;
-const MAX_FLOWS: u32 = 1 << 22;
+/// A slot is 72 bytes: 2^19 slots are 36 MiB, within the 64 MiB a plugin may use by
+/// default (`limits.plugin_memory_mib`).
+const MAX_FLOWS: u32 = 1 << 19;
 /// Slots a lookup probes: bounds the work per packet whatever the table holds.
 const PROBES: usize = 32;
 /// `resilient`: how often an unbalanced table looks for idle buckets to move (Linux
@@ -925,7 +927,7 @@ impl Plugin for LbHash {
         }
         if !(1..=MAX_FLOWS).contains(&c.max_flows) {
             return Err(format!(
-                "max_flows: must be within 1..={MAX_FLOWS}, got {}",
+                "max_flows: must be within 1..={MAX_FLOWS} (72 bytes a slot), got {}",
                 c.max_flows
             ));
         }
