@@ -28,7 +28,7 @@
 //!   target, each at a hash of (seed, name, index); a flow goes to the first point at or
 //!   after `h >> 32`. Removing a target moves exactly its own flows (≈ 1/N); adding
 //!   one moves ≈ 1/(N+1) of the flows, all onto it.
-//! - `resilient`: Linux resilient nexthop groups: a table of `buckets` buckets
+//! - `resilient`: after Linux resilient nexthop groups: a table of `buckets` buckets
 //!   (`h mod buckets`), each owned by a target, target i wanting
 //!   `round((i+1)·B/N) − round(i·B/N)` of them. A change keeps every bucket it can: the
 //!   buckets of a removed target go, in bucket order, to the first targets below their
@@ -36,7 +36,9 @@
 //!   share gives up a bucket only when that bucket has been idle for `idle_timer_ms`
 //!   (Linux's `idle_timer`, default 120 s), so adding a target breaks no active flow.
 //!   The table is rebalanced again at later batches as buckets become idle
-//!   (`unbalanced_timer` is 0: never forced).
+//!   (`unbalanced_timer` is 0: never forced). Which under-share target gets a bucket
+//!   (the first in member order) is our choice; the kernel takes one from its list of
+//!   underweight next hops, so the shares match Linux, the exact buckets may not.
 //!
 //! `predict` answers which flows a change would break right now without applying it:
 //! the live flows that map home now and would not after the change. Applying the same
@@ -46,8 +48,12 @@
 //! looked up by open addressing over at most 32 slots. A flow idle for `flow_idle_ms`
 //! is forgotten (its slot is reused), and so is one the client resets. A new flow that
 //! finds no free slot among its 32 is not tracked: it is never misrouted, and counted
-//! `flows_untracked`. The table never grows. It is not handed over on a hot swap: a
-//! reload starts with no flows (each live flow gets a new home from its next packet).
+//! `flows_untracked`. The table never grows.
+//!
+//! Nothing is handed over on a hot swap: a change of this stage's config (which may
+//! list other targets) starts from the config's membership with no flows, and each live
+//! flow gets a new home from its next packet. A reload that leaves the stage unchanged
+//! keeps it running, with its flows and the membership commands made.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
