@@ -117,6 +117,7 @@ fn main() {
     let built = target_dir.join(TARGET).join("wasm-plugin");
     let mut table = String::from("/// Built-in plugins: (name, wasm bytes).\npub static BUILTIN_WASM: &[(&str, &[u8])] = &[\n");
     for p in &shipped {
+        // Cargo names a crate's artifact with `-` turned into `_` (plugins/tx-stall).
         let src = built.join(format!("synthnet_plugin_{}.wasm", p.replace('-', "_")));
         let dst = out.join(format!("{p}.wasm"));
         std::fs::copy(&src, &dst).unwrap_or_else(|e| fail(&format!("{}: {e}", src.display())));

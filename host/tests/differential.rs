@@ -180,6 +180,20 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_correlation_ratio": 0.5, "reorder_gap_packets": 5}"#,
         ],
     ),
+    (
+        "conntrack-race",
+        &[
+            r#"{}"#,
+            r#"{"protocols": ["udp", "tcp", "icmp"], "clash": "any", "clash_probability": 0.5, "max_entries": 16}"#,
+        ],
+    ),
+    (
+        "tx-stall",
+        &[
+            r#"{"after_bytes": 200000, "backlog_packets": 500, "watchdog_ms": 1}"#,
+            r#"{"after_bytes": 100000, "on_reset": "drop"}"#,
+        ],
+    ),
 ];
 
 /// Every built-in the registry has (generated from the plugins' own metadata), native
