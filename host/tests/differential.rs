@@ -105,6 +105,13 @@ fn compare(name: &str, config: &str) {
 const CONFIGS: &[(&str, &[&str])] = &[
     ("latency", &[r#"{"delay_ms": 7.5}"#]),
     (
+        "lb-hash",
+        &[
+            r#"{"targets": ["a", "b", "c"]}"#,
+            r#"{"targets": ["a", "b", "c"], "algorithm": "resilient", "hash_dscp": true}"#,
+        ],
+    ),
+    (
         "jitter",
         &[
             r#"{"jitter_ms": 3, "strength": 0.4}"#,
