@@ -117,7 +117,8 @@ fn main() {
     let built = target_dir.join(TARGET).join("wasm-plugin");
     let mut table = String::from("/// Built-in plugins: (name, wasm bytes).\npub static BUILTIN_WASM: &[(&str, &[u8])] = &[\n");
     for p in &shipped {
-        let src = built.join(format!("synthnet_plugin_{p}.wasm"));
+        // Cargo names a crate's artifact with `-` turned into `_` (plugins/tx-stall).
+        let src = built.join(format!("synthnet_plugin_{}.wasm", p.replace('-', "_")));
         let dst = out.join(format!("{p}.wasm"));
         std::fs::copy(&src, &dst).unwrap_or_else(|e| fail(&format!("{}: {e}", src.display())));
         table.push_str(&format!(
@@ -127,7 +128,7 @@ fn main() {
     }
     table.push_str("];\n\n/// Plugins built for tests only: (name, path of the wasm file).\npub static TEST_ONLY_WASM: &[(&str, &str)] = &[\n");
     for p in &test_only {
-        let src = built.join(format!("synthnet_plugin_{p}.wasm"));
+        let src = built.join(format!("synthnet_plugin_{}.wasm", p.replace('-', "_")));
         let dst = out.join(format!("{p}.wasm"));
         std::fs::copy(&src, &dst).unwrap_or_else(|e| fail(&format!("{}: {e}", src.display())));
         table.push_str(&format!("    ({p:?}, {:?}),\n", dst.display().to_string()));

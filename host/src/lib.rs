@@ -7,7 +7,9 @@
 //! - [`daemon`]: `synthnet bridge`: the engine thread's run loop and sleep, the
 //!   [`daemon::control`] flags and wake pipe (signals registered once), the
 //!   [`daemon::worker`] thread that prepares every configuration change off the packet
-//!   thread, and the [`daemon::stats`] line.
+//!   thread (a schedule's steps ahead of their times) and passes commands on to running
+//!   plugins ([`daemon::command`], logged by [`daemon::cmdlog`]), and the
+//!   [`daemon::stats`] line.
 //! - [`api`]: the control plane the bridge serves: REST API, web UI, Prometheus
 //!   metrics, synthetic-network's `/qos` and `/top` profiles.
 //! - [`commands`]: the other subcommands: `check`, `replay`, `demo`, `bench`,

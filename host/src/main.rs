@@ -51,6 +51,10 @@ enum Command {
         /// /top profiles (0: no per-flow accounting).
         #[arg(long, default_value_t = 4096)]
         flow_table: usize,
+        /// Append every command handed to a plugin (API, `ctl command`, the schedule) to
+        /// FILE, one JSON line each with its engine time, for `synthnet replay --commands`.
+        #[arg(long, value_name = "FILE")]
+        command_log: Option<PathBuf>,
     },
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
@@ -100,6 +104,10 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// A command log (`synthnet bridge --command-log`): hand each command to its
+        /// stage at exactly its `at_ns`, counted from the capture's first packet.
+        #[arg(long, value_name = "FILE")]
+        commands: Option<PathBuf>,
     },
     /// Forwarding benchmark on real veths in namespaces (needs root): synthnet with no
     /// plugins and with the four QoS plugins against the kernel's veth and veth+bridge
@@ -254,6 +262,9 @@ enum CtlCommand {
     },
     /// Follow the stats: one line a second.
     Watch,
+    /// Hand JSON (a command) to a running stage (`ingress/default/NAME`,
+    /// `egress/FLOW/NAME`) and print its reply.
+    Command { stage: String, json: String },
 }
 
 #[derive(Subcommand)]
@@ -295,6 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ring_frames,
             api,
             flow_table,
+            command_log,
         } => {
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
@@ -318,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ring_frames,
                     flow_table,
                     publish: api.api != "off",
+                    command_log,
                 },
                 &ctl,
             )?;
@@ -419,6 +432,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             reverse_out,
             seed,
             json,
+            commands,
         } => {
             let mut plan = load_plan(&spec)?;
             if let Some(s) = seed {
@@ -428,10 +442,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for note in &capture.notes {
                 eprintln!("synthnet: note: {note}");
             }
+            let commands = match &commands {
+                Some(f) => synthnet::daemon::cmdlog::read(f)?,
+                None => Vec::new(),
+            };
             let (_, summary) = replay::replay_and_write(
                 &plan,
                 direction,
                 capture.frames,
+                &commands,
                 &output,
                 log.as_deref(),
             )?;
@@ -502,6 +521,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 CtlCommand::Stats => Request::Stats,
                 CtlCommand::Flows { direction, top } => Request::Flows { direction, top },
                 CtlCommand::Watch => Request::Watch,
+                CtlCommand::Command { stage, json } => Request::Command { stage, json },
             };
             ctl::run(&ctl::Target { api, token }, req)?;
             Ok(ExitCode::SUCCESS)

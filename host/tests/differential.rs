@@ -115,6 +115,13 @@ fn compare(name: &str, config: &str) {
 const CONFIGS: &[(&str, &[&str])] = &[
     ("latency", &[r#"{"delay_ms": 7.5}"#]),
     (
+        "lb-hash",
+        &[
+            r#"{"targets": ["a", "b", "c"]}"#,
+            r#"{"targets": ["a", "b", "c"], "algorithm": "resilient", "hash_dscp": true}"#,
+        ],
+    ),
+    (
         "jitter",
         &[
             r#"{"jitter_ms": 3, "strength": 0.4}"#,
@@ -189,6 +196,20 @@ const CONFIGS: &[(&str, &[&str])] = &[
             r#"{"delay_ms": 5, "jitter_ms": 2, "distribution": "paretonormal", "correlation_ratio": 0.6, "correlation": "ar1"}"#,
             r#"{"delay_ms": 5, "jitter_ms": 1, "distribution": "table", "table_samples": [1, 2, 2, 3, 3, 3, 10]}"#,
             r#"{"delay_ms": 10, "reorder_ratio": 0.25, "reorder_correlation_ratio": 0.5, "reorder_gap_packets": 5}"#,
+        ],
+    ),
+    (
+        "conntrack-race",
+        &[
+            r#"{}"#,
+            r#"{"protocols": ["udp", "tcp", "icmp"], "clash": "any", "clash_probability": 0.5, "max_entries": 16}"#,
+        ],
+    ),
+    (
+        "tx-stall",
+        &[
+            r#"{"after_bytes": 200000, "backlog_packets": 500, "watchdog_ms": 1}"#,
+            r#"{"after_bytes": 100000, "on_reset": "drop"}"#,
         ],
     ),
 ];

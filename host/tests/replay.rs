@@ -692,3 +692,183 @@ fn drop_head_keeps_the_newest_of_a_burst() {
     assert!(summary.contains("queue_drops 6"), "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn replay_commands(spec: &Path, input: &Path, out: &Path, commands: Option<&Path>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synthnet"));
+    cmd.args(["replay", "--direction", "ingress", "--spec"])
+        .arg(spec)
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(out);
+    if let Some(c) = commands {
+        cmd.arg("--commands").arg(c);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A replay with a command log hands each command to its stage at exactly its `at_ns`:
+/// two runs write byte-identical files, and the commands change the output (the testbed
+/// plugin parks the first 40 packets; the log releases 10 of them at 20 ms, injects a
+/// packet and releases the rest at 50 ms, and the schedule drops nothing it should not).
+#[test]
+fn a_replay_with_a_command_log_is_byte_identical_and_the_commands_count() {
+    let dir = workdir("commands");
+    let testbed = synthnet_runtime::registry::test_only_path("testbed").unwrap();
+    let spec = dir.join("spec.json");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"{{"ingress": [{{"plugin": {testbed:?}, "name": "tb", "config": {{"park": 40, "commands": true}}}},
+                            {{"plugin": "latency", "config": {{"delay_ms": 1}}}}], "egress": []}}"#
+        ),
+    )
+    .unwrap();
+    let input = frames(100, 100, MS);
+    let pcap = dir.join("in.pcap");
+    write(&pcap, &input, TsResolution::NanoSecond);
+    let log = dir.join("commands.jsonl");
+    std::fs::write(
+        &log,
+        [
+            r#"{"at_ns": 20000000, "stage": "ingress/default/tb", "command": {"release": 10}}"#,
+            r#"{"at_ns": 20000000, "stage": "ingress/default/tb", "command": {"inject": {"len": 77}}, "unix_ns": 1}"#,
+            r#"{"at_ns": 30000000, "stage": "ingress/default/tb", "command": {"nonsense": 1}, "refused": "unknown command"}"#,
+            // Sent by a schedule live: the spec's schedule sends it in a replay, not the log.
+            r#"{"at_ns": 40000000, "stage": "ingress/default/tb", "command": {"drop": 0}, "source": "schedule"}"#,
+            r#"{"at_ns": 50000000, "stage": "ingress/default/tb", "command": {"release": 0}}"#,
+            // The other direction's stages are not in an ingress replay.
+            r#"{"at_ns": 50000000, "stage": "egress/default/tb", "command": {"release": 0}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let (a, b, plain) = (dir.join("a.pcap"), dir.join("b.pcap"), dir.join("p.pcap"));
+    let summary = replay_commands(&spec, &pcap, &a, Some(&log));
+    replay_commands(&spec, &pcap, &b, Some(&log));
+    replay_commands(&spec, &pcap, &plain, None);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "two replays with the same command log differ"
+    );
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&plain).unwrap());
+    assert!(summary.contains("commands: 4 (1 refused)"), "{summary}");
+    let out = read(&a);
+    // Every packet leaves (the parked ones released), plus the injected one.
+    assert_eq!(out.len(), 101, "{summary}");
+    assert_eq!(
+        read(&plain).len(),
+        60,
+        "without the log the parked ones stay"
+    );
+    let injected: Vec<&(u64, Vec<u8>)> = out.iter().filter(|(_, f)| f.len() == 77).collect();
+    assert_eq!(injected.len(), 1);
+    let t0 = input[0].0;
+    assert_eq!(
+        injected[0].0,
+        t0 + 21 * MS,
+        "injected at 20 ms, 1 ms latency"
+    );
+    // Released exactly at their command's time (+1 ms latency): 10 at 20 ms, 30 at 50.
+    let released_at = |k: u64| {
+        out.iter()
+            .find(|(_, f)| f.len() == 100 && index(f) == k)
+            .map(|(ts, _)| ts - t0)
+            .unwrap()
+    };
+    assert_eq!(released_at(0), 21 * MS);
+    assert_eq!(released_at(9), 21 * MS);
+    assert_eq!(released_at(10), 51 * MS);
+    assert_eq!(released_at(39), 51 * MS);
+    assert_eq!(released_at(40), 41 * MS, "not parked: 1 ms latency");
+
+    // A bad line is refused, naming its number.
+    std::fs::write(
+        &log,
+        "{\"at_ns\": 1, \"stage\": \"ingress/default/tb\", \"command\": {}}\n\n{\"at_ns\": \"soon\"}\n",
+    )
+    .unwrap();
+    let o = replay_files_commands(&spec, &pcap, &dir.join("x.pcap"), &log);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("line 3"), "{err}");
+    // So is a command for a stage the plan does not have.
+    std::fs::write(
+        &log,
+        "{\"at_ns\": 1, \"stage\": \"ingress/default/nope\", \"command\": {}}\n",
+    )
+    .unwrap();
+    let o = replay_files_commands(&spec, &pcap, &dir.join("x.pcap"), &log);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("logged command 1") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+fn replay_files_commands(
+    spec: &Path,
+    input: &Path,
+    out: &Path,
+    log: &Path,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args(["replay", "--direction", "ingress", "--spec"])
+        .arg(spec)
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .arg("--commands")
+        .arg(log)
+        .output()
+        .unwrap()
+}
+
+/// A schedule's commands reach their stage at their exact virtual times too (after the
+/// entry's spec, when it has one).
+#[test]
+fn a_schedules_commands_run_at_exact_virtual_times() {
+    let dir = workdir("schedcmd");
+    let testbed = synthnet_runtime::registry::test_only_path("testbed").unwrap();
+    let tb = |park: u64| {
+        format!(
+            r#"[{{"plugin": {testbed:?}, "name": "tb", "config": {{"park": {park}, "commands": true}}}}]"#
+        )
+    };
+    let spec = dir.join("spec.json");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"{{"ingress": {}, "egress": [],
+                "schedule": [{{"at_s": 0.02, "command": {{"stage": "ingress/default/tb", "command": {{"release": 5}}}}}},
+                             {{"at_s": 0.06, "spec": {{"ingress": {}, "egress": []}},
+                               "command": {{"stage": "ingress/default/tb", "command": {{"release": 0}}}}}}]}}"#,
+            tb(20),
+            tb(21)
+        ),
+    )
+    .unwrap();
+    let input = frames(100, 100, MS);
+    let pcap = dir.join("in.pcap");
+    write(&pcap, &input, TsResolution::NanoSecond);
+    let out = dir.join("o.pcap");
+    let summary = replay_commands(&spec, &pcap, &out, None);
+    assert!(summary.contains("commands: 2 (0 refused)"), "{summary}");
+    let got = read(&out);
+    let t0 = input[0].0;
+    let at = |k: u64| got.iter().find(|(_, f)| index(f) == k).map(|p| p.0 - t0);
+    assert_eq!((at(0), at(4)), (Some(20 * MS), Some(20 * MS)));
+    // The swap at 60 ms keeps the parked packets; the command after it releases them.
+    assert_eq!((at(5), at(19)), (Some(60 * MS), Some(60 * MS)));
+    assert_eq!(at(20), Some(20 * MS), "not parked");
+    // The new instance parks the 21 arriving from 60 ms on (the step comes first).
+    assert_eq!(at(59), Some(59 * MS));
+    assert!((60..=80).all(|k| at(k).is_none()));
+    assert_eq!(at(81), Some(81 * MS));
+    assert_eq!(got.len(), 79, "{summary}");
+}

@@ -17,7 +17,13 @@
 //! releases them) and the [`REVERSE`] port (answer the sender).
 //!
 //! - [`wire`]: zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP);
+//! - [`flow`]: flow keys (5-tuples) from a packet's bytes, and their bidirectional
+//!   canonical form;
+//! - [`flowmap`]: a fixed-capacity per-flow state map with idle expiry and a documented
+//!   eviction rule, for stateful plugins (conntrack, NAT, load balancers);
 //! - [`checksum`]: internet checksum and incremental updates;
+//! - [`build`]: Ethernet + IPv4/IPv6 + TCP/UDP frames to inject, and the TCP reset
+//!   that answers a segment, written into the caller's buffer;
 //! - [`dist`]: netem's delay distributions (its tables, and tables from samples);
 //! - [`rng`]: the seeded PRNG, integer-only on the hot path;
 //! - [`state`]: hand-over state as 64-bit words;
@@ -27,9 +33,12 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod build;
 pub mod checksum;
 pub mod dist;
 pub mod export;
+pub mod flow;
+pub mod flowmap;
 mod guest;
 mod harness;
 pub mod queue;

@@ -244,6 +244,42 @@ impl Serialize for StageId {
     }
 }
 
+impl<'de> Deserialize<'de> for StageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `DIRECTION/FLOW/NAME` (the flow `default` is the default chain), as [`StageId`]
+/// displays.
+impl std::str::FromStr for StageId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [dir, flow, name] = parts[..] else {
+            return Err(format!(
+                "{s:?} is not a stage: DIRECTION/FLOW/NAME, e.g. ingress/default/latency"
+            ));
+        };
+        let dir: Direction = dir.parse()?;
+        for (what, v) in [("flow", flow), ("stage name", name)] {
+            if v.is_empty() || v.len() > 64 || !v.chars().all(is_name_char) {
+                return Err(format!(
+                    "{s:?}: the {what} must be 1 to 64 letters, digits, '_' or '-'"
+                ));
+            }
+        }
+        Ok(StageId {
+            chain: ChainId {
+                dir,
+                flow: (flow != "default").then(|| flow.to_string()),
+            },
+            name: name.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for StageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.chain, self.name)
@@ -287,12 +323,37 @@ pub struct Plan {
     pub schedule: Vec<Step>,
 }
 
-/// One scheduled change: at `at_ns` after the plan that carries it was applied, this
-/// plan replaces it (through the one apply path).
+/// One scheduled change: at `at_ns` after the plan that carries it was applied, `plan`
+/// (if any) replaces the running one through the one apply path, then `command` (if
+/// any) is sent to its stage, at the same instant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     pub at_ns: u64,
-    pub plan: Box<Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<Plan>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<StageCommand>,
+}
+
+/// A command for one running stage (ABI 1.1 `synthnet_command`): any JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageCommand {
+    pub stage: StageId,
+    pub command: Value,
+}
+
+/// The largest command, serialized (the link ABI's limit).
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
+
+/// A command's size within [`MAX_COMMAND_BYTES`], or why not.
+pub fn check_command(command: &Value) -> Result<(), String> {
+    let n = serde_json::to_vec(command).map_or(usize::MAX, |v| v.len());
+    if n > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "a command is at most {MAX_COMMAND_BYTES} bytes of JSON, got {n}"
+        ));
+    }
+    Ok(())
 }
 
 /// Most steps a schedule may expand to (ramps make one every [`RAMP_STEP_S`]).
@@ -413,9 +474,34 @@ pub fn from_value(value: &Value, base: &Path) -> Result<Plan, SpecError> {
 #[serde(deny_unknown_fields)]
 struct StepSpec {
     at_s: f64,
-    spec: Value,
+    spec: Option<Value>,
     #[serde(default)]
     ramp_s: f64,
+    command: Option<CommandSpec>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CommandSpec {
+    stage: String,
+    command: Value,
+}
+
+/// A schedule entry's command, checked against `plan` (the plan in force at its time).
+fn step_command(c: &CommandSpec, plan: &Plan, at: &str) -> Result<StageCommand, SpecError> {
+    let field = format!("{at}.command.stage");
+    let stage: StageId = c.stage.parse().map_err(|e: String| err(&field, e))?;
+    if !plan.stages(stage.chain.dir).any(|(id, _)| id == stage) {
+        return Err(err(
+            field,
+            format!("no stage {stage} in the plan in force at that time"),
+        ));
+    }
+    check_command(&c.command).map_err(|e| err(format!("{at}.command.command"), e))?;
+    Ok(StageCommand {
+        stage,
+        command: c.command.clone(),
+    })
 }
 
 /// A spec error inside `at`, with the field's path below it.
@@ -465,6 +551,8 @@ fn schedule_steps(schedule: &Value, first: &Value, base: &Path) -> Result<Vec<St
     })?;
     let mut out = Vec::new();
     let (mut prev, mut prev_at) = (first.clone(), 0.0f64);
+    // The plan in force after the entries so far (commands are checked against it).
+    let mut in_force = shape_plan(first, base)?;
     for (i, st) in steps.iter().enumerate() {
         let at = format!("schedule[{i}]");
         if !(st.at_s.is_finite() && (prev_at..=86_400.0).contains(&st.at_s)) {
@@ -482,18 +570,49 @@ fn schedule_steps(schedule: &Value, first: &Value, base: &Path) -> Result<Vec<St
                 format!("must be within 0..=3600 s, got {}", st.ramp_s),
             ));
         }
-        if st.spec.get("schedule").is_some() {
+        let Some(spec) = &st.spec else {
+            let Some(c) = &st.command else {
+                return Err(err(at, "needs a \"spec\", a \"command\" or both"));
+            };
+            if st.ramp_s > 0.0 {
+                return Err(err(
+                    format!("{at}.ramp_s"),
+                    "ramps a spec: this entry has none",
+                ));
+            }
+            out.push(Step {
+                at_ns: (st.at_s * 1e9) as u64,
+                plan: None,
+                command: Some(step_command(c, &in_force, &at)?),
+            });
+            check_steps(out.len())?;
+            prev_at = st.at_s;
+            continue;
+        };
+        if spec.get("schedule").is_some() {
             return Err(err(
                 format!("{at}.spec.schedule"),
                 "a step cannot have a schedule of its own",
             ));
         }
-        let target = shape_plan(&st.spec, base).map_err(|e| within(&format!("{at}.spec"), e))?;
+        let target = shape_plan(spec, base).map_err(|e| within(&format!("{at}.spec"), e))?;
+        if st.command.is_some() && st.ramp_s > 0.0 {
+            return Err(err(
+                format!("{at}.command"),
+                "cannot be combined with ramp_s (give the command an entry of its own)",
+            ));
+        }
+        let command = st
+            .command
+            .as_ref()
+            .map(|c| step_command(c, &target, &at))
+            .transpose()?;
         let n = (st.ramp_s / RAMP_STEP_S).ceil() as usize;
         if n == 0 {
             out.push(Step {
                 at_ns: (st.at_s * 1e9) as u64,
-                plan: Box::new(target),
+                plan: Some(Box::new(target.clone())),
+                command,
             });
         } else {
             for k in 1..=n {
@@ -501,28 +620,37 @@ fn schedule_steps(schedule: &Value, first: &Value, base: &Path) -> Result<Vec<St
                 let plan = if k == n {
                     target.clone()
                 } else {
-                    shape_plan(&lerp(&prev, &st.spec, f), base)
+                    shape_plan(&lerp(&prev, spec, f), base)
                         .map_err(|e| within(&format!("{at}.ramp_s"), e))?
                 };
                 out.push(Step {
                     at_ns: ((st.at_s + st.ramp_s * f) * 1e9) as u64,
-                    plan: Box::new(plan),
+                    plan: Some(Box::new(plan)),
+                    command: None,
                 });
                 if out.len() > MAX_SCHEDULE_STEPS {
                     break;
                 }
             }
         }
-        if out.len() > MAX_SCHEDULE_STEPS {
-            return Err(err(
-                "schedule",
-                format!("more than {MAX_SCHEDULE_STEPS} changes (a ramp makes one every {RAMP_STEP_S} s)"),
-            ));
-        }
-        prev = st.spec.clone();
+        check_steps(out.len())?;
+        prev = spec.clone();
         prev_at = st.at_s + st.ramp_s;
+        in_force = target;
     }
     Ok(out)
+}
+
+fn check_steps(n: usize) -> Result<(), SpecError> {
+    if n > MAX_SCHEDULE_STEPS {
+        return Err(err(
+            "schedule",
+            format!(
+                "more than {MAX_SCHEDULE_STEPS} changes (a ramp makes one every {RAMP_STEP_S} s)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A spec of one of the three shapes, without a schedule.
@@ -1077,15 +1205,23 @@ pub fn describe(plan: &Plan) -> String {
             last.at_ns as f64 / 1e9
         ));
         for step in plan.schedule.iter().take(20) {
-            for (dir, d) in [
-                ("ingress", &step.plan.ingress),
-                ("egress", &step.plan.egress),
-            ] {
-                out.push_str(&format!(
-                    "  at {:.3} s, {dir}: {}\n",
-                    step.at_ns as f64 / 1e9,
-                    describe_chain(&d.default)
-                ));
+            let at = step.at_ns as f64 / 1e9;
+            if let Some(p) = &step.plan {
+                for (dir, d) in [("ingress", &p.ingress), ("egress", &p.egress)] {
+                    out.push_str(&format!(
+                        "  at {at:.3} s, {dir}: {}\n",
+                        describe_chain(&d.default)
+                    ));
+                }
+            }
+            if let Some(c) = &step.command {
+                let mut text = c.command.to_string();
+                if text.len() > 200 {
+                    let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i));
+                    text.truncate(cut.unwrap_or(0));
+                    text.push('…');
+                }
+                out.push_str(&format!("  at {at:.3} s, command to {}: {text}\n", c.stage));
             }
         }
         if plan.schedule.len() > 20 {
@@ -1353,7 +1489,7 @@ mod tests {
         let delays: Vec<Value> = plan
             .schedule
             .iter()
-            .map(|s| s.plan.ingress.default[0].config["delay_ms"].clone())
+            .map(|s| s.plan.as_ref().unwrap().ingress.default[0].config["delay_ms"].clone())
             .collect();
         assert_eq!(
             delays,
@@ -1366,7 +1502,10 @@ mod tests {
                 json!(70.0)
             ]
         );
-        assert!(plan.schedule.iter().all(|s| s.plan.schedule.is_empty()));
+        assert!(plan
+            .schedule
+            .iter()
+            .all(|s| s.plan.as_ref().unwrap().schedule.is_empty()));
         assert!(describe(&plan).contains("schedule: 6 changes from 1.000 s to 2.500 s"));
         for (text, field) in [
             (
@@ -1392,6 +1531,81 @@ mod tests {
             ),
         ] {
             assert_eq!(p(text).unwrap_err().field, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn schedule_commands_are_checked_against_the_plan_in_force() {
+        let plan = p(r#"{"ingress": {"latency": 10}, "egress": {},
+                         "schedule": [{"at_s": 1, "command": {"stage": "ingress/default/latency", "command": {"x": 1}}},
+                                      {"at_s": 2, "spec": {"ingress": {"loss": 0.1}, "egress": {}},
+                                       "command": {"stage": "ingress/default/loss", "command": "reset"}}]}"#)
+        .unwrap();
+        assert_eq!(plan.schedule.len(), 2);
+        let first = &plan.schedule[0];
+        assert!(first.plan.is_none());
+        let c = first.command.as_ref().unwrap();
+        assert_eq!(c.stage.to_string(), "ingress/default/latency");
+        assert_eq!(c.command, json!({"x": 1}));
+        assert!(plan.schedule[1].plan.is_some());
+        assert!(describe(&plan).contains("at 2.000 s, command to ingress/default/loss: \"reset\""));
+        let big = "x".repeat(MAX_COMMAND_BYTES);
+        for (text, field) in [
+            // Not in the plan in force at 1 s (loss arrives at 2 s).
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 1, "command": {"stage": "ingress/default/loss", "command": {}}},
+                    {"at_s": 2, "spec": {"ingress": {"loss": 0.1}}}]}"#.to_string(),
+                "schedule[0].command.stage",
+            ),
+            // Gone by 2 s: the step's spec comes first.
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 2, "spec": {"ingress": {"loss": 0.1}},
+                    "command": {"stage": "ingress/default/latency", "command": {}}}]}"#.to_string(),
+                "schedule[0].command.stage",
+            ),
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 1, "command": {"stage": "sideways/default/latency", "command": {}}}]}"#.to_string(),
+                "schedule[0].command.stage",
+            ),
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 1, "command": {"stage": "ingress/default/latency"}}]}"#.to_string(),
+                "schedule[0].command",
+            ),
+            (
+                format!(r#"{{"ingress": {{"latency": 10}}, "schedule": [{{"at_s": 1, "command": {{"stage": "ingress/default/latency", "command": "{big}"}}}}]}}"#),
+                "schedule[0].command.command",
+            ),
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 1, "ramp_s": 1, "spec": {"ingress": {"latency": 20}},
+                    "command": {"stage": "ingress/default/latency", "command": {}}}]}"#.to_string(),
+                "schedule[0].command",
+            ),
+            (
+                r#"{"ingress": {"latency": 10}, "schedule": [{"at_s": 1, "ramp_s": 1, "command": {"stage": "ingress/default/latency", "command": {}}}]}"#.to_string(),
+                "schedule[0].ramp_s",
+            ),
+        ] {
+            let e = p(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn stage_ids_parse_as_they_display() {
+        for s in ["ingress/default/latency", "egress/dns/loss-2"] {
+            let id: StageId = s.parse().unwrap();
+            assert_eq!(id.to_string(), s);
+        }
+        let id: StageId = "ingress/default/latency".parse().unwrap();
+        assert_eq!(id.chain.flow, None);
+        for bad in [
+            "ingress/latency",
+            "up/default/x",
+            "ingress/default/",
+            "ingress/a b/x",
+            "a/b/c/d",
+        ] {
+            assert!(bad.parse::<StageId>().is_err(), "{bad}");
         }
     }
 

@@ -214,6 +214,36 @@ impl Collector for BoardCollector {
         ] {
             family(&mut enc, name, help, kind, &values)?;
         }
+        // Commands handed to plugins, per stage and outcome (stages that got none have
+        // no series).
+        let mut commands = Vec::new();
+        for (id, (ok, refused)) in self.worker.command_counts() {
+            let mut parts = id.splitn(3, '/');
+            let (d, f, n) = (parts.next(), parts.next(), parts.next());
+            let (Some(d), Some(f), Some(n)) = (d, f, n) else {
+                continue;
+            };
+            let l = |result: &str| -> Labels {
+                vec![
+                    ("direction", d.to_string()),
+                    ("flow", f.to_string()),
+                    ("stage", n.to_string()),
+                    ("result", result.to_string()),
+                ]
+            };
+            commands.push((l("answered"), ok));
+            commands.push((l("refused"), refused));
+        }
+        if !commands.is_empty() {
+            let help = "Commands handed to a stage's plugin, by whether it answered or refused";
+            family(
+                &mut enc,
+                "synthnet_stage_commands",
+                help,
+                Counter,
+                &commands,
+            )?;
+        }
         let pool = [
             (
                 "synthnet_pool_packets",

@@ -7,8 +7,9 @@
 //! through the configuration [`worker`](crate::daemon::worker) — the one apply path —
 //! answering only once the engine applied or refused them.
 //!
-//! - `/api/v1/…`: the spec (get, replace, merge-patch, validate, reset), stats (also as
-//!   server-sent events), per-flow counters. Errors are `{"error", "status", "field"}`.
+//! - `/api/v1/…`: the spec (get, replace, merge-patch, validate, reset) and its
+//!   schedule's progress, stats (also as server-sent events), per-flow counters,
+//!   commands into running stages. Errors are `{"error", "status", "field"}`.
 //! - [`compat`]: synthetic-network's `/qos` and `/top/*.profile`, so its JS client and
 //!   UI keep working.
 //! - [`metrics`]: `/metrics` in the OpenMetrics text format.
@@ -25,7 +26,7 @@ use crate::daemon::board::Board;
 use crate::daemon::worker::{Answer, Change, Handle};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -151,6 +152,10 @@ pub fn router(api: Shared) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/stats/stream", get(stats_stream))
         .route("/api/v1/flows", get(flows))
+        .route(
+            "/api/v1/stages/{dir}/{chain}/{name}/command",
+            post(stage_command),
+        )
         .route("/qos", get(compat::get_qos).post(compat::post_qos))
         .route("/top/{file}", get(compat::profile))
         .fallback(not_found)
@@ -262,9 +267,9 @@ pub async fn change(api: &Api, change: Change) -> Result<Json<Value>, ApiError> 
                 Ok(Json(v))
             }
         },
-        Answer::Checked(_) => Err(ApiError::new(
+        _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the worker answered a change with a validation",
+            "the worker answered a change with something else",
         )),
     }
 }
@@ -276,7 +281,20 @@ async fn get_spec(State(api): State<Shared>) -> Json<Value> {
         "path": s.path,
         "spec": s.spec,
         "plan": s.plan,
+        "schedule": s.schedule,
+        "clock": clock(&api),
     }))
+}
+
+/// The engine's clock now, and where its origin lies on the machine's clocks (so that
+/// schedule times and command-log times can be lined up with other measurements).
+fn clock(api: &Api) -> Value {
+    let c = api.worker.clock;
+    json!({
+        "now_ns": c.now_ns(),
+        "monotonic_origin_ns": c.monotonic_origin_ns,
+        "unix_origin_ns": c.unix_origin_ns,
+    })
 }
 
 async fn put_spec(State(api): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -306,15 +324,76 @@ async fn validate(State(api): State<Shared>, body: Bytes) -> Result<Json<Value>,
             message: e.message,
             field: e.field,
         }),
-        Answer::Changed { .. } => Err(ApiError::new(
+        _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the worker answered a validation with a change",
+            "the worker answered a validation with something else",
         )),
     }
 }
 
 async fn stats(State(api): State<Shared>) -> Json<Value> {
-    Json(views::stats(&api.board.read(), api.started.elapsed()))
+    Json(stats_now(&api))
+}
+
+/// The stats, the schedule's progress and the commands counted per stage.
+fn stats_now(api: &Api) -> Value {
+    let mut v = views::stats(&api.board.read(), api.started.elapsed());
+    v["schedule"] = json!(api.worker.spec().schedule);
+    v["commands"] = views::commands(&api.worker.command_counts());
+    v
+}
+
+/// `POST /api/v1/stages/{dir}/{chain}/{name}/command`: hand the body (any JSON) to the
+/// running stage between two breaths and answer its reply. 404: no such stage; 409: the
+/// stage takes no commands, or its plugin refused this one (its message); 400: the
+/// body is not JSON; 413: over the link ABI's 64 KiB; 503: the plugin is down after a
+/// fault (try again); 502: it faulted on the command or answered something not JSON.
+async fn stage_command(
+    State(api): State<Shared>,
+    Path((dir, chain, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::daemon::command::CommandFailure;
+    use synthnet_config::plan::{check_command, StageCommand, StageId};
+    let id = format!("{dir}/{chain}/{name}");
+    let stage: StageId = id.parse().map_err(|e: String| ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no such stage: {e}"),
+        field: Some("stage".into()),
+    })?;
+    let command = json_body(&body)?;
+    check_command(&command).map_err(|e| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: e,
+        field: Some("command".into()),
+    })?;
+    match ask(&api, Change::Command(StageCommand { stage, command })).await? {
+        Answer::Commanded { at_ns, result } => match result {
+            Ok(reply) => {
+                Ok(([("x-synthnet-at-ns", at_ns.to_string())], Json(reply)).into_response())
+            }
+            Err(f) => {
+                let status = match f {
+                    CommandFailure::UnknownStage(_) => StatusCode::NOT_FOUND,
+                    CommandFailure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    CommandFailure::TakesNone(_) | CommandFailure::Refused(_) => {
+                        StatusCode::CONFLICT
+                    }
+                    CommandFailure::Down(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    CommandFailure::Failed(_) => StatusCode::BAD_GATEWAY,
+                };
+                Err(ApiError {
+                    status,
+                    message: f.message().to_string(),
+                    field: Some(id),
+                })
+            }
+        },
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the worker answered a command with something else",
+        )),
+    }
 }
 
 async fn stats_stream(
@@ -324,7 +403,7 @@ async fn stats_stream(
         (api, tokio::time::interval(Duration::from_secs(1))),
         |(api, mut tick)| async move {
             tick.tick().await;
-            let v = views::stats(&api.board.read(), api.started.elapsed());
+            let v = stats_now(&api);
             let ev = Event::default().event("stats").data(v.to_string());
             Some((Ok(ev), (api, tick)))
         },

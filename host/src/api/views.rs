@@ -94,6 +94,15 @@ pub fn stats(pair: &Pair, uptime: Duration) -> Value {
     })
 }
 
+/// Commands handed to plugins, per stage: `{stage: {"answered", "refused"}}`.
+pub fn commands(counts: &crate::daemon::worker::CommandCounts) -> Value {
+    let m: Map<String, Value> = counts
+        .iter()
+        .map(|(k, (ok, no))| (k.clone(), json!({"answered": ok, "refused": no})))
+        .collect();
+    Value::Object(m)
+}
+
 /// One flow of one direction, after impairment, with what entered for it.
 pub struct FlowRow {
     pub direction: Direction,

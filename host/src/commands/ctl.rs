@@ -22,6 +22,11 @@ pub enum Request {
         top: usize,
     },
     Watch,
+    /// A command (JSON) for a running stage (`DIRECTION/FLOW/NAME`).
+    Command {
+        stage: String,
+        json: String,
+    },
 }
 
 /// Where the API is and how to be let in.
@@ -123,6 +128,14 @@ pub fn run(target: &Target, req: Request) -> Result<()> {
             target.call("GET", &path, None)?
         }
         Request::Watch => return watch(target),
+        Request::Command { stage, json } => {
+            let id: synthnet_config::plan::StageId = stage
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("STAGE: {e}"))?;
+            serde_json::from_str::<Value>(&json).context("the command is not JSON")?;
+            let path = format!("/api/v1/stages/{id}/command");
+            target.call("POST", &path, Some(&json))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())

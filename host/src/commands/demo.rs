@@ -139,6 +139,7 @@ pub fn run(opts: &DemoOptions, ctl: &Control) -> Result<()> {
                         ring_frames: 4096,
                         flow_table: 0,
                         publish: false,
+                        command_log: None,
                     },
                     &bridge_ctl,
                 )

@@ -5,12 +5,14 @@
 //! output. What a stage sends back toward the sender (the reverse port, link ABI 1.1)
 //! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
+use crate::daemon::{cmdlog, command};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
+use synthnet_config::plan::StageCommand;
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
-use synthnet_core::trace::{Event, Trace, What};
+use synthnet_core::trace::{Event as TraceEvent, Trace, What};
 use synthnet_core::{Direction, DropCause, Engine, PacketPool};
 use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
 use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
@@ -31,6 +33,10 @@ pub struct Summary {
     pub plugin_counters: Vec<(String, String, u64)>,
     /// Added delay of packets that left unchanged (matched to their input by content).
     pub matched: u64,
+    /// Commands handed to plugins (the schedule's and the command log's), and how many
+    /// of them the plugins refused.
+    pub commands: u64,
+    pub commands_refused: u64,
     pub mean_delay_ms: f64,
     pub max_delay_ms: f64,
 }
@@ -61,6 +67,13 @@ impl std::fmt::Display for Summary {
         for (stage, k, v) in &self.plugin_counters {
             writeln!(f, "{stage}: {k} {v}")?;
         }
+        if self.commands > 0 {
+            writeln!(
+                f,
+                "commands: {} ({} refused)",
+                self.commands, self.commands_refused
+            )?;
+        }
         write!(
             f,
             "added delay: mean {:.3} ms, max {:.3} ms (over {} packets left unchanged)",
@@ -82,6 +95,7 @@ pub fn replay_and_write(
     plan: &Plan,
     dir: Direction,
     frames: Vec<Frame>,
+    commands: &[cmdlog::Entry],
     output: &std::path::Path,
     log: Option<&std::path::Path>,
 ) -> Result<(Vec<Frame>, Summary)> {
@@ -90,7 +104,8 @@ pub fn replay_and_write(
         .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
     let trace = (pcapng || log.is_some()).then(Trace::new);
     let mut loader = Loader::new(WasmRuntime::new()?);
-    let (out, summary, why) = replay_traced(plan, dir, frames, &mut loader, trace.as_ref())?;
+    let (out, summary, why) =
+        replay_traced(plan, dir, frames, commands, &mut loader, trace.as_ref())?;
     let why = why.unwrap_or_default();
     if pcapng {
         synthnet_io::pcap::write_pcapng(output, &out, &why.comments)?;
@@ -112,14 +127,27 @@ pub fn replay_with(
     frames: Vec<Frame>,
     loader: &mut Loader,
 ) -> Result<(Vec<Frame>, Summary)> {
-    replay_traced(plan, dir, frames, loader, None).map(|(out, s, _)| (out, s))
+    replay_logged(plan, dir, frames, &[], loader)
 }
 
-/// [`replay_with`], and with `trace` also why each packet (see [`Why`]).
+/// [`replay_with`], handing each command of `log` (a command log, in time order) to its
+/// stage at exactly its `at_ns`, counted from the capture's first packet.
+pub fn replay_logged(
+    plan: &Plan,
+    dir: Direction,
+    frames: Vec<Frame>,
+    log: &[cmdlog::Entry],
+    loader: &mut Loader,
+) -> Result<(Vec<Frame>, Summary)> {
+    replay_traced(plan, dir, frames, log, loader, None).map(|(out, s, _)| (out, s))
+}
+
+/// [`replay_logged`], and with `trace` also why each packet (see [`Why`]).
 pub fn replay_traced(
     plan: &Plan,
     dir: Direction,
     frames: Vec<Frame>,
+    log: &[cmdlog::Entry],
     loader: &mut Loader,
     trace: Option<&Trace>,
 ) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
@@ -161,25 +189,9 @@ pub fn replay_traced(
             .is_none_or(|s| s.next_at().is_none())
             && e.packets_in_flight() == 0
     };
-    // The schedule's changes at their exact virtual times, counted from the start:
-    // what arrives before a step's instant meets the plan before it.
-    for step in &plan.schedule {
-        let at = start.saturating_add(step.at_ns);
-        clock
-            .run_until(&mut net.engine, at.saturating_sub(1), done)
-            .context("replay")?;
-        if done(&net.engine) {
-            break;
-        }
-        let report = net.apply((*step.plan).clone(), loader);
-        if let synthnet_config::Outcome::Refused(e) = report.outcome {
-            anyhow::bail!(
-                "the schedule's change at {:.3} s was refused: {e}",
-                step.at_ns as f64 / 1e9
-            );
-        }
-        trace_stages(&mut net.engine, trace);
-    }
+    let commands = run_timed(
+        &mut net, &mut clock, start, dir, plan, log, loader, done, trace,
+    )?;
     clock
         .run_until(&mut net.engine, u64::MAX, done)
         .context("replay")?;
@@ -241,6 +253,8 @@ pub fn replay_traced(
         dropped,
         plugin_counters,
         matched: n,
+        commands: commands.0,
+        commands_refused: commands.1,
         mean_delay_ms: if n > 0 {
             sum as f64 / n as f64 / 1e6
         } else {
@@ -317,7 +331,7 @@ pub struct Why {
 }
 
 impl Why {
-    fn from_events(events: Vec<Event>) -> Why {
+    fn from_events(events: Vec<TraceEvent>) -> Why {
         use serde_json::json;
         struct Live {
             name: String,
@@ -437,4 +451,96 @@ impl Why {
         }
         why
     }
+}
+
+/// A change at an instant of the virtual clock.
+enum Event<'a> {
+    Plan(&'a Plan),
+    /// A command, and where it comes from (for errors).
+    Command(&'a StageCommand, String),
+}
+
+/// Run the engine through the schedule's steps and the command log's commands, each at
+/// its exact virtual time counted from `start` (what arrives before that instant meets
+/// what ran before it; at equal times the schedule's steps first, then the log's
+/// commands in file order). Returns the commands handed over and those refused.
+#[allow(clippy::too_many_arguments)]
+fn run_timed(
+    net: &mut Network,
+    clock: &mut VirtualClock,
+    start: u64,
+    dir: Direction,
+    plan: &Plan,
+    log: &[cmdlog::Entry],
+    loader: &mut Loader,
+    done: impl Fn(&Engine) -> bool,
+    trace: Option<&Trace>,
+) -> Result<(u64, u64)> {
+    let mut events: Vec<(u64, Event<'_>)> = Vec::new();
+    for step in &plan.schedule {
+        if let Some(p) = &step.plan {
+            events.push((step.at_ns, Event::Plan(p)));
+        }
+        // A replay runs one direction: the other's commands have no stage here.
+        if let Some(c) = step.command.as_ref().filter(|c| c.stage.chain.dir == dir) {
+            let at = format!("the schedule's command at {:.3} s", step.at_ns as f64 / 1e9);
+            events.push((step.at_ns, Event::Command(c, at)));
+        }
+    }
+    let logged: Vec<StageCommand> = log
+        .iter()
+        .filter(|e| e.source == cmdlog::Source::Api)
+        .map(|e| StageCommand {
+            stage: e.stage.clone(),
+            command: e.command.clone(),
+        })
+        .collect();
+    for (k, (e, c)) in log
+        .iter()
+        .filter(|e| e.source == cmdlog::Source::Api)
+        .zip(&logged)
+        .enumerate()
+    {
+        if c.stage.chain.dir == dir {
+            let at = format!("logged command {} (at_ns {})", k + 1, e.at_ns);
+            events.push((e.at_ns, Event::Command(c, at)));
+        }
+    }
+    // Stable: equal times keep the order above.
+    events.sort_by_key(|(at, _)| *at);
+    let (mut sent, mut refused) = (0, 0);
+    for (at_ns, event) in events {
+        let at = start.saturating_add(at_ns);
+        clock
+            .run_until(&mut net.engine, at.saturating_sub(1), &done)
+            .context("replay")?;
+        if done(&net.engine) {
+            break;
+        }
+        match event {
+            Event::Plan(p) => {
+                let report = net.apply(p.clone(), loader);
+                if let synthnet_config::Outcome::Refused(e) = report.outcome {
+                    anyhow::bail!(
+                        "the schedule's change at {:.3} s was refused: {e}",
+                        at_ns as f64 / 1e9
+                    );
+                }
+                trace_stages(&mut net.engine, trace);
+            }
+            Event::Command(c, what) => {
+                // Delivered at the step's instant, between two breaths.
+                clock.now_ns = clock.now_ns.max(at);
+                match command::send(net, &c.stage, clock.now_ns, &c.command) {
+                    Ok(_) => sent += 1,
+                    Err(f) if f.delivered() => {
+                        sent += 1;
+                        refused += 1;
+                    }
+                    Err(f) => anyhow::bail!("{what} to {}: {f}", c.stage),
+                }
+            }
+        }
+    }
+    Ok((sent, refused))
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Every source file of the SDK (a test checks none is missing).
-const SDK_FILES: [(&str, &str); 11] = [
+const SDK_FILES: [(&str, &str); 14] = [
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/abi.rs", include_str!("../../../sdk/src/abi.rs")),
     ("src/guest.rs", include_str!("../../../sdk/src/guest.rs")),
@@ -26,6 +26,12 @@ const SDK_FILES: [(&str, &str); 11] = [
     ("src/dist.rs", include_str!("../../../sdk/src/dist.rs")),
     ("src/queue.rs", include_str!("../../../sdk/src/queue.rs")),
     ("src/state.rs", include_str!("../../../sdk/src/state.rs")),
+    ("src/build.rs", include_str!("../../../sdk/src/build.rs")),
+    ("src/flow.rs", include_str!("../../../sdk/src/flow.rs")),
+    (
+        "src/flowmap.rs",
+        include_str!("../../../sdk/src/flowmap.rs"),
+    ),
 ];
 
 /// Whether `name` works as a crate name and a file name.

@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod http;
+pub mod rig;
 
 use std::sync::{Arc, OnceLock};
 use synthnet_core::clock::VirtualClock;
