@@ -73,8 +73,10 @@ enum Command {
     },
     /// Validate a spec and print the resolved plan (every chain, setting and unit).
     Check {
-        /// The spec (JSON); `-` for the built-in default spec.
-        spec: PathBuf,
+        /// The specs (JSON), checked one after another; `-` for the built-in default
+        /// spec. Fails if any is invalid, naming it.
+        #[arg(required = true, num_args = 1..)]
+        spec: Vec<PathBuf>,
     },
     /// Run one direction of a spec offline over a capture, on a virtual clock.
     Replay {
@@ -418,11 +420,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { spec } => {
-            let plan = load_plan(&spec)?;
-            check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
-            print!("{}", plan::describe(&plan));
-            println!("ok");
+        Command::Check { spec: specs } => {
+            let many = specs.len() > 1;
+            for spec in &specs {
+                if many {
+                    println!("== {}", spec.display());
+                }
+                let plan = load_plan(spec)?;
+                check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
+                print!("{}", plan::describe(&plan));
+                println!("ok");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
