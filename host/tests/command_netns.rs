@@ -270,7 +270,7 @@ fn root_commands_reach_running_stages() {
     // times; twice the same bytes, and not what the replay without them writes.
     let pcap = log_dir.join("in.pcap");
     write_capture(&pcap, 100, 10_000_000);
-    let spec_file = rig.dir.join("spec.json");
+    let spec_file = rig.spec_file.path.clone();
     let replay = |out: &str, with_log: bool| {
         let out = log_dir.join(out);
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));

@@ -13,7 +13,8 @@
 mod common;
 
 use common::bridge::BridgeProc;
-use common::http::request;
+use common::files::SpecFile;
+use common::http::stage_command;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -25,32 +26,10 @@ use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology, A_V4, A_V6, B_V4, B_V6};
 use synthnet_testkit::traffic::in_ns;
 
-const API: &str = "127.0.0.1:8080";
 const CONNS: u16 = 100;
 const FIRST_PORT: u16 = 41_000;
 const SERVER_PORT: u16 = 5001;
-const STAGE: &str = "/api/v1/stages/ingress/default/lb/command";
-
-/// A spec file, removed on drop.
-struct SpecFile(PathBuf);
-
-impl SpecFile {
-    fn new(text: &str) -> SpecFile {
-        let dir = std::env::temp_dir().join(netns::unique("lbhash"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, text).unwrap();
-        SpecFile(path)
-    }
-}
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
+const STAGE: &str = "ingress/default/lb";
 
 /// An echo server in B: every accepted connection echoes what it reads. Stopped (and
 /// its listener closed) on drop.
@@ -174,14 +153,7 @@ fn close_all(conns: Vec<TcpStream>) {
 }
 
 fn post(ns: &str, cmd: &Value) -> common::http::Answer {
-    request(
-        ns,
-        API,
-        "POST",
-        STAGE,
-        &[("Content-Type", "application/json")],
-        cmd.to_string().as_bytes(),
-    )
+    stage_command(ns, STAGE, &cmd.to_string())
 }
 
 /// The plugin's reply to `cmd` (the route answers it as is).
@@ -195,6 +167,7 @@ fn command(ns: &str, cmd: Value) -> Value {
 /// removal of t10, exchange again. (share broken, predicted == broken).
 fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTreeSet<u16>) {
     let spec = SpecFile::new(
+        "lbhash",
         &json!({
             "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                 "algorithm": algorithm,
@@ -205,7 +178,7 @@ fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTr
         })
         .to_string(),
     );
-    let bridge = BridgeProc::start(topo, &spec.0, &["--stats", "0"]);
+    let bridge = BridgeProc::start(topo, &spec.path, &["--stats", "0"]);
     let ns = topo.middle().name.clone();
     let mut conns = connect_all(&topo.a.name, v6, CONNS);
     let (reset, other) = exchange(&mut conns);
@@ -299,6 +272,7 @@ fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
         (false, false, 0, 0),
     ] {
         let spec = SpecFile::new(
+            "lbhash",
             &json!({
                 "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                     "targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
@@ -311,7 +285,7 @@ fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
             })
             .to_string(),
         );
-        let bridge = BridgeProc::start(&topo, &spec.0, &["--stats", "0"]);
+        let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
         let mut conns = connect_all(&topo.a.name, true, 20);
         let (reset, other) = exchange(&mut conns);
         assert!(
@@ -356,6 +330,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
         })
         .collect();
     let spec = SpecFile::new(
+        "lbhash",
         &json!({
             "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                 "targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
@@ -366,7 +341,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
         })
         .to_string(),
     );
-    let bridge = BridgeProc::start(&topo, &spec.0, &["--stats", "0"]);
+    let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     let started = Instant::now();
     let h = in_ns(&topo.a.name, move || {
         let rt = runtime()?;

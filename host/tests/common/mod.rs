@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod files;
 pub mod http;
 pub mod rig;
 
