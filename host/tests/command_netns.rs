@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::replay::replay_ingress;
 use common::rig::{Rig, API};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
@@ -273,22 +274,8 @@ fn root_commands_reach_running_stages() {
     let spec_file = rig.spec_file.path.clone();
     let replay = |out: &str, with_log: bool| {
         let out = log_dir.join(out);
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        c.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec_file)
-            .arg("--in")
-            .arg(&pcap)
-            .arg("--out")
-            .arg(&out);
-        if with_log {
-            c.arg("--commands").arg(&log);
-        }
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (
-            std::fs::read(&out).unwrap(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
+        let summary = replay_ingress(&spec_file, &pcap, &out, with_log.then_some(&*log), None);
+        (std::fs::read(&out).unwrap(), summary)
     };
     let (a, summary) = replay("a.pcap", true);
     assert!(summary.contains("commands: 6 (3 refused)"), "{summary}");

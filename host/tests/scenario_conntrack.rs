@@ -36,6 +36,7 @@ mod common;
 use common::bridge::BridgeProc;
 use common::files::{SpecFile, TempDir};
 use common::http::{published_counters, stage_command};
+use common::replay::replay_ingress;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -397,18 +398,7 @@ fn conntrack_race_replay_with_a_flush_in_the_command_log_is_byte_identical() {
     .unwrap();
     let replay = |out: &str, commands: bool| -> Vec<u8> {
         let out = dir.join(out);
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        cmd.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out);
-        if commands {
-            cmd.arg("--commands").arg(&log);
-        }
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        replay_ingress(&spec, &input, &out, commands.then_some(&*log), None);
         std::fs::read(&out).unwrap()
     };
     let per_round = |bytes: &[u8]| -> [usize; 3] {

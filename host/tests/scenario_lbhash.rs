@@ -15,6 +15,7 @@ mod common;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
 use common::http::stage_command;
+use common::replay::replay_ingress;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -490,20 +491,7 @@ fn replay_with_a_command_log_resets_the_same_segments_every_run() {
             dir.join(format!("{tag}.pcap")),
             dir.join(format!("{tag}-rev.pcap")),
         );
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        cmd.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&pcap)
-            .arg("--out")
-            .arg(&out)
-            .arg("--reverse-out")
-            .arg(&rev);
-        if commands {
-            cmd.arg("--commands").arg(&log);
-        }
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        replay_ingress(&spec, &pcap, &out, commands.then_some(&*log), Some(&rev));
         let read = |p: &PathBuf| {
             let mut r = PcapReader::new(std::fs::File::open(p).unwrap()).unwrap();
             let mut v = Vec::new();

@@ -23,6 +23,7 @@ mod common;
 use common::bridge::BridgeProc;
 use common::files::TempDir;
 use common::http::{published_counters, stage_command};
+use common::replay::replay_ingress;
 use nix::sys::socket::{setsockopt, sockopt};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
@@ -293,18 +294,7 @@ fn tx_stall_replay_with_a_reset_in_the_command_log_is_byte_identical() {
     .unwrap();
     let replay = |out: &str| -> Vec<u8> {
         let out = dir.join(out);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"))
-            .args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out)
-            .arg("--commands")
-            .arg(&log)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        replay_ingress(&spec, &input, &out, Some(&log), None);
         std::fs::read(&out).unwrap()
     };
     let (a, b) = (replay("a.pcap"), replay("b.pcap"));

@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod files;
 pub mod http;
+pub mod replay;
 pub mod rig;
 
 use std::sync::{Arc, OnceLock};
