@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::bridge::ctl;
 use common::replay::replay_ingress;
 use common::rig::{Rig, API};
 use serde_json::{json, Value};
@@ -180,37 +181,13 @@ fn root_commands_reach_running_stages() {
     assert_eq!(rig.spec()["generation"], generation);
 
     // synthnet ctl command, from the bridge's namespace.
-    let o = rig
-        .topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "--api",
-            API,
-            "command",
-            "ingress/default/tb",
-            r#"{"echo": 7}"#,
-        ])
-        .output()
-        .unwrap();
+    let ctl_command =
+        |stage: &str, json: &str| ctl(rig.topo.middle(), &["--api", API, "command", stage, json]);
+    let o = ctl_command("ingress/default/tb", r#"{"echo": 7}"#);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["echo"], json!(7));
-    let o = rig
-        .topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "--api",
-            API,
-            "command",
-            "ingress/default/latency",
-            "{}",
-        ])
-        .output()
-        .unwrap();
+    let o = ctl_command("ingress/default/latency", "{}");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

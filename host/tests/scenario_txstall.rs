@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::bridge::BridgeProc;
+use common::bridge::{ctl, BridgeProc};
 use common::files::TempDir;
 use common::http::{published_counters, stage_command};
 use common::replay::replay_ingress;
@@ -167,17 +167,10 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
     assert_eq!((n("stalled"), n("stalls")), (1, 1));
     assert!(n("tx_timeout") >= 2, "the watchdog fires every 500 ms: {c}");
     // The same through `synthnet ctl command` (the scenario page's command line).
-    let o = topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "command",
-            "egress/default/stall",
-            r#"{"cmd": "status"}"#,
-        ])
-        .output()
-        .unwrap();
+    let o = ctl(
+        topo.middle(),
+        &["command", "egress/default/stall", r#"{"cmd": "status"}"#],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let st: Value = serde_json::from_slice(&o.stdout).expect("ctl prints the reply as JSON");
     assert_eq!(st["state"], "stalled", "{st}");
