@@ -8,7 +8,7 @@
 mod common;
 
 use common::bridge::ctl;
-use common::replay::replay_ingress;
+use common::replay::{replay_ingress, write_pcap};
 use common::rig::{Rig, API};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
@@ -99,20 +99,14 @@ fn send(rig: &Rig, port: u16, n: u8) {
 
 /// `n` UDP frames, one every `gap_ns`, as a nanosecond pcap file.
 fn write_capture(path: &std::path::Path, n: u64, gap_ns: u64) {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-    let h = PcapHeader {
-        datalink: pcap_file::DataLink::ETHERNET,
-        ts_resolution: pcap_file::TsResolution::NanoSecond,
-        ..Default::default()
-    };
-    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), h).unwrap();
-    for k in 0..n {
-        let mut f = synthnet_testkit::apps::udp_template(100);
-        f[42..50].copy_from_slice(&k.to_le_bytes());
-        let ts = Duration::from_nanos(1_700_000_000_000_000_000 + k * gap_ns);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
-            .unwrap();
-    }
+    let frames: Vec<(u64, Vec<u8>)> = (0..n)
+        .map(|k| {
+            let mut f = synthnet_testkit::apps::udp_template(100);
+            f[42..50].copy_from_slice(&k.to_le_bytes());
+            (1_700_000_000_000_000_000 + k * gap_ns, f)
+        })
+        .collect();
+    write_pcap(path, &frames);
 }
 
 fn command(rig: &Rig, stage: &str, body: &str) -> common::http::Answer {

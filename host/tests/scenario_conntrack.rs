@@ -36,7 +36,7 @@ mod common;
 use common::bridge::BridgeProc;
 use common::files::{SpecFile, TempDir};
 use common::http::{published_counters, stage_command};
-use common::replay::replay_ingress;
+use common::replay::{replay_ingress, write_pcap};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -335,8 +335,7 @@ fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
 /// re-run none, and the round after the logged flush 6 again (none without the log).
 #[test]
 fn conntrack_race_replay_with_a_flush_in_the_command_log_is_byte_identical() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     use synthnet_testkit::apps::{udp_frame, UdpEnds};
     const MS: u64 = 1_000_000;
     let dir = TempDir::new("ctreplay");
@@ -366,24 +365,7 @@ fn conntrack_race_replay_with_a_flush_in_the_command_log_is_byte_identical() {
         }
     }
     let input = dir.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&input).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (ts, d) in &frames {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(*ts),
-            d.len() as u32,
-            d,
-        ))
-        .unwrap();
-    }
-    drop(w);
+    write_pcap(&input, &frames);
     let spec = dir.join("spec.json");
     std::fs::write(
         &spec,

@@ -15,7 +15,7 @@ mod common;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
 use common::http::stage_command;
-use common::replay::replay_ingress;
+use common::replay::{replay_ingress, write_pcap};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -402,8 +402,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
 /// replay, native in the harness); without the log nothing is reset. No root needed.
 #[test]
 fn replay_with_a_command_log_resets_the_same_segments_every_run() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     use synthnet_native::lb_hash::LbHash;
     use synthnet_sdk::build::{self, Ether, Ip, Tcp};
     use synthnet_sdk::wire::tcpflags::{ACK, SYN};
@@ -454,24 +453,7 @@ fn replay_with_a_command_log_resets_the_same_segments_every_run() {
         .collect();
     input.extend((0..FLOWS).map(|i| (t0 + 30_000 * US + i as u64 * 10 * US, seg(i, ACK))));
     let pcap = dir.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&pcap).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (ts, d) in &input {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(*ts),
-            d.len() as u32,
-            d,
-        ))
-        .unwrap();
-    }
-    drop(w);
+    write_pcap(&pcap, &input);
     let spec = dir.join("spec.json");
     let config = json!({"targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>()});
     std::fs::write(

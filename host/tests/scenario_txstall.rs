@@ -23,7 +23,7 @@ mod common;
 use common::bridge::{ctl, BridgeProc};
 use common::files::TempDir;
 use common::http::{published_counters, stage_command};
-use common::replay::replay_ingress;
+use common::replay::{replay_ingress, write_pcap};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
@@ -246,32 +246,19 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
 /// leave again until the next megabyte (960 more) stalls it anew.
 #[test]
 fn tx_stall_replay_with_a_reset_in_the_command_log_is_byte_identical() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     const MS: u64 = 1_000_000;
     let dir = TempDir::new("txreplay");
     let t0 = 1_700_000_000_000_000_000u64;
     let input = dir.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&input).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for k in 0..4000u64 {
-        let mut f = synthnet_testkit::apps::udp_template(FRAME as usize);
-        f[42..50].copy_from_slice(&k.to_be_bytes());
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(t0 + k * 100_000),
-            f.len() as u32,
-            &f,
-        ))
-        .unwrap();
-    }
-    drop(w);
+    let frames: Vec<(u64, Vec<u8>)> = (0..4000u64)
+        .map(|k| {
+            let mut f = synthnet_testkit::apps::udp_template(FRAME as usize);
+            f[42..50].copy_from_slice(&k.to_be_bytes());
+            (t0 + k * 100_000, f)
+        })
+        .collect();
+    write_pcap(&input, &frames);
     let spec = dir.join("spec.json");
     std::fs::write(
         &spec,
