@@ -48,9 +48,10 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         /// Flows each interface counts for the API's flow list and synthetic-network's
-        /// /top profiles (0: no per-flow accounting).
-        #[arg(long, default_value_t = 4096)]
-        flow_table: usize,
+        /// /top profiles (0: no per-flow accounting). Default: 4096, or 0 with `--api off`
+        /// (nothing would read the tables).
+        #[arg(long, value_name = "N")]
+        flow_table: Option<usize>,
         /// Append every command handed to a plugin (API, `ctl command`, the schedule) to
         /// FILE, one JSON line each with its engine time, for `synthnet replay --commands`.
         #[arg(long, value_name = "FILE")]
@@ -72,8 +73,10 @@ enum Command {
     },
     /// Validate a spec and print the resolved plan (every chain, setting and unit).
     Check {
-        /// The spec (JSON); `-` for the built-in default spec.
-        spec: PathBuf,
+        /// The specs (JSON), checked one after another; `-` for the built-in default
+        /// spec. Fails if any is invalid, naming it.
+        #[arg(required = true, num_args = 1..)]
+        spec: Vec<PathBuf>,
     },
     /// Run one direction of a spec offline over a capture, on a virtual clock.
     Replay {
@@ -193,6 +196,15 @@ enum Command {
         #[arg(long)]
         plugins: bool,
     },
+}
+
+/// Flows per interface's table when none is given: enough for the API's flow list.
+const DEFAULT_FLOW_TABLE: usize = 4096;
+
+/// `--flow-table` as given, else its default: the tables exist for the API (flow list,
+/// `/top`), so with the API off they cost memory and time per packet for nobody.
+fn flow_table_size(given: Option<usize>, api_on: bool) -> usize {
+    given.unwrap_or(if api_on { DEFAULT_FLOW_TABLE } else { 0 })
 }
 
 /// Where the HTTP API listens and who may use it.
@@ -315,6 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (64..=1 << 20).contains(&ring_frames),
                 "--ring-frames: must be within 64..=1048576, got {ring_frames}"
             );
+            let flow_table = flow_table_size(flow_table, api.api != "off");
             anyhow::ensure!(
                 flow_table <= 1 << 20,
                 "--flow-table: must be at most 1048576 flows, got {flow_table}"
@@ -416,11 +429,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { spec } => {
-            let plan = load_plan(&spec)?;
-            check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
-            print!("{}", plan::describe(&plan));
-            println!("ok");
+        Command::Check { spec: specs } => {
+            let many = specs.len() > 1;
+            for spec in &specs {
+                if many {
+                    println!("== {}", spec.display());
+                }
+                let plan = load_plan(spec)?;
+                check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
+                print!("{}", plan::describe(&plan));
+                println!("ok");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -587,5 +606,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_off_means_no_flow_tables_unless_asked_for() {
+        assert_eq!(flow_table_size(None, true), DEFAULT_FLOW_TABLE);
+        assert_eq!(flow_table_size(None, false), 0);
+        assert_eq!(flow_table_size(Some(100), false), 100);
+        assert_eq!(flow_table_size(Some(0), true), 0);
+    }
+
+    #[test]
+    fn bridge_parses_flow_table_as_optional() {
+        let cli = Cli::try_parse_from(["synthnet", "bridge", "a", "b", "--api", "off"]).unwrap();
+        let Command::Bridge {
+            api, flow_table, ..
+        } = cli.command
+        else {
+            panic!("not bridge");
+        };
+        assert_eq!(flow_table_size(flow_table, api.api != "off"), 0);
     }
 }

@@ -728,6 +728,20 @@ fn the_reverse_port_answers_the_sender_across_relinks_of_either_direction() {
     );
 }
 
+/// Packets parked for the reverse port of a stage a reload removes still go back toward
+/// their sender (they used to go on toward the receiver with the stage's other packets).
+#[test]
+fn a_removed_stages_packets_parked_for_the_reverse_port_go_back() {
+    let parking = tb("p", r#"{"park": 30, "park_reverse": true}"#);
+    let mut t = TwoWay::new(100, 0, &[parking], &[]);
+    t.run(20 * MS);
+    assert_eq!((t.held(IN), t.sink(IN).received.len()), (30, 70));
+    t.apply(&[], &[]);
+    t.run(40 * MS);
+    assert_eq!(t.sink(IN).received.len(), 70, "none went on");
+    assert_eq!(t.sink(EG).received.len(), 30, "all went back");
+}
+
 /// A stage swapped in place between a plugin without and one with a reverse port gets
 /// its port 1 linked (and unlinked) although the chain's shape is the same.
 #[test]

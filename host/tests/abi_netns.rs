@@ -6,6 +6,7 @@
 mod common;
 
 use common::bridge::BridgeProc;
+use common::files::TempDir;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology};
@@ -60,15 +61,6 @@ fn listen(
     })
 }
 
-/// A temporary directory, removed on drop (passing or failing).
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Both chains answer every packet on their reverse port (the testbed swaps the
 /// Ethernet, IP and UDP ends): a datagram that enters on the outer interface leaves
 /// again out of the outer interface, back to its sender, and the same on the inner
@@ -81,9 +73,8 @@ fn root_the_reverse_port_answers_out_of_the_interface_the_packet_came_in() {
     );
     let topo = Topology::create("rev", Middle::Synthnet).expect("build the test topology");
     topo.pin_neighbours().expect("static neighbours");
-    let dir = TempDir(std::env::temp_dir().join(netns::unique("abi11")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let spec = dir.0.join("spec.json");
+    let dir = TempDir::new("abi11");
+    let spec = dir.join("spec.json");
     let testbed = synthnet_runtime::registry::test_only_path("testbed").expect("testbed");
     let stage =
         format!(r#"[{{"plugin": "{testbed}", "name": "rev", "config": {{"reverse": 1}}}}]"#);

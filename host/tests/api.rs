@@ -5,10 +5,10 @@
 mod common;
 
 use common::bridge::BridgeProc;
+use common::files::SpecFile;
 use common::http::{request, Answer};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use synthnet_testkit::netns::{self, Middle, Topology, A_V4, B_V4};
@@ -29,31 +29,6 @@ struct Rig {
     spec: SpecFile,
 }
 
-/// A spec file in a directory of its own, removed on drop.
-struct SpecFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl SpecFile {
-    fn new(text: &str) -> SpecFile {
-        let dir = std::env::temp_dir().join(netns::unique("api"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, text).unwrap();
-        SpecFile { dir, path }
-    }
-    fn read(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(&self.path).unwrap()).unwrap()
-    }
-}
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Rig {
     fn start(tag: &str, spec: &str, extra: &[&str]) -> Rig {
         assert!(
@@ -62,7 +37,7 @@ impl Rig {
         );
         let topo = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
         topo.pin_neighbours().expect("static neighbours");
-        let spec = SpecFile::new(spec);
+        let spec = SpecFile::new("api", spec);
         let mut args = vec!["--stats", "0"];
         args.extend_from_slice(extra);
         let bridge = BridgeProc::start(&topo, &spec.path, &args);
@@ -869,7 +844,7 @@ fn root_api_port_in_use_token_and_off() {
         Ok(())
     });
     rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let spec = SpecFile::new(START);
+    let spec = SpecFile::new("api", START);
     let out = topo
         .middle()
         .command(env!("CARGO_BIN_EXE_synthnet"))

@@ -8,6 +8,7 @@
 mod common;
 
 use common::bridge::BridgeProc;
+use common::files::SpecFile;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::net::{IpAddr, SocketAddr};
@@ -37,28 +38,6 @@ fn pinned_topology(tag: &str) -> Topology {
     let t = topology(tag);
     t.pin_neighbours().expect("static neighbours");
     t
-}
-
-/// A spec file in a temporary directory that lives as long as the value.
-struct SpecFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl SpecFile {
-    fn new(json: &str) -> SpecFile {
-        let dir = std::env::temp_dir().join(netns::unique("spec"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, json).unwrap();
-        SpecFile { dir, path }
-    }
-}
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// `ping` from namespace `ns`: (sent, received, mean RTT ms).
@@ -173,7 +152,10 @@ fn root_forwards_both_ways_ipv4_ipv6_icmp_udp_tcp() {
 fn root_latency_and_loss_are_accurate() {
     let _g = serial();
     let topo = pinned_topology("acc");
-    let spec = SpecFile::new(r#"{"ingress": {"latency": 10}, "egress": {"latency": 10}}"#);
+    let spec = SpecFile::new(
+        "spec",
+        r#"{"ingress": {"latency": 10}, "egress": {"latency": 10}}"#,
+    );
     let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     // Namespaces torn down by earlier tests keep the kernel busy for a while (netns
     // cleanup): let it settle. Then sets of 100 pings; on this shared VM a scheduling
@@ -198,6 +180,7 @@ fn root_latency_and_loss_are_accurate() {
 
     // Loss 20% on ingress, seeded: within 3σ of 20% over 5000 datagrams.
     let spec = SpecFile::new(
+        "spec",
         r#"{"seed": 7, "ingress": [{"plugin": "loss", "config": {"loss_ratio": 0.2}}], "egress": []}"#,
     );
     let _bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
@@ -226,7 +209,7 @@ fn root_reload_under_traffic_loses_nothing_and_bad_reload_keeps_running() {
     let _g = serial();
     let topo = pinned_topology("rl");
     let spec_of = |ms: u32| format!(r#"{{"ingress": {{"latency": {ms}}}, "egress": {{}}}}"#);
-    let spec = SpecFile::new(&spec_of(100));
+    let spec = SpecFile::new("spec", &spec_of(100));
     let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     let pid = bridge.child.id() as i32;
     let path = spec.path.clone();
@@ -360,6 +343,7 @@ fn root_flood_into_long_delay_stays_under_the_memory_bound() {
     let _g = serial();
     let topo = pinned_topology("fl");
     let spec = SpecFile::new(
+        "spec",
         r#"{"limits": {"pool_packets": 4096, "pool_large_packets": 64, "hold_packets": 4096},
             "ingress": [{"plugin": "latency", "config": {"delay_ms": 100}}], "egress": []}"#,
     );

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::bridge::ctl;
+use common::replay::{replay_ingress, write_pcap};
 use common::rig::{Rig, API};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
@@ -97,20 +99,14 @@ fn send(rig: &Rig, port: u16, n: u8) {
 
 /// `n` UDP frames, one every `gap_ns`, as a nanosecond pcap file.
 fn write_capture(path: &std::path::Path, n: u64, gap_ns: u64) {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-    let h = PcapHeader {
-        datalink: pcap_file::DataLink::ETHERNET,
-        ts_resolution: pcap_file::TsResolution::NanoSecond,
-        ..Default::default()
-    };
-    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), h).unwrap();
-    for k in 0..n {
-        let mut f = synthnet_testkit::apps::udp_template(100);
-        f[42..50].copy_from_slice(&k.to_le_bytes());
-        let ts = Duration::from_nanos(1_700_000_000_000_000_000 + k * gap_ns);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
-            .unwrap();
-    }
+    let frames: Vec<(u64, Vec<u8>)> = (0..n)
+        .map(|k| {
+            let mut f = synthnet_testkit::apps::udp_template(100);
+            f[42..50].copy_from_slice(&k.to_le_bytes());
+            (1_700_000_000_000_000_000 + k * gap_ns, f)
+        })
+        .collect();
+    write_pcap(path, &frames);
 }
 
 fn command(rig: &Rig, stage: &str, body: &str) -> common::http::Answer {
@@ -179,37 +175,13 @@ fn root_commands_reach_running_stages() {
     assert_eq!(rig.spec()["generation"], generation);
 
     // synthnet ctl command, from the bridge's namespace.
-    let o = rig
-        .topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "--api",
-            API,
-            "command",
-            "ingress/default/tb",
-            r#"{"echo": 7}"#,
-        ])
-        .output()
-        .unwrap();
+    let ctl_command =
+        |stage: &str, json: &str| ctl(rig.topo.middle(), &["--api", API, "command", stage, json]);
+    let o = ctl_command("ingress/default/tb", r#"{"echo": 7}"#);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["echo"], json!(7));
-    let o = rig
-        .topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "--api",
-            API,
-            "command",
-            "ingress/default/latency",
-            "{}",
-        ])
-        .output()
-        .unwrap();
+    let o = ctl_command("ingress/default/latency", "{}");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -270,25 +242,11 @@ fn root_commands_reach_running_stages() {
     // times; twice the same bytes, and not what the replay without them writes.
     let pcap = log_dir.join("in.pcap");
     write_capture(&pcap, 100, 10_000_000);
-    let spec_file = rig.dir.join("spec.json");
+    let spec_file = rig.spec_file.path.clone();
     let replay = |out: &str, with_log: bool| {
         let out = log_dir.join(out);
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        c.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec_file)
-            .arg("--in")
-            .arg(&pcap)
-            .arg("--out")
-            .arg(&out);
-        if with_log {
-            c.arg("--commands").arg(&log);
-        }
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (
-            std::fs::read(&out).unwrap(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
+        let summary = replay_ingress(&spec_file, &pcap, &out, with_log.then_some(&*log), None);
+        (std::fs::read(&out).unwrap(), summary)
     };
     let (a, summary) = replay("a.pcap", true);
     assert!(summary.contains("commands: 6 (3 refused)"), "{summary}");

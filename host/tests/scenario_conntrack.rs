@@ -34,11 +34,12 @@
 mod common;
 
 use common::bridge::BridgeProc;
-use common::http::request;
+use common::files::{SpecFile, TempDir};
+use common::http::{published_counters, stage_command};
+use common::replay::{replay_ingress, write_pcap};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Netns, Topology};
@@ -61,14 +62,7 @@ struct Lab {
     bridge: BridgeProc,
     hosts: Vec<Netns>,
     topo: Topology,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _spec: SpecFile,
 }
 
 fn build(tag: &str, spec: &str) -> Lab {
@@ -143,16 +137,13 @@ fn build(tag: &str, spec: &str) -> Lab {
         ])
         .unwrap();
     }
-    let dir = std::env::temp_dir().join(netns::unique("ctr"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("spec.json");
-    std::fs::write(&path, spec).unwrap();
-    let bridge = BridgeProc::start(&topo, &path, &["--stats", "0"]);
+    let spec = SpecFile::new("ctr", spec);
+    let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     Lab {
         bridge,
         hosts,
         topo,
-        _dir: TempDir(dir),
+        _spec: spec,
     }
 }
 
@@ -237,40 +228,12 @@ fn icmp_all_to_all(lab: &Lab) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The conntrack-race stage's plugin counters from `GET /api/v1/stats`, after waiting
-/// for a publication that follows the last traffic.
-fn counters(lab: &Lab) -> Value {
-    std::thread::sleep(Duration::from_millis(2200));
-    let a = request(
-        &lab.topo.middle().name,
-        "127.0.0.1:8080",
-        "GET",
-        "/api/v1/stats",
-        &[],
-        b"",
-    );
-    assert_eq!(a.status, 200, "{}", a.text());
-    let stats = a.json();
-    stats["directions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|d| d["stages"].as_array().unwrap().clone())
-        .find(|s| s["plugin"] == "conntrack-race")
-        .unwrap_or_else(|| panic!("no conntrack-race stage in {stats}"))["plugin_counters"]
-        .clone()
-}
+/// The conntrack-race stage (`ingress/default/ct`).
+const STAGE: &str = "ingress/default/ct";
 
-/// `POST /api/v1/stages/ingress/default/ct/command`: the stage's reply.
+/// The stage's reply to command `json`.
 fn command(lab: &Lab, json: &str) -> Value {
-    let a = request(
-        &lab.topo.middle().name,
-        "127.0.0.1:8080",
-        "POST",
-        "/api/v1/stages/ingress/default/ct/command",
-        &[("Content-Type", "application/json")],
-        json.as_bytes(),
-    );
+    let a = stage_command(&lab.topo.middle().name, STAGE, json);
     assert_eq!(a.status, 200, "{json}: {}", a.text());
     a.json()
 }
@@ -299,7 +262,7 @@ fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
     let status = command(&lab, r#"{"cmd": "status"}"#);
     let flushed = command(&lab, r#"{"cmd": "flush"}"#);
     let run5 = all_to_all(&lab, Duration::ZERO);
-    let c = counters(&lab);
+    let c = published_counters(&lab.topo.middle().name, STAGE);
     eprintln!(
         "seed 000 live, {N} hosts, {pairs} pings per run: icmp lost {}, fresh {} {:?}, \
          re-run {}, spaced 100 ms after timeout {}, after timeout {} {:?}, after flush {}; \
@@ -372,12 +335,10 @@ fn root_conntrack_race_all_to_all_udp_ping_seed_000() {
 /// re-run none, and the round after the logged flush 6 again (none without the log).
 #[test]
 fn conntrack_race_replay_with_a_flush_in_the_command_log_is_byte_identical() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     use synthnet_testkit::apps::{udp_frame, UdpEnds};
     const MS: u64 = 1_000_000;
-    let dir = TempDir(std::env::temp_dir().join(netns::unique("ctreplay")));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("ctreplay");
     let t0 = 1_700_000_000_000_000_000u64;
     let mut frames = Vec::new();
     for (round, at) in [0, 500 * MS, 1500 * MS].into_iter().enumerate() {
@@ -403,51 +364,23 @@ fn conntrack_race_replay_with_a_flush_in_the_command_log_is_byte_identical() {
             }
         }
     }
-    let input = dir.0.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&input).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (ts, d) in &frames {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(*ts),
-            d.len() as u32,
-            d,
-        ))
-        .unwrap();
-    }
-    drop(w);
-    let spec = dir.0.join("spec.json");
+    let input = dir.join("in.pcap");
+    write_pcap(&input, &frames);
+    let spec = dir.join("spec.json");
     std::fs::write(
         &spec,
         r#"{"ingress": [{"plugin": "conntrack-race", "name": "ct", "config": {}}], "egress": []}"#,
     )
     .unwrap();
-    let log = dir.0.join("commands.jsonl");
+    let log = dir.join("commands.jsonl");
     std::fs::write(
         &log,
         r#"{"at_ns": 1000000000, "stage": "ingress/default/ct", "command": {"cmd": "flush"}}"#,
     )
     .unwrap();
     let replay = |out: &str, commands: bool| -> Vec<u8> {
-        let out = dir.0.join(out);
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        cmd.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out);
-        if commands {
-            cmd.arg("--commands").arg(&log);
-        }
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = dir.join(out);
+        replay_ingress(&spec, &input, &out, commands.then_some(&*log), None);
         std::fs::read(&out).unwrap()
     };
     let per_round = |bytes: &[u8]| -> [usize; 3] {

@@ -13,7 +13,9 @@
 mod common;
 
 use common::bridge::BridgeProc;
-use common::http::request;
+use common::files::SpecFile;
+use common::http::stage_command;
+use common::replay::{replay_ingress, write_pcap};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -25,32 +27,10 @@ use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology, A_V4, A_V6, B_V4, B_V6};
 use synthnet_testkit::traffic::in_ns;
 
-const API: &str = "127.0.0.1:8080";
 const CONNS: u16 = 100;
 const FIRST_PORT: u16 = 41_000;
 const SERVER_PORT: u16 = 5001;
-const STAGE: &str = "/api/v1/stages/ingress/default/lb/command";
-
-/// A spec file, removed on drop.
-struct SpecFile(PathBuf);
-
-impl SpecFile {
-    fn new(text: &str) -> SpecFile {
-        let dir = std::env::temp_dir().join(netns::unique("lbhash"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, text).unwrap();
-        SpecFile(path)
-    }
-}
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
+const STAGE: &str = "ingress/default/lb";
 
 /// An echo server in B: every accepted connection echoes what it reads. Stopped (and
 /// its listener closed) on drop.
@@ -174,14 +154,7 @@ fn close_all(conns: Vec<TcpStream>) {
 }
 
 fn post(ns: &str, cmd: &Value) -> common::http::Answer {
-    request(
-        ns,
-        API,
-        "POST",
-        STAGE,
-        &[("Content-Type", "application/json")],
-        cmd.to_string().as_bytes(),
-    )
+    stage_command(ns, STAGE, &cmd.to_string())
 }
 
 /// The plugin's reply to `cmd` (the route answers it as is).
@@ -195,6 +168,7 @@ fn command(ns: &str, cmd: Value) -> Value {
 /// removal of t10, exchange again. (share broken, predicted == broken).
 fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTreeSet<u16>) {
     let spec = SpecFile::new(
+        "lbhash",
         &json!({
             "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                 "algorithm": algorithm,
@@ -205,7 +179,7 @@ fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTr
         })
         .to_string(),
     );
-    let bridge = BridgeProc::start(topo, &spec.0, &["--stats", "0"]);
+    let bridge = BridgeProc::start(topo, &spec.path, &["--stats", "0"]);
     let ns = topo.middle().name.clone();
     let mut conns = connect_all(&topo.a.name, v6, CONNS);
     let (reset, other) = exchange(&mut conns);
@@ -299,6 +273,7 @@ fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
         (false, false, 0, 0),
     ] {
         let spec = SpecFile::new(
+            "lbhash",
             &json!({
                 "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                     "targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
@@ -311,7 +286,7 @@ fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
             })
             .to_string(),
         );
-        let bridge = BridgeProc::start(&topo, &spec.0, &["--stats", "0"]);
+        let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
         let mut conns = connect_all(&topo.a.name, true, 20);
         let (reset, other) = exchange(&mut conns);
         assert!(
@@ -356,6 +331,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
         })
         .collect();
     let spec = SpecFile::new(
+        "lbhash",
         &json!({
             "ingress": [{"plugin": "lb-hash", "name": "lb", "config": {
                 "targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>(),
@@ -366,7 +342,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
         })
         .to_string(),
     );
-    let bridge = BridgeProc::start(&topo, &spec.0, &["--stats", "0"]);
+    let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0"]);
     let started = Instant::now();
     let h = in_ns(&topo.a.name, move || {
         let rt = runtime()?;
@@ -426,8 +402,7 @@ fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
 /// replay, native in the harness); without the log nothing is reset. No root needed.
 #[test]
 fn replay_with_a_command_log_resets_the_same_segments_every_run() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     use synthnet_native::lb_hash::LbHash;
     use synthnet_sdk::build::{self, Ether, Ip, Tcp};
     use synthnet_sdk::wire::tcpflags::{ACK, SYN};
@@ -478,24 +453,7 @@ fn replay_with_a_command_log_resets_the_same_segments_every_run() {
         .collect();
     input.extend((0..FLOWS).map(|i| (t0 + 30_000 * US + i as u64 * 10 * US, seg(i, ACK))));
     let pcap = dir.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&pcap).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (ts, d) in &input {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(*ts),
-            d.len() as u32,
-            d,
-        ))
-        .unwrap();
-    }
-    drop(w);
+    write_pcap(&pcap, &input);
     let spec = dir.join("spec.json");
     let config = json!({"targets": (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>()});
     std::fs::write(
@@ -515,20 +473,7 @@ fn replay_with_a_command_log_resets_the_same_segments_every_run() {
             dir.join(format!("{tag}.pcap")),
             dir.join(format!("{tag}-rev.pcap")),
         );
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"));
-        cmd.args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&pcap)
-            .arg("--out")
-            .arg(&out)
-            .arg("--reverse-out")
-            .arg(&rev);
-        if commands {
-            cmd.arg("--commands").arg(&log);
-        }
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        replay_ingress(&spec, &pcap, &out, commands.then_some(&*log), Some(&rev));
         let read = |p: &PathBuf| {
             let mut r = PcapReader::new(std::fs::File::open(p).unwrap()).unwrap();
             let mut v = Vec::new();

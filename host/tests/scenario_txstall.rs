@@ -20,8 +20,10 @@
 
 mod common;
 
-use common::bridge::BridgeProc;
-use common::http::request;
+use common::bridge::{ctl, BridgeProc};
+use common::files::TempDir;
+use common::http::{published_counters, stage_command};
+use common::replay::{replay_ingress, write_pcap};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
@@ -32,7 +34,6 @@ use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology, A_V4, B_V4};
 use synthnet_testkit::traffic::in_ns;
 
-const API: &str = "127.0.0.1:8080";
 /// 1000 bytes of payload: 1042-byte frames.
 const PAYLOAD: usize = 1000;
 const FRAME: u64 = 1042;
@@ -99,28 +100,9 @@ fn send(ns: &str, dst: SocketAddr, seqs: std::ops::Range<u64>, pps: u64) {
     .expect("sender");
 }
 
+/// The stall stage's counters, once published.
 fn stage_counters(ns: &str) -> Value {
-    // Wait for a publication after the last packet.
-    std::thread::sleep(Duration::from_millis(2200));
-    let a = request(ns, API, "GET", "/api/v1/stats", &[], b"");
-    assert_eq!(a.status, 200, "{}", a.text());
-    let stats = a.json();
-    stats["directions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|d| d["stages"].as_array().unwrap().clone())
-        .find(|s| s["id"] == "egress/default/stall")
-        .unwrap_or_else(|| panic!("no stage egress/default/stall in {stats}"))["plugin_counters"]
-        .clone()
-}
-
-/// The spec's directory, removed on drop.
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    published_counters(ns, "egress/default/stall")
 }
 
 /// Root: namespaces, veths and `synthnet bridge`.
@@ -137,10 +119,8 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
         ns.sysctl("net.ipv6.conf.eth0.disable_ipv6", "1").unwrap();
     }
-    let dir = std::env::temp_dir().join(netns::unique("txs"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
-    let spec = dir.0.join("spec.json");
+    let dir = TempDir::new("txs");
+    let spec = dir.join("spec.json");
     let spec_of = |generation: u32| {
         format!(
             r#"{{"ingress": [],
@@ -187,17 +167,10 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
     assert_eq!((n("stalled"), n("stalls")), (1, 1));
     assert!(n("tx_timeout") >= 2, "the watchdog fires every 500 ms: {c}");
     // The same through `synthnet ctl command` (the scenario page's command line).
-    let o = topo
-        .middle()
-        .command(env!("CARGO_BIN_EXE_synthnet"))
-        .args([
-            "ctl",
-            "command",
-            "egress/default/stall",
-            r#"{"cmd": "status"}"#,
-        ])
-        .output()
-        .unwrap();
+    let o = ctl(
+        topo.middle(),
+        &["command", "egress/default/stall", r#"{"cmd": "status"}"#],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let st: Value = serde_json::from_slice(&o.stdout).expect("ctl prints the reply as JSON");
     assert_eq!(st["state"], "stalled", "{st}");
@@ -237,14 +210,7 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
     eprintln!("seed 003 live, stalled again after the reload: counters {before_reset}");
     assert_eq!(before_reset["backlog_packets"].as_u64(), Some(parked2));
     assert_eq!(before_reset["stalled"], 1);
-    let r = request(
-        &mid,
-        API,
-        "POST",
-        "/api/v1/stages/egress/default/stall/command",
-        &[("Content-Type", "application/json")],
-        br#"{"cmd": "reset"}"#,
-    );
+    let r = stage_command(&mid, "egress/default/stall", r#"{"cmd": "reset"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let reply = r.json();
     eprintln!("seed 003 live, reset: {reply}");
@@ -280,60 +246,35 @@ fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
 /// leave again until the next megabyte (960 more) stalls it anew.
 #[test]
 fn tx_stall_replay_with_a_reset_in_the_command_log_is_byte_identical() {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-    use pcap_file::{DataLink, TsResolution};
+    use pcap_file::pcap::PcapReader;
     const MS: u64 = 1_000_000;
-    let dir = TempDir(std::env::temp_dir().join(netns::unique("txreplay")));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("txreplay");
     let t0 = 1_700_000_000_000_000_000u64;
-    let input = dir.0.join("in.pcap");
-    let mut w = PcapWriter::with_header(
-        std::fs::File::create(&input).unwrap(),
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for k in 0..4000u64 {
-        let mut f = synthnet_testkit::apps::udp_template(FRAME as usize);
-        f[42..50].copy_from_slice(&k.to_be_bytes());
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(t0 + k * 100_000),
-            f.len() as u32,
-            &f,
-        ))
-        .unwrap();
-    }
-    drop(w);
-    let spec = dir.0.join("spec.json");
+    let input = dir.join("in.pcap");
+    let frames: Vec<(u64, Vec<u8>)> = (0..4000u64)
+        .map(|k| {
+            let mut f = synthnet_testkit::apps::udp_template(FRAME as usize);
+            f[42..50].copy_from_slice(&k.to_be_bytes());
+            (t0 + k * 100_000, f)
+        })
+        .collect();
+    write_pcap(&input, &frames);
+    let spec = dir.join("spec.json");
     std::fs::write(
         &spec,
         r#"{"ingress": [{"plugin": "tx-stall", "name": "stall", "config": {
             "after_bytes": 1000000, "watchdog_ms": 0}}], "egress": []}"#,
     )
     .unwrap();
-    let log = dir.0.join("commands.jsonl");
+    let log = dir.join("commands.jsonl");
     std::fs::write(
         &log,
         r#"{"at_ns": 250050000, "stage": "ingress/default/stall", "command": {"cmd": "reset"}}"#,
     )
     .unwrap();
     let replay = |out: &str| -> Vec<u8> {
-        let out = dir.0.join(out);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_synthnet"))
-            .args(["replay", "--direction", "ingress", "--spec"])
-            .arg(&spec)
-            .arg("--in")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out)
-            .arg("--commands")
-            .arg(&log)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = dir.join(out);
+        replay_ingress(&spec, &input, &out, Some(&log), None);
         std::fs::read(&out).unwrap()
     };
     let (a, b) = (replay("a.pcap"), replay("b.pcap"));

@@ -54,6 +54,48 @@ fn every_example_spec_is_accepted() {
     assert!(n >= 5);
 }
 
+/// The scenario pages check their specs with one command:
+/// `synthnet check specs/scenarios/*.json` (it took one spec only).
+#[test]
+fn check_takes_several_specs_and_names_the_bad_one() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/scenarios");
+    let mut specs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 5, "{specs:?}");
+    let run = |specs: &[std::path::PathBuf]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+            .arg("check")
+            .args(specs)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&specs);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| *l == "ok").count(),
+        specs.len(),
+        "{out}"
+    );
+    let bad = tempdir().join("bad.json");
+    std::fs::write(&bad, r#"{"ingress": {"loss": 1.5}, "egress": {}}"#).unwrap();
+    specs.push(bad.clone());
+    let (ok, out) = run(&specs);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("invalid spec {}", bad.display())) && out.contains("loss"),
+        "{out}"
+    );
+}
+
 #[test]
 fn both_synthetic_network_shapes_are_accepted() {
     let (ok, out) = check_text(

@@ -17,6 +17,7 @@
 mod common;
 
 use common::bridge::BridgeProc;
+use common::files::SpecFile;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,28 +51,6 @@ fn topology(tag: &str) -> Topology {
     // No ARP/ND across the link: measurements see only the traffic they send.
     t.pin_neighbours().expect("static neighbours");
     t
-}
-
-/// A spec file in a temporary directory that lives as long as the value.
-struct SpecFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl SpecFile {
-    fn new(json: &str) -> SpecFile {
-        let dir = std::env::temp_dir().join(netns::unique("spec"));
-        std::fs::create_dir_all(&dir).expect("make a temporary directory");
-        let path = dir.join("spec.json");
-        std::fs::write(&path, json).expect("write the spec");
-        SpecFile { dir, path }
-    }
-}
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The median RTT, ms, of 100 pings 20 ms apart from `ns`, and their mean. Fails the
@@ -518,7 +497,10 @@ fn wait_value(browser: &Session, css: &str, want: &str) {
 fn root_ui_changes_latency_and_ping_follows_with_no_loss() {
     let _g = serial();
     let topo = topology("ui");
-    let spec = SpecFile::new(r#"{"ingress": {"latency": 20}, "egress": {"latency": 20}}"#);
+    let spec = SpecFile::new(
+        "spec",
+        r#"{"ingress": {"latency": 20}, "egress": {"latency": 20}}"#,
+    );
     let (_bridge, api, _driver, browser) = start_all(&topo, &spec);
     wait_value(&browser, "#default-ingress-latency", "20");
     wait_value(&browser, "#default-egress-latency", "20");
@@ -605,6 +587,7 @@ fn root_ui_shows_the_spec_and_names_a_refused_field() {
     let _g = serial();
     let topo = topology("uiv");
     let spec = SpecFile::new(
+        "spec",
         r#"{"ingress": {"latency": 20, "rate": 10000000}, "egress": {"latency": 20}}"#,
     );
     let (_bridge, api, _driver, browser) = start_all(&topo, &spec);

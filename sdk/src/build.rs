@@ -193,15 +193,15 @@ pub struct Tcp {
 /// The longest frame [`tcp_rst_for`] writes: Ethernet with a VLAN tag, IPv6, TCP.
 pub const TCP_RST_MAX_LEN: usize = 18 + 40 + 20;
 
-/// Build Ethernet + IP + TCP + `payload` into `out`; returns the frame's length.
-pub fn tcp(
-    out: &mut [u8],
+/// Write the Ethernet and IP headers of a frame carrying `l4_len` bytes of `proto` into
+/// `out`: the transport part of the frame (to fill in), and the frame's length.
+fn headers<'o>(
+    out: &'o mut [u8],
     eth: &Ether,
     ip: &Ip,
-    tcp: &Tcp,
-    payload: &[u8],
-) -> Result<usize, BuildError> {
-    let l4_len = 20 + payload.len();
+    proto: u8,
+    l4_len: usize,
+) -> Result<(&'o mut [u8], usize), BuildError> {
     if l4_len > ip.max_l4_len() {
         return Err(BuildError::PayloadTooLong);
     }
@@ -211,8 +211,20 @@ pub fn tcp(
         .get_mut(..need)
         .ok_or(BuildError::BufferTooSmall { need })?;
     eth.write(out, ip.ethertype());
-    ip.write(&mut out[el..], ipproto::TCP, l4_len);
-    let t = &mut out[el + il..];
+    ip.write(&mut out[el..], proto, l4_len);
+    Ok((&mut out[el + il..], need))
+}
+
+/// Build Ethernet + IP + TCP + `payload` into `out`; returns the frame's length.
+pub fn tcp(
+    out: &mut [u8],
+    eth: &Ether,
+    ip: &Ip,
+    tcp: &Tcp,
+    payload: &[u8],
+) -> Result<usize, BuildError> {
+    let l4_len = 20 + payload.len();
+    let (t, need) = headers(out, eth, ip, ipproto::TCP, l4_len)?;
     t[0..2].copy_from_slice(&tcp.src_port.to_be_bytes());
     t[2..4].copy_from_slice(&tcp.dst_port.to_be_bytes());
     t[4..8].copy_from_slice(&tcp.seq.to_be_bytes());
@@ -237,17 +249,7 @@ pub fn udp(
     payload: &[u8],
 ) -> Result<usize, BuildError> {
     let l4_len = 8 + payload.len();
-    if l4_len > ip.max_l4_len() {
-        return Err(BuildError::PayloadTooLong);
-    }
-    let (el, il) = (eth.header_len(), ip.header_len());
-    let need = el + il + l4_len;
-    let out = out
-        .get_mut(..need)
-        .ok_or(BuildError::BufferTooSmall { need })?;
-    eth.write(out, ip.ethertype());
-    ip.write(&mut out[el..], ipproto::UDP, l4_len);
-    let u = &mut out[el + il..];
+    let (u, need) = headers(out, eth, ip, ipproto::UDP, l4_len)?;
     u[0..2].copy_from_slice(&src_port.to_be_bytes());
     u[2..4].copy_from_slice(&dst_port.to_be_bytes());
     u[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());

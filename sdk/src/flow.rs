@@ -245,6 +245,11 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, NotFlow> {
                         };
                         next = *l3.get(at).ok_or(NotFlow::Truncated)?;
                         at += 8;
+                        if fragment == Fragment::Later {
+                            // What follows is the middle of the datagram, not headers:
+                            // the key's protocol is what the fragment header names.
+                            break;
+                        }
                     }
                     _ => break,
                 }
@@ -435,6 +440,23 @@ mod tests {
         assert_eq!(
             (l.fragment, l.key.src_port, l.l4_offset),
             (Fragment::Later, 0, None)
+        );
+    }
+
+    /// A later IPv6 fragment's bytes are the middle of a datagram: they were walked as
+    /// extension headers when the fragment header named one (destination options
+    /// before the upper layer), and a valid fragment came out truncated.
+    #[test]
+    fn a_later_ipv6_fragments_payload_is_not_walked_as_headers() {
+        // Fragment header: next = destination options, offset 8 (later), more.
+        let ext = [DSTOPTS, 0, 0, 0x41, 0, 0, 0, 9];
+        // Payload that reads as a routing header of 2 KiB.
+        let payload = [ROUTING, 255, 0, 0, 0, 0, 0, 0];
+        let p = parse(&v6(FRAGMENT, &ext, &payload)).unwrap();
+        assert_eq!(p.fragment, Fragment::Later);
+        assert_eq!(
+            (p.key.proto, p.key.src_port, p.l4_offset),
+            (DSTOPTS, 0, None)
         );
     }
 

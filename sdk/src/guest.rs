@@ -344,6 +344,20 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Tell the host counter values the plugin keeps itself, totals or gauges that may
+    /// fall (`values[i]` is counter `i`): the host's counters only add, so each goes as
+    /// its difference, wrapping, to what `told[i]` says the host has, and `told` is
+    /// brought up to date. Keep `told` in the plugin, zeroed at `new`.
+    pub fn publish(&mut self, values: &[u64], told: &mut [u64]) {
+        for (i, (v, t)) in values.iter().zip(told.iter_mut()).enumerate() {
+            let d = v.wrapping_sub(*t);
+            if d != 0 {
+                self.count(i, d);
+                *t = *v;
+            }
+        }
+    }
+
     /// Park packet `i` in the host (ABI 1.1): it waits in the stage's parked queue, in
     /// order, until [`Batch::release_parked`] or [`Batch::drop_parked`], then leaves on
     /// `port`. The host keeps it, so a fault, restart or hot swap of the plugin loses

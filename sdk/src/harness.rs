@@ -68,18 +68,28 @@ impl<P: Plugin> Harness<P> {
         })
     }
 
-    /// Send a command (JSON text) at `now_ns`, as the host does: `Ok` is the plugin's
-    /// reply, `Err` its refusal (or why the JSON is bad). Packets it emits or releases
+    /// Send a command (JSON text) at `now_ns`, as the host does (a timer already due
+    /// ticks first): `Ok` is the plugin's reply, `Err` its refusal (or why the JSON is
+    /// bad). Packets it emits or releases
     /// come out of the next [`Harness::run`] first, or of [`Harness::take_outputs`].
     ///
     /// # Panics
     /// When the command's verdicts are ones the host would refuse.
     pub fn command(&mut self, json: &str, now_ns: u64) -> Result<serde_json::Value, String> {
-        let nv = self.guest.command(json.as_bytes(), now_ns)?;
         let lay = self.guest.layout().clone();
         let mut out = core::mem::take(&mut self.outbox);
-        self.collect(&lay, &[], nv, now_ns, &mut out);
+        // As the host does: a timer already due ticks first, as it would have in the
+        // breath before.
+        if self.wake_at().is_some_and(|t| t <= now_ns) {
+            let n = self.guest.process(0, now_ns);
+            self.collect(&lay, &[], n, now_ns, &mut out);
+        }
+        let nv = self.guest.command(json.as_bytes(), now_ns);
+        if let Ok(nv) = nv {
+            self.collect(&lay, &[], nv, now_ns, &mut out);
+        }
         self.outbox = out;
+        nv?;
         serde_json::from_slice(self.guest.reply()).map_err(|e| format!("reply is not JSON: {e}"))
     }
 

@@ -199,6 +199,26 @@ fn a_command_arms_the_timer_and_keeps_an_armed_one() {
     assert_eq!(h.wake_at(), None);
 }
 
+/// The host ticks a timer that is due before it hands over a command; the harness
+/// dropped that tick (the command's call re-armed only a future timer).
+#[test]
+fn a_due_timer_ticks_before_a_command_as_in_the_host() {
+    let mut h = Harness::<Parker>::new("{}", 1).unwrap();
+    h.command(r#"{"wake_at_ns": 500}"#, 100).unwrap();
+    let r = h.command(r#"{"echo": 1}"#, 700).unwrap();
+    assert_eq!(r["now_ns"], 700);
+    assert_eq!(
+        h.plugin().ticks,
+        [700],
+        "the due tick, at the command's time"
+    );
+    assert_eq!(h.wake_at(), None);
+    // Also when the command is refused.
+    h.command(r#"{"wake_at_ns": 800}"#, 710).unwrap();
+    assert!(h.command(r#"{"nonsense": 1}"#, 900).is_err());
+    assert_eq!(h.plugin().ticks, [700, 900]);
+}
+
 #[test]
 fn a_refused_command_leaves_the_timer_as_it_was() {
     struct Fickle;

@@ -357,6 +357,21 @@ impl ParkedQueue {
         }
         self.queue.drain(..k).collect()
     }
+
+    /// Take every packet parked for `port`, oldest first; the others stay, in order.
+    pub fn take_port(&mut self, port: u16) -> Vec<Packet> {
+        let mut out = Vec::new();
+        self.queue.retain(|&(p, q)| {
+            if q == port {
+                out.push(p);
+            }
+            q != port
+        });
+        for s in &self.shares {
+            s.sub(out.len());
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -184,10 +184,12 @@ impl PluginApp {
         self.parked.len()
     }
 
-    /// Give up the packets held for the reverse port (the stage is being removed: they
-    /// still go back toward their sender).
+    /// Give up the packets held or parked for the reverse port (the stage is being
+    /// removed: they still go back toward their sender, not on toward the receiver).
     pub fn drain_reverse(&mut self) -> Vec<Packet> {
-        self.delay_rev.drain()
+        let mut ps = self.parked.take_port(1);
+        ps.extend(self.delay_rev.drain());
+        ps
     }
 
     /// The seed the running instance was made with.

@@ -96,3 +96,13 @@ impl Drop for BridgeProc {
         let _ = self.child.wait();
     }
 }
+
+/// `synthnet ctl ARGS` run in namespace `ns` (where the bridge's API listens on its
+/// default address), as a user types it.
+pub fn ctl(ns: &synthnet_testkit::netns::Netns, args: &[&str]) -> std::process::Output {
+    ns.command(env!("CARGO_BIN_EXE_synthnet"))
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run synthnet ctl")
+}

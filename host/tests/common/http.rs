@@ -86,6 +86,39 @@ pub fn request(
     parse(&raw)
 }
 
+/// The bridge's API in the middle namespace of the namespace tests.
+pub const API: &str = "127.0.0.1:8080";
+
+/// `POST /api/v1/stages/{stage}/command` with `body` (JSON) to the API at [`API`] in
+/// namespace `ns`; `stage` is `DIRECTION/FLOW/NAME`.
+pub fn stage_command(ns: &str, stage: &str, body: &str) -> Answer {
+    request(
+        ns,
+        API,
+        "POST",
+        &format!("/api/v1/stages/{stage}/command"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+/// The plugin counters of `stage` from `GET /api/v1/stats`, once a publication that
+/// follows the last traffic is out (the engine publishes once a second).
+pub fn published_counters(ns: &str, stage: &str) -> serde_json::Value {
+    std::thread::sleep(Duration::from_millis(2200));
+    let a = request(ns, API, "GET", "/api/v1/stats", &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stats = a.json();
+    let found = stats["directions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["stages"].as_array().into_iter().flatten())
+        .find(|s| s["id"] == stage)
+        .map(|s| s["plugin_counters"].clone());
+    found.unwrap_or_else(|| panic!("no stage {stage} in {stats}"))
+}
+
 fn parse(raw: &[u8]) -> Answer {
     let end = raw
         .windows(4)

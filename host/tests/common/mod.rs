@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod files;
 pub mod http;
+pub mod replay;
 pub mod rig;
 
 use std::sync::{Arc, OnceLock};

@@ -2,26 +2,19 @@
 //! plane: its spec file in a directory of its own, requests from inside its namespace.
 
 use super::bridge::BridgeProc;
+use super::files::SpecFile;
 use super::http::{request, Answer};
 use serde_json::Value;
-use std::path::PathBuf;
 use synthnet_testkit::netns::{self, Middle, Topology};
 
-/// Where the API listens (in the middle namespace).
-pub const API: &str = "127.0.0.1:8080";
+pub use super::http::API;
 
 pub struct Rig {
     /// Declared first: stopped before its namespaces go.
     pub bridge: BridgeProc,
     pub topo: Topology,
-    /// A directory of its own (the spec file is in it), removed on drop.
-    pub dir: PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Its spec file, in a directory of its own (removed on drop).
+    pub spec_file: SpecFile,
 }
 
 impl Rig {
@@ -34,14 +27,15 @@ impl Rig {
         );
         let topo = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
         topo.pin_neighbours().expect("static neighbours");
-        let dir = std::env::temp_dir().join(netns::unique(tag));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec.json");
-        std::fs::write(&path, spec).unwrap();
+        let spec = SpecFile::new(tag, spec);
         let mut args = vec!["--stats", "0"];
         args.extend_from_slice(extra);
-        let bridge = BridgeProc::start(&topo, &path, &args);
-        Rig { topo, bridge, dir }
+        let bridge = BridgeProc::start(&topo, &spec.path, &args);
+        Rig {
+            bridge,
+            topo,
+            spec_file: spec,
+        }
     }
 
     pub fn call(&self, method: &str, path: &str, body: &str) -> Answer {

@@ -158,10 +158,10 @@ pub struct ConntrackRace {
     stream_after_ns: u64,
     table: FlowMap<FlowKey, Entry>,
     rng: Rng,
-    /// Counter values published so far (the host's counters only add).
+    /// Counter values: totals, and `entries` as the table's size when last published.
+    values: [u64; c::N],
+    /// What the host has been told of them (its counters only add).
     published: [u64; c::N],
-    /// Counts not yet published.
-    pending: [u64; c::N],
     /// Expiries of the map already counted.
     map_expired: u64,
 }
@@ -202,28 +202,17 @@ fn state_name(e: &Entry, now: u64) -> &'static str {
 
 impl ConntrackRace {
     fn count(&mut self, idx: usize) {
-        self.pending[idx] += 1;
+        self.values[idx] += 1;
     }
 
     /// Publish counts, and `entries` as a gauge (the host's counters only add, so the
     /// difference is added, wrapping).
     fn publish(&mut self, batch: &mut Batch<'_>) {
         let expired = self.table.stats().expired;
-        self.pending[c::EXPIRED] += expired - self.map_expired;
+        self.values[c::EXPIRED] += expired - self.map_expired;
         self.map_expired = expired;
-        for (i, p) in self.pending.iter_mut().enumerate() {
-            if i == c::ENTRIES {
-                continue;
-            }
-            if *p > 0 {
-                batch.count(i, *p);
-                self.published[i] += *p;
-                *p = 0;
-            }
-        }
-        let entries = self.table.len() as u64;
-        batch.count(c::ENTRIES, entries.wrapping_sub(self.published[c::ENTRIES]));
-        self.published[c::ENTRIES] = entries;
+        self.values[c::ENTRIES] = self.table.len() as u64;
+        batch.publish(&self.values, &mut self.published);
         if !self.table.is_empty() {
             batch.wake_at(batch.now_ns() + SWEEP_EVERY_NS);
         }
@@ -307,7 +296,7 @@ impl ConntrackRace {
             let v = if i == c::ENTRIES {
                 self.table.len() as u64
             } else {
-                self.published[i] + self.pending[i]
+                self.values[i]
             };
             counters.insert((*n).into(), v.into());
         }
@@ -483,8 +472,8 @@ impl Plugin for ConntrackRace {
             stream_after_ns,
             table: FlowMap::new(cfg.max_entries as usize, when_full)?,
             rng: Rng::new(seed),
+            values: [0; c::N],
             published: [0; c::N],
-            pending: [0; c::N],
             map_expired: 0,
         })
     }

@@ -211,14 +211,21 @@ fn hash_threshold_adding_a_target_breaks_half() {
     assert!((0.45..0.55).contains(&f), "{f}");
 }
 
+/// Removing target k (0-based) of n keeps, for each other target, the overlap of its old
+/// and new hash ranges: ½ − k(n−1−k)/(n(n−1)) of the flows move (the module docs).
 #[test]
-fn hash_threshold_removing_a_middle_target_breaks_fewer() {
-    let (p, b) = experiment(json!({}), N, json!({"op": "remove", "target": "t5"}));
-    assert_eq!(p, b);
-    let f = share(&b, N);
-    eprintln!("hash_threshold remove t5: {f:.3}");
-    // Model: flows of t5 (1/10) plus the shift of the ranges around it: 0.25–0.35.
-    assert!((0.22..0.36).contains(&f), "{f}");
+fn hash_threshold_removing_any_target_breaks_what_the_ranges_predict() {
+    let n = 10.0;
+    for k in 0..10 {
+        let t = format!("t{}", k + 1);
+        let (p, b) = experiment(json!({}), N, json!({"op": "remove", "target": t}));
+        assert_eq!(p, b);
+        let f = share(&b, N);
+        let k = k as f64;
+        let model = 0.5 - k * (n - 1.0 - k) / (n * (n - 1.0));
+        eprintln!("hash_threshold remove {t}: {f:.3} (model {model:.3})");
+        assert!((f - model).abs() < 0.03, "remove {t}: {f}, model {model}");
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! what `mode` says in the batch that crosses that count. A restarted instance counts
 //! from zero again.
 //!
-//! ABI 1.1 switches: `park` parks the first N packets (the rest go on); `reverse: n`
+//! ABI 1.1 switches: `park` parks the first N packets (the rest go on; for the reverse
+//! port with `park_reverse`); `reverse: n`
 //! answers every n-th packet (1: every one) on the reverse port (Ethernet, IPv4 and
 //! UDP/TCP addresses swapped, so it goes back to its sender as a valid packet) instead
 //! of forwarding it; `hold_ns` holds what it forwards or answers for that long;
@@ -61,6 +62,8 @@ pub struct Config {
     pub init_spin: u64,
     /// Park the first this many packets.
     pub park: u64,
+    /// Park them for the reverse port (port 1) rather than port 0.
+    pub park_reverse: bool,
     /// Answer every this-many-th packet on the reverse port instead of forwarding it
     /// (0: none).
     pub reverse: u64,
@@ -76,6 +79,7 @@ pub struct Testbed {
     seen: u64,
     hoard: Vec<Vec<u8>>,
     park: u64,
+    park_port: u16,
     parked_total: u64,
     /// Packets parked and not yet released or dropped (this instance's view).
     parked_now: u64,
@@ -138,6 +142,7 @@ impl Plugin for Testbed {
             seen: 0,
             hoard: Vec::new(),
             park: c.park,
+            park_port: if c.park_reverse { REVERSE } else { 0 },
             parked_total: 0,
             parked_now: 0,
             reverse: c.reverse,
@@ -188,7 +193,7 @@ impl Plugin for Testbed {
                 if self.parked_total < self.park {
                     self.parked_total += 1;
                     self.parked_now += 1;
-                    batch.park(i, 0);
+                    batch.park(i, self.park_port);
                     continue;
                 }
                 self.reverse_seen += 1;

@@ -115,13 +115,7 @@ impl TxStall {
     /// difference to the last value published (wrapping).
     fn publish(&mut self, batch: &mut Batch<'_>) {
         self.gauges();
-        for i in 0..c::N {
-            let d = self.values[i].wrapping_sub(self.published[i]);
-            if d != 0 {
-                batch.count(i, d);
-                self.published[i] = self.values[i];
-            }
-        }
+        batch.publish(&self.values, &mut self.published);
     }
 
     /// Resume: the backlog is sent or dropped, and the byte count starts again.
