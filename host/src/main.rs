@@ -309,6 +309,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // What a printing command writes may go to `head`: a closed pipe ends it quietly.
+    if matches!(
+        cli.command,
+        Command::Check { .. }
+            | Command::Replay { .. }
+            | Command::Bench { .. }
+            | Command::Ctl { .. }
+    ) {
+        synthnet_io::process::die_on_broken_pipe();
+    }
     match cli.command {
         Command::Bridge {
             outer,

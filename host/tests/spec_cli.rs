@@ -188,3 +188,43 @@ fn huge_delays_are_refused_not_wrapped() {
         assert!(!ok && out.contains(field), "{spec}: {out}");
     }
 }
+
+/// `synthnet check … | head`: a reader that goes away ends the command quietly (as
+/// `cat` or `grep`), by SIGPIPE, never a panic in `println!` (exit 101 and a backtrace
+/// message before the fix).
+#[test]
+fn a_closed_stdout_ends_check_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .arg("check")
+        .args(
+            [
+                "default.json",
+                "native.json",
+                "synthetic-network-flows.json",
+            ]
+            .map(|s| root.join("specs").join(s)),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Close the read end before the child writes: its first line meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "check panicked: {stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "check should end by SIGPIPE, got {:?}: {stderr}",
+        out.status
+    );
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}

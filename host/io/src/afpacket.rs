@@ -175,9 +175,41 @@ fn packet_socket(
 
 /// The wall clock (`CLOCK_REALTIME`, the clock of ring timestamps), ns.
 fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// `clock`, ns (0 if it cannot be read, which Linux never does for these two).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// How far the wall clock is ahead of `CLOCK_MONOTONIC`, ns (wrapping), from a pair of
+/// reads taken together: the wall clock between two monotonic reads, taking the
+/// tightest of a few tries, so a preemption between the reads does not skew the pair
+/// by however long it lasted.
+pub fn wall_minus_monotonic_ns() -> u64 {
+    let mut best = (u64::MAX, 0);
+    for _ in 0..4 {
+        let a = clock_ns(libc::CLOCK_MONOTONIC);
+        let w = clock_ns(libc::CLOCK_REALTIME);
+        let b = clock_ns(libc::CLOCK_MONOTONIC);
+        let spread = b.saturating_sub(a);
+        if spread < best.0 {
+            best = (spread, w.wrapping_sub(a + spread / 2));
+        }
+        if spread < 20_000 {
+            break;
+        }
+    }
+    best.1
 }
 
 /// Read and clear a socket's pending error (`SO_ERROR`).
@@ -405,6 +437,10 @@ pub struct RawRx {
     truncated: u64,
     /// Per-flow counts of what is received, when asked for.
     meter: Option<FlowTable>,
+    /// `CLOCK_MONOTONIC` at engine time 0, when the engine runs on it (the bridge):
+    /// arrival stamps are then mapped with clocks read together, not with the breath's
+    /// `now` read earlier, which a preemption in between would make stale.
+    monotonic_origin_ns: Option<u64>,
 }
 
 impl RawRx {
@@ -420,12 +456,17 @@ impl RawRx {
             supers: 0,
             truncated: 0,
             meter: None,
+            monotonic_origin_ns: None,
         })
     }
 
     /// Count every received frame per flow in `table` (`None`: stop counting).
     pub fn set_meter(&mut self, table: Option<FlowTable>) {
         self.meter = table;
+    }
+    /// The engine's clock is `CLOCK_MONOTONIC` minus `origin_ns` (the live bridge's).
+    pub fn set_monotonic_origin(&mut self, origin_ns: u64) {
+        self.monotonic_origin_ns = Some(origin_ns);
     }
     pub fn meter_mut(&mut self) -> Option<&mut FlowTable> {
         self.meter.as_mut()
@@ -563,6 +604,7 @@ impl App for RawRx {
             truncated,
             watch,
             meter,
+            monotonic_origin_ns,
             ..
         } = self;
         let Some(ring) = ring.as_mut() else {
@@ -576,8 +618,12 @@ impl App for RawRx {
         }
         // The kernel stamps each frame (wall clock) when it arrives; a packet's time is
         // that, on the engine's clock, so the time we took to wake up is not added to
-        // its delay. The offset is read now, right after the engine read its clock.
-        let offset = realtime_ns().wrapping_sub(now);
+        // its delay. On the bridge's monotonic engine clock the offset comes from the
+        // two clocks read together; otherwise from the breath's `now`.
+        let offset = match *monotonic_origin_ns {
+            Some(origin) => wall_minus_monotonic_ns().wrapping_add(origin),
+            None => realtime_ns().wrapping_sub(now),
+        };
         let arrival = |h: &libc::tpacket2_hdr| -> u64 {
             let t = (h.tp_sec as u64 * 1_000_000_000 + h.tp_nsec as u64).wrapping_sub(offset);
             // Not in the future, and not absurdly old (a stepped wall clock).
@@ -971,5 +1017,28 @@ impl Flood {
             )
         };
         r.max(0) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pair maps the wall clock onto the monotonic one: the wall clock minus the
+    /// offset is the monotonic clock, to within the few µs between separate reads (a
+    /// sign or unit mistake would be off by decades).
+    #[test]
+    fn the_clock_pair_maps_the_wall_clock_onto_the_monotonic_one() {
+        for _ in 0..100 {
+            let offset = wall_minus_monotonic_ns();
+            let mono = clock_ns(libc::CLOCK_MONOTONIC);
+            let mapped = realtime_ns().wrapping_sub(offset);
+            let after = clock_ns(libc::CLOCK_MONOTONIC);
+            // `mapped` lies within [mono, after], give or take the pair's own spread.
+            assert!(
+                mapped + 1_000_000 >= mono && mapped <= after + 1_000_000,
+                "mapped {mapped} outside [{mono}, {after}] ± 1 ms"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 //!   what comes out.
 //! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover`.
 //! - [`heap`]: freed heap memory given back to the system (after compiling plugins).
+//! - [`process`]: process-wide settings (a closed pipe ends a printing command quietly).
 
 #![deny(unsafe_code)]
 
@@ -19,3 +20,5 @@ pub mod afpacket;
 pub mod heap;
 pub mod netlink;
 pub mod pcap;
+#[allow(unsafe_code)]
+pub mod process;

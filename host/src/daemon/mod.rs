@@ -264,6 +264,11 @@ impl Bridge {
         let prepared = prepare(&net.view(), plan.clone(), &mut loader)
             .map_err(|e| anyhow::anyhow!("invalid spec: {e}"))?;
         let clock = EngineClock::start();
+        for id in [orx, irx] {
+            if let Some(a) = net.engine.app_mut::<RawRx>(id) {
+                a.set_monotonic_origin(clock.monotonic_origin_ns);
+            }
+        }
         let applied_ns = clock.now_ns();
         let report = net.commit(prepared);
         if let synthnet_config::Outcome::Refused(e) = report.outcome {
