@@ -932,4 +932,14 @@ fn root_ui_sends_stage_commands_and_shows_counters_and_schedule() {
         "tx's command count",
         Duration::from_secs(5),
     );
+    // The page as it is now, kept as target/artifacts/ui-commands.png.
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    let dir = Path::new(env!("CARGO_BIN_EXE_synthnet"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in target/<profile>/")
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).expect("make target/artifacts");
+    std::fs::write(dir.join("ui-commands.png"), &png).expect("write the screenshot");
 }
