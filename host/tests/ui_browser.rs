@@ -665,3 +665,264 @@ fn root_ui_shows_the_spec_and_names_a_refused_field() {
         "the refused change changed the spec"
     );
 }
+
+// ---- stage commands, plugin counters and the schedule ------------------------------------
+
+/// Wait until `script` (a JS expression) is truthy in the page; its last value on timeout.
+fn wait_js(browser: &Session, script: &str, what: &str, timeout: Duration) -> Value {
+    let t = Instant::now();
+    loop {
+        let v = browser.js(&format!("return {script};"));
+        if v.as_bool().unwrap_or(false) || (v.is_string() && v != "") {
+            return v;
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "{what}: still {v} after {timeout:?}; #chains: {}",
+            browser.text_of("#chains")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The reply box `css` once its state is not "pending" or "idle": (state, text).
+fn wait_reply(browser: &Session, css: &str) -> (String, String) {
+    let sel = Value::String(css.into());
+    wait_js(
+        browser,
+        &format!(
+            "(() => {{ const r = document.querySelector({sel});
+               return r && r.dataset.state !== 'pending' && r.dataset.state !== 'idle'; }})()"
+        ),
+        css,
+        Duration::from_secs(10),
+    );
+    let v = browser.js(&format!(
+        "const r = document.querySelector({sel}); return [r.dataset.state, r.textContent];"
+    ));
+    (
+        v[0].as_str().unwrap_or_default().to_string(),
+        v[1].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The value the page shows for the plugin counter `name` of the stage whose counters
+/// box is `css` (`None` while it shows none).
+fn counter_in_page(browser: &Session, css: &str, name: &str) -> Option<u64> {
+    let sel = Value::String(format!("{css} [data-counter=\"{name}\"]"));
+    let v = browser.js(&format!(
+        "const e = document.querySelector({sel}); return e ? e.textContent : null;"
+    ));
+    v.as_str()?.split_whitespace().last()?.parse().ok()
+}
+
+/// A UDP stream of `count` 1000-byte datagrams A → B at 1000/s to `port`: the report.
+fn udp_a_to_b(topo: &Topology, port: u16, count: u64) -> traffic::UdpReport {
+    let dst = SocketAddr::new(netns::B_V4.parse().expect("an address"), port);
+    traffic::udp_stream(
+        &topo.a.name,
+        &topo.b.name,
+        dst,
+        traffic::Stream {
+            count,
+            pps: 1000,
+            size: 1000,
+            linger: Duration::from_millis(500),
+        },
+        |_| {},
+    )
+    .expect("the UDP stream ran")
+}
+
+/// **Needs root.** A native spec with `tx-stall` (scaled: it stalls after 100 kB) on
+/// A → B and `lb-hash` on B → A, and a schedule of two commands (one due at once, one
+/// in ten minutes). From the page: `status` answers; traffic stalls the link and the
+/// stage's `backlog_packets` counter shows the 100 parked packets; `reset` flushes them
+/// (the counter drains to 0) and traffic passes again; bad JSON and an unknown command
+/// are refused, naming the problem, with the input focused; the schedule's timeline
+/// shows one entry done and the next.
+#[test]
+fn root_ui_sends_stage_commands_and_shows_counters_and_schedule() {
+    let _g = serial();
+    let topo = topology("uicmd");
+    let spec = SpecFile::new(
+        r#"{"ingress": [{"plugin": "tx-stall", "name": "tx", "config": {
+               "after_bytes": 100000, "backlog_packets": 100, "watchdog_ms": 500}}],
+            "egress": [{"plugin": "lb-hash", "name": "lb", "config": {"targets": ["t1", "t2"]}}],
+            "schedule": [
+              {"at_s": 0.5, "command": {"stage": "egress/default/lb", "command": {"op": "status"}}},
+              {"at_s": 600, "command": {"stage": "ingress/default/tx", "command": {"cmd": "reset"}}}]}"#,
+    );
+    let (_bridge, api, _driver, browser) = start_all(&topo, &spec);
+    let tx = "#default-ingress-tx";
+    wait_js(
+        &browser,
+        &format!("!!document.querySelector('{tx}-command')"),
+        "the command control of stage tx",
+        Duration::from_secs(15),
+    );
+    assert!(
+        browser
+            .js("return !!document.querySelector('#default-egress-lb-cmd-predict')")
+            .as_bool()
+            == Some(true),
+        "lb-hash offers predict"
+    );
+    // Every control still has a label (the command inputs included).
+    let unlabelled = browser.js(
+        "return Array.from(document.querySelectorAll('input, select, textarea'))
+           .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.id);",
+    );
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+
+    // status, from its quick button: the plugin's reply, pretty-printed.
+    browser.click(&format!("{tx}-cmd-status"));
+    let (state, text) = wait_reply(&browser, &format!("{tx}-command-reply"));
+    eprintln!("status reply: {text}");
+    assert_eq!(state, "answered", "{text}");
+    assert!(
+        text.contains("\"counters\"") && text.contains('\n'),
+        "{text}"
+    );
+
+    // Traffic stalls the link: 300 datagrams of 1000 bytes; about 100 kB pass, the next
+    // 100 are parked, the rest dropped. The page shows the backlog.
+    let r = udp_a_to_b(&topo, 7400, 300);
+    eprintln!(
+        "before the reset: sent {}, received {}",
+        r.sent,
+        r.received.len()
+    );
+    assert!(
+        r.received.len() < 120,
+        "the stage stalled: {} of 300 arrived",
+        r.received.len()
+    );
+    let counters = format!("{tx}-counters");
+    let t = Instant::now();
+    while counter_in_page(&browser, &counters, "backlog_packets") != Some(100) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "backlog_packets in the page: {}",
+            browser.text_of(&counters)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("stalled, the page shows: {}", browser.text_of(&counters));
+    assert_eq!(counter_in_page(&browser, &counters, "stalled"), Some(1));
+
+    // reset, from its quick button: the backlog is flushed, the counter drains to 0.
+    browser.click(&format!("{tx}-cmd-reset"));
+    let (state, text) = wait_reply(&browser, &format!("{tx}-command-reply"));
+    eprintln!("reset reply: {text}");
+    assert_eq!(state, "answered", "{text}");
+    assert!(text.contains("\"flushed_packets\": 100"), "{text}");
+    let t = Instant::now();
+    while counter_in_page(&browser, &counters, "backlog_packets") != Some(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "backlog_packets in the page after the reset: {}",
+            browser.text_of(&counters)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(counter_in_page(&browser, &counters, "stalled"), Some(0));
+    assert_eq!(counter_in_page(&browser, &counters, "resets"), Some(1));
+    // Traffic resumes: 50 kB, under the trigger, all arrive.
+    let r = udp_a_to_b(&topo, 7401, 50);
+    eprintln!("after the reset: sent {}, lost {}", r.sent, r.lost());
+    assert_eq!(r.lost(), 0, "traffic after the reset");
+
+    // Bad JSON is not sent: the reply names it and the input is focused and marked.
+    let lb = "#default-egress-lb-command";
+    browser.type_into(lb, &format!("{{\"op\": {ENTER}"));
+    let (state, text) = wait_reply(&browser, &format!("{lb}-reply"));
+    eprintln!("bad JSON: {text}");
+    assert_eq!(state, "refused", "{text}");
+    assert!(text.contains("command: the JSON does not parse"), "{text}");
+    assert_eq!(
+        browser.js("return document.activeElement.id"),
+        "default-egress-lb-command"
+    );
+    assert_eq!(
+        browser.js(&format!(
+            "return document.querySelector('{lb}').getAttribute('aria-invalid')"
+        )),
+        "true"
+    );
+    // An unknown command: the plugin refuses it (409), naming the field.
+    browser.type_into(lb, &format!("{{\"op\": \"nope\"}}{ENTER}"));
+    let (state, text) = wait_reply(&browser, &format!("{lb}-reply"));
+    eprintln!("unknown command: {text}");
+    assert_eq!(state, "refused", "{text}");
+    assert!(
+        text.contains("409") && text.contains("op: must be one of"),
+        "{text}"
+    );
+    assert_eq!(
+        browser.js("return document.activeElement.id"),
+        "default-egress-lb-command"
+    );
+    // Nothing of that was applied as a spec.
+    assert_eq!(
+        browser.js("return document.querySelector('#result').dataset.state"),
+        "idle"
+    );
+
+    // The schedule: the first command done, the second next (in ten minutes).
+    wait_js(
+        &browser,
+        "!document.querySelector('#schedule-box').hidden
+           && document.querySelectorAll('#schedule-steps li[data-state=done]').length === 1",
+        "the schedule's timeline",
+        Duration::from_secs(10),
+    );
+    let items = browser.js(
+        "return Array.from(document.querySelectorAll('#schedule-steps li'))
+           .map(l => [l.dataset.state, l.textContent]);",
+    );
+    eprintln!(
+        "schedule: {} / {items}",
+        browser.text_of("#schedule-summary")
+    );
+    assert_eq!(items[0][0], "done", "{items}");
+    assert!(
+        items[0][1].as_str().unwrap_or("").contains("at 0.5 s"),
+        "{items}"
+    );
+    assert_eq!(items[1][0], "next", "{items}");
+    assert!(
+        items[1][1]
+            .as_str()
+            .unwrap_or("")
+            .contains("command ingress/default/tx"),
+        "{items}"
+    );
+    assert!(
+        browser
+            .text_of("#schedule-summary")
+            .starts_with("1 of 2 steps done"),
+        "{}",
+        browser.text_of("#schedule-summary")
+    );
+    // The commands counted per stage show next to it.
+    let stats = api.get("/api/v1/stats");
+    eprintln!("commands: {}", stats["commands"]);
+    wait_js(
+        &browser,
+        "document.querySelector('#chains .stage[data-stage=\"ingress/default/tx\"] .stage-stats')
+           .textContent.includes('commands: 2 answered')",
+        "tx's command count",
+        Duration::from_secs(5),
+    );
+    // The page as it is now, kept as target/artifacts/ui-commands.png.
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    let dir = Path::new(env!("CARGO_BIN_EXE_synthnet"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in target/<profile>/")
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).expect("make target/artifacts");
+    std::fs::write(dir.join("ui-commands.png"), &png).expect("write the screenshot");
+}
