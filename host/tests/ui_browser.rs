@@ -13,6 +13,10 @@
 //! - `root_ui_shows_the_spec_and_names_a_refused_field`: the page shows the running
 //!   spec's values and units, every control has a label and Tab walks the fields, and a
 //!   refused change (loss 5) names `ingress.loss` in `#result` and changes nothing.
+//! - `root_ui_sends_stage_commands_and_shows_counters_and_schedule`: `tx-stall` and
+//!   `lb-hash` stages take commands from the page; a stall's backlog shows in the
+//!   counters and drains on `reset`; a bad command is refused naming the problem; a
+//!   schedule's progress shows.
 
 mod common;
 
@@ -746,6 +750,7 @@ fn root_ui_sends_stage_commands_and_shows_counters_and_schedule() {
     let _g = serial();
     let topo = topology("uicmd");
     let spec = SpecFile::new(
+        "ui-cmd",
         r#"{"ingress": [{"plugin": "tx-stall", "name": "tx", "config": {
                "after_bytes": 100000, "backlog_packets": 100, "watchdog_ms": 500}}],
             "egress": [{"plugin": "lb-hash", "name": "lb", "config": {"targets": ["t1", "t2"]}}],
