@@ -137,10 +137,12 @@ impl Rate {
         (cells as i64 * (self.cell as i64 + self.cell_overhead)).max(0) as u64
     }
 
-    /// Put a packet of `bytes` (charged) in service at `t`: the shaper's departure for
-    /// it, the theoretical time advanced.
+    /// A packet of `bytes` (charged) arriving at `t`: its departure, and the theoretical
+    /// time (whole ns, remainder) once it is in service. After it the theoretical time
+    /// advances by its cost; it may leave as soon as that is no more than one bucket
+    /// (tau) ahead: exactly when a token bucket of burst_bytes would hold its bytes.
     #[inline]
-    fn schedule(&mut self, t: u64, bytes: u64) -> u64 {
+    fn departure(&self, t: u64, bytes: u64) -> (u64, (u64, u64)) {
         let (c, rem) = self.cost(bytes);
         let (mut tat, mut tat_rem) = if self.tat_ns < t {
             (t, 0)
@@ -153,8 +155,16 @@ impl Rate {
             tat += 1;
             tat_rem -= self.denom;
         }
-        (self.tat_ns, self.tat_rem) = (tat, tat_rem);
-        t.max(tat.saturating_sub(self.tau_ns))
+        (t.max(tat.saturating_sub(self.tau_ns)), (tat, tat_rem))
+    }
+
+    /// Put a packet of `bytes` (charged) in service at `t`: the shaper's departure for
+    /// it, the theoretical time advanced.
+    #[inline]
+    fn schedule(&mut self, t: u64, bytes: u64) -> u64 {
+        let (depart, tat) = self.departure(t, bytes);
+        (self.tat_ns, self.tat_rem) = tat;
+        depart
     }
 
     /// `drop_head`: put parked packets in service, head first, while the link is free
@@ -378,22 +388,7 @@ impl Plugin for Rate {
         for i in 0..batch.len() {
             let t = batch.arrival_ns(i);
             let bytes = self.charged(batch.wire_len(i));
-            let (c, rem) = self.cost(bytes);
-            // After this packet the theoretical time advances by its cost; it may leave
-            // as soon as that is no more than one bucket (tau) ahead: exactly when a
-            // token bucket of burst_bytes would hold its bytes.
-            let (mut tat, mut tat_rem) = if self.tat_ns < t {
-                (t, 0)
-            } else {
-                (self.tat_ns, self.tat_rem)
-            };
-            tat += c;
-            tat_rem += rem;
-            if tat_rem >= self.denom {
-                tat += 1;
-                tat_rem -= self.denom;
-            }
-            let depart = t.max(tat.saturating_sub(self.tau_ns));
+            let (depart, tat) = self.departure(t, bytes);
             if depart - t > self.limit_ns {
                 batch.discard(i);
                 drops += 1;
@@ -414,7 +409,7 @@ impl Plugin for Rate {
                     }
                 }
             }
-            (self.tat_ns, self.tat_rem) = (tat, tat_rem);
+            (self.tat_ns, self.tat_rem) = tat;
             if depart > t {
                 delayed += 1;
             }
