@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::TempDir;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use synthnet_testkit::netns::{self, Middle, Topology};
+use synthnet_testkit::netns;
 use synthnet_testkit::traffic::in_ns;
 
 /// Where a datagram came from, and its payload.
@@ -67,12 +68,7 @@ fn listen(
 /// side; nothing crosses.
 #[test]
 fn root_the_reverse_port_answers_out_of_the_interface_the_packet_came_in() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let topo = Topology::create("rev", Middle::Synthnet).expect("build the test topology");
-    topo.pin_neighbours().expect("static neighbours");
+    let topo = pinned_topology("rev");
     let dir = TempDir::new("abi11");
     let spec = dir.join("spec.json");
     let testbed = synthnet_runtime::registry::test_only_path("testbed").expect("testbed");

@@ -4,21 +4,16 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
 use common::http::{request, Answer};
+use common::serial;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use synthnet_testkit::netns::{self, Middle, Topology, A_V4, B_V4};
+use synthnet_testkit::netns::{Middle, Topology, A_V4, B_V4};
 use synthnet_testkit::traffic::{self, in_ns};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const API: &str = "127.0.0.1:8080";
 
@@ -31,12 +26,7 @@ struct Rig {
 
 impl Rig {
     fn start(tag: &str, spec: &str, extra: &[&str]) -> Rig {
-        assert!(
-            netns::is_root(),
-            "this test needs root (network namespaces and raw sockets)"
-        );
-        let topo = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
-        topo.pin_neighbours().expect("static neighbours");
+        let topo = pinned_topology(tag);
         let spec = SpecFile::new("api", spec);
         let mut args = vec!["--stats", "0"];
         args.extend_from_slice(extra);

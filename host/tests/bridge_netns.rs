@@ -7,23 +7,18 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
+use common::serial;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology};
 use synthnet_testkit::traffic;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn topology(tag: &str) -> Topology {
     assert!(
@@ -31,13 +26,6 @@ fn topology(tag: &str) -> Topology {
         "this test needs root (network namespaces and raw sockets)"
     );
     Topology::create(tag, Middle::Synthnet).expect("build the test topology")
-}
-
-/// A topology whose hosts know each other's MACs: measurements see no ARP/ND.
-fn pinned_topology(tag: &str) -> Topology {
-    let t = topology(tag);
-    t.pin_neighbours().expect("static neighbours");
-    t
 }
 
 /// `ping` from namespace `ns`: (sent, received, mean RTT ms).

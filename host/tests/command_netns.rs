@@ -10,18 +10,12 @@ mod common;
 use common::bridge::ctl;
 use common::replay::{replay_ingress, write_pcap};
 use common::rig::{Rig, API};
+use common::serial;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::B_V4;
 use synthnet_testkit::traffic::in_ns;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn testbed() -> &'static str {
     synthnet_runtime::registry::test_only_path("testbed").expect("testbed is built")

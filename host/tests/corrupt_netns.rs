@@ -10,11 +10,12 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use synthnet_testkit::netns::{self, Middle, Netns, Topology};
+use synthnet_testkit::netns::{self, Netns};
 use synthnet_testkit::traffic;
 
 /// A spec file that lives as long as the value.
@@ -76,12 +77,7 @@ fn rejected(ns: &Netns) -> (u64, u64) {
 
 #[test]
 fn root_corrupted_datagrams_fail_the_receivers_checksum_with_offloads_on() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let topo = Topology::create("crp", Middle::Synthnet).expect("build the test topology");
-    topo.pin_neighbours().expect("static neighbours");
+    let topo = pinned_topology("crp");
     let p = 0.1;
     let spec = SpecFile::new(&format!(
         r#"{{"seed": 11, "ingress": [{{"plugin": "corrupt", "config": {{"ratio": {p}}}}}], "egress": []}}"#

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
 use common::http::stage_command;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthnet_testkit::netns::{self, Middle, Topology, A_V4, A_V6, B_V4, B_V6};
+use synthnet_testkit::netns::{self, Topology, A_V4, A_V6, B_V4, B_V6};
 use synthnet_testkit::traffic::in_ns;
 
 const CONNS: u16 = 100;
@@ -215,13 +216,8 @@ fn run(topo: &Topology, algorithm: &str, v6: bool) -> (usize, BTreeSet<u16>, BTr
 
 #[test]
 fn root_lbhash_removing_a_target_resets_exactly_the_predicted_connections() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
     let t0 = Instant::now();
-    let topo = Topology::create("lbh", Middle::Synthnet).expect("build the test topology");
-    topo.pin_neighbours().expect("static neighbours");
+    let topo = pinned_topology("lbh");
     let _server = Server::start(&topo);
     let mut first_ht = None;
     for (algorithm, v6, lo, hi) in [
@@ -260,12 +256,7 @@ fn root_lbhash_removing_a_target_resets_exactly_the_predicted_connections() {
 /// `rehash_moves` every one is; without `hash_dscp`, none.
 #[test]
 fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let topo = Topology::create("lbd", Middle::Synthnet).expect("build the test topology");
-    topo.pin_neighbours().expect("static neighbours");
+    let topo = pinned_topology("lbd");
     let _server = Server::start(&topo);
     for (hash_dscp, rehash_moves, lo, hi) in [
         (true, false, 14, 20),
@@ -316,12 +307,7 @@ fn root_lbhash_ipv6_dscp_change_resets_the_sessions() {
 /// Each removal resets about half of the connections, as in the report (57, 48, 57 …).
 #[test]
 fn root_lbhash_scheduled_removals_reset_half_the_connections_each_time() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let topo = Topology::create("lbs", Middle::Synthnet).expect("build the test topology");
-    topo.pin_neighbours().expect("static neighbours");
+    let topo = pinned_topology("lbs");
     let _server = Server::start(&topo);
     let steps: Vec<Value> = [(1.0, "t10"), (1.5, "t9"), (2.0, "t8")]
         .iter()

@@ -20,6 +20,7 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::{ctl, BridgeProc};
 use common::files::TempDir;
 use common::http::{published_counters, stage_command};
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use synthnet_testkit::netns::{self, Middle, Topology, A_V4, B_V4};
+use synthnet_testkit::netns::{A_V4, B_V4};
 use synthnet_testkit::traffic::in_ns;
 
 /// 1000 bytes of payload: 1042-byte frames.
@@ -108,12 +109,7 @@ fn stage_counters(ns: &str) -> Value {
 /// Root: namespaces, veths and `synthnet bridge`.
 #[test]
 fn root_tx_stall_stops_one_direction_until_reset_seed_003() {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let topo = Topology::create("txs", Middle::Synthnet).expect("topology");
-    topo.pin_neighbours().unwrap();
+    let topo = pinned_topology("txs");
     // No IPv6 chatter (router solicitations, MLD) to count toward the trigger.
     for ns in [&topo.a, &topo.b] {
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();

@@ -7,19 +7,14 @@
 mod common;
 
 use common::rig::Rig;
+use common::serial;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use synthnet_testkit::netns::{Topology, B_V4};
 use synthnet_testkit::traffic::in_ns;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const MS: u64 = 1_000_000;
 

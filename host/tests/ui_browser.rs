@@ -20,16 +20,17 @@
 
 mod common;
 
+use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
+use common::serial;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use synthnet_testkit::netns::{self, Middle, Topology};
+use synthnet_testkit::netns::{self, Topology};
 use synthnet_testkit::traffic;
 
 /// The bridge's API port and chromedriver's, on the middle namespace's own loopback
@@ -38,24 +39,6 @@ const API_PORT: u16 = 18080;
 const DRIVER_PORT: u16 = 19515;
 const ENTER: &str = "\u{E007}";
 const TAB: &str = "\u{E004}";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One at a time: RTT accuracy does not survive a second browser on a 2-core machine.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn topology(tag: &str) -> Topology {
-    assert!(
-        netns::is_root(),
-        "this test needs root (network namespaces and raw sockets)"
-    );
-    let t = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
-    // No ARP/ND across the link: measurements see only the traffic they send.
-    t.pin_neighbours().expect("static neighbours");
-    t
-}
 
 /// The median RTT, ms, of 100 pings 20 ms apart from `ns`, and their mean. Fails the
 /// test unless every ping is answered.
@@ -500,7 +483,7 @@ fn wait_value(browser: &Session, css: &str, want: &str) {
 #[test]
 fn root_ui_changes_latency_and_ping_follows_with_no_loss() {
     let _g = serial();
-    let topo = topology("ui");
+    let topo = pinned_topology("ui");
     let spec = SpecFile::new(
         "spec",
         r#"{"ingress": {"latency": 20}, "egress": {"latency": 20}}"#,
@@ -589,7 +572,7 @@ fn root_ui_changes_latency_and_ping_follows_with_no_loss() {
 #[test]
 fn root_ui_shows_the_spec_and_names_a_refused_field() {
     let _g = serial();
-    let topo = topology("uiv");
+    let topo = pinned_topology("uiv");
     let spec = SpecFile::new(
         "spec",
         r#"{"ingress": {"latency": 20, "rate": 10000000}, "egress": {"latency": 20}}"#,
@@ -748,7 +731,7 @@ fn udp_a_to_b(topo: &Topology, port: u16, count: u64) -> traffic::UdpReport {
 #[test]
 fn root_ui_sends_stage_commands_and_shows_counters_and_schedule() {
     let _g = serial();
-    let topo = topology("uicmd");
+    let topo = pinned_topology("uicmd");
     let spec = SpecFile::new(
         "ui-cmd",
         r#"{"ingress": [{"plugin": "tx-stall", "name": "tx", "config": {

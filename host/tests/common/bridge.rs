@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synthnet_testkit::netns::Topology;
+use synthnet_testkit::netns::{self, Middle, Topology};
 
 /// A `synthnet bridge` process in the middle namespace; killed on drop.
 pub struct BridgeProc {
@@ -105,4 +105,16 @@ pub fn ctl(ns: &synthnet_testkit::netns::Netns, args: &[&str]) -> std::process::
         .args(args)
         .output()
         .expect("run synthnet ctl")
+}
+
+/// The tests' topology — hosts A and B, synthnet's namespace between them — with static
+/// neighbours, so what a test measures carries no ARP/ND. Needs root, and says so.
+pub fn pinned_topology(tag: &str) -> Topology {
+    assert!(
+        netns::is_root(),
+        "this test needs root (network namespaces and raw sockets)"
+    );
+    let t = Topology::create(tag, Middle::Synthnet).expect("build the test topology");
+    t.pin_neighbours().expect("static neighbours");
+    t
 }

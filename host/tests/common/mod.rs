@@ -8,12 +8,19 @@ pub mod http;
 pub mod replay;
 pub mod rig;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::{AppId, Engine, PacketPool};
 use synthnet_runtime::DEFAULT_MEMORY_LIMIT;
 use synthnet_runtime::{registry, Factory, PluginApp, WasmFactory, WasmRuntime};
 use synthnet_testkit::apps::{Received, Sink, Source};
+
+/// One test of the binary at a time: live tests share ports and two cores, and their
+/// timing does not survive a neighbour. A test that failed holding it does not poison it.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub fn runtime() -> Arc<WasmRuntime> {
     static RT: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
