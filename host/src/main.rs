@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use synthnet::commands::{
-    bench, bench_bridge as fwdbench, check, demo, replay, scaffold, takeover,
+    bench, bench_bridge as fwdbench, bridge, check, demo, replay, scaffold, takeover,
 };
 use synthnet::daemon::control::Control;
-use synthnet::daemon::{load_plan as plan_of, Bridge, Options};
+use synthnet::daemon::load_plan as plan_of;
 use synthnet_config::plan;
 use synthnet_core::Direction;
 
@@ -32,31 +32,7 @@ enum Command {
     /// Bridge two interfaces: the spec's ingress chain on OUTER → INNER, its egress
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
-    Bridge {
-        /// The outside interface (towards the network).
-        outer: String,
-        /// The inside interface (towards the application).
-        inner: String,
-        /// The spec (JSON); left out: the built-in default spec.
-        spec: Option<PathBuf>,
-        /// Seconds between one-line stats reports on stderr; 0: none.
-        #[arg(long, default_value_t = 1.0)]
-        stats: f64,
-        /// Receive ring frames per interface (2 KiB each).
-        #[arg(long, default_value_t = 4096)]
-        ring_frames: usize,
-        #[command(flatten)]
-        api: ApiArgs,
-        /// Flows each interface counts for the API's flow list and synthetic-network's
-        /// /top profiles (0: no per-flow accounting). Default: 4096, or 0 with `--api off`
-        /// (nothing would read the tables).
-        #[arg(long, value_name = "N")]
-        flow_table: Option<usize>,
-        /// Append every command handed to a plugin (API, `ctl command`, the schedule) to
-        /// FILE, one JSON line each with its engine time, for `synthnet replay --commands`.
-        #[arg(long, value_name = "FILE")]
-        command_log: Option<PathBuf>,
-    },
+    Bridge(bridge::BridgeArgs),
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
     /// Ctrl-C). Needs root.
@@ -198,58 +174,6 @@ enum Command {
     },
 }
 
-/// Flows per interface's table when none is given: enough for the API's flow list.
-const DEFAULT_FLOW_TABLE: usize = 4096;
-
-/// `--flow-table` as given, else its default: the tables exist for the API (flow list,
-/// `/top`), so with the API off they cost memory and time per packet for nobody.
-fn flow_table_size(given: Option<usize>, api_on: bool) -> usize {
-    given.unwrap_or(if api_on { DEFAULT_FLOW_TABLE } else { 0 })
-}
-
-/// Where the HTTP API listens and who may use it.
-#[derive(clap::Args)]
-struct ApiArgs {
-    /// Serve the HTTP API and web UI on ADDR (host:port), or `off`.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    api: String,
-    /// Require `Authorization: Bearer TOKEN` with the token in this file (first line).
-    #[arg(long, value_name = "FILE")]
-    api_token_file: Option<PathBuf>,
-    /// A host name the API answers to besides IP addresses and localhost (repeatable).
-    #[arg(long, value_name = "NAME")]
-    api_host: Vec<String>,
-}
-
-impl ApiArgs {
-    /// Bind the listener now (a busy port is an error before anything else starts);
-    /// `None` when the API is off.
-    fn open(&self) -> Result<Option<synthnet::api::ApiOptions>> {
-        if self.api == "off" {
-            return Ok(None);
-        }
-        let token = match &self.api_token_file {
-            None => None,
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("--api-token-file {}", f.display()))?;
-                let t = text.lines().next().unwrap_or("").trim().to_string();
-                anyhow::ensure!(
-                    !t.is_empty(),
-                    "--api-token-file {}: the file is empty",
-                    f.display()
-                );
-                Some(t)
-            }
-        };
-        Ok(Some(synthnet::api::ApiOptions {
-            listener: synthnet::api::bind(&self.api)?,
-            token,
-            hosts: self.api_host.clone(),
-        }))
-    }
-}
-
 #[derive(Subcommand)]
 enum CtlCommand {
     /// Print the running spec (as written), its plan and generation.
@@ -320,77 +244,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         synthnet_io::process::die_on_broken_pipe();
     }
     match cli.command {
-        Command::Bridge {
-            outer,
-            inner,
-            spec,
-            stats,
-            ring_frames,
-            api,
-            flow_table,
-            command_log,
-        } => {
-            if !(stats >= 0.0 && stats.is_finite()) {
-                anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
-            }
-            anyhow::ensure!(
-                (64..=1 << 20).contains(&ring_frames),
-                "--ring-frames: must be within 64..=1048576, got {ring_frames}"
-            );
-            let flow_table = flow_table_size(flow_table, api.api != "off");
-            anyhow::ensure!(
-                flow_table <= 1 << 20,
-                "--flow-table: must be at most 1048576 flows, got {flow_table}"
-            );
-            let ctl = Control::new()?;
-            ctl.install_reload_handler()?;
-            let mut b = Bridge::new(
-                Options {
-                    outer,
-                    inner,
-                    spec,
-                    stats: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
-                    ring_frames,
-                    flow_table,
-                    publish: api.api != "off",
-                    command_log,
-                },
-                &ctl,
-            )?;
-            // After the bridge claimed its interfaces (a second bridge on them is told
-            // so), before it runs.
-            let api = api.open()?;
-            if let (Some(api), Some(board)) = (api, b.board()) {
-                synthnet::api::spawn(api, b.worker(), board)?;
-            }
-            ctl.install_stop_handlers()?;
-            let budget = b.memory_budget();
-            let total: usize = budget.iter().map(|(_, n)| n).sum();
-            let parts: Vec<String> = budget
-                .iter()
-                .map(|(k, n)| format!("{k} {} MiB", n >> 20))
-                .collect();
-            let (o, i) = b.interfaces();
-            log::info!(
-                "bridging {o} (outer) ⇄ {i} (inner); memory bound {} MiB ({})",
-                total >> 20,
-                parts.join(", ")
-            );
-            for line in b.describe().lines() {
-                log::info!("  {line}");
-            }
-            let shares: Vec<String> = b
-                .network()
-                .share_limits()
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            log::info!(
-                "packets delay lines may hold (shares of the pool): {}",
-                shares.join(", ")
-            );
-            b.run(&ctl)?;
-            log::info!("stopped at generation {}", b.network().generation());
+        Command::Bridge(args) => {
+            bridge::serve(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchBridge {
@@ -529,18 +384,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command,
         } => {
             use synthnet::commands::ctl::{self, Request};
-            let token = match token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(&f)
-                        .with_context(|| format!("--token-file {}", f.display()))?
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let token = token_file
+                .map(|f| ctl::read_token(&f, "--token-file"))
+                .transpose()?;
             let req = match command {
                 CtlCommand::Get => Request::Get,
                 CtlCommand::Set { spec } => Request::Set(spec),
@@ -616,30 +462,5 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_off_means_no_flow_tables_unless_asked_for() {
-        assert_eq!(flow_table_size(None, true), DEFAULT_FLOW_TABLE);
-        assert_eq!(flow_table_size(None, false), 0);
-        assert_eq!(flow_table_size(Some(100), false), 100);
-        assert_eq!(flow_table_size(Some(0), true), 0);
-    }
-
-    #[test]
-    fn bridge_parses_flow_table_as_optional() {
-        let cli = Cli::try_parse_from(["synthnet", "bridge", "a", "b", "--api", "off"]).unwrap();
-        let Command::Bridge {
-            api, flow_table, ..
-        } = cli.command
-        else {
-            panic!("not bridge");
-        };
-        assert_eq!(flow_table_size(flow_table, api.api != "off"), 0);
     }
 }

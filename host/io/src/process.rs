@@ -13,3 +13,29 @@ pub fn die_on_broken_pipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Take ownership of file descriptor `fd`, inherited from the process that started us
+/// (`--ready-fd N`): refused unless it is open, and marked close-on-exec so that no
+/// child of ours keeps it.
+pub fn inherited_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd <= 2 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{fd} is standard input, output or error"),
+        ));
+    }
+    // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("file descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above), and the caller gives us its only
+    // use: nothing else in this process knows the number.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

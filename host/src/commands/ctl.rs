@@ -195,3 +195,17 @@ pub fn summary(v: &Value) -> String {
     s.push_str(&format!(" | held {held}"));
     s
 }
+
+/// The token in `file` (its first line, trimmed); `flag` names the option in errors.
+pub fn read_token(file: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("{flag} {}", file.display()))?;
+    let t = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !t.is_empty(),
+        "{flag} {}: the file is empty",
+        file.display()
+    );
+    Ok(t)
+}

@@ -1,7 +1,9 @@
-//! The subcommands other than `bridge` (which is [`crate::daemon`]).
+//! The subcommands: each owns its flags and its run; `bridge` serves the engine of
+//! [`crate::daemon`], and every front door ends in it.
 
 pub mod bench;
 pub mod bench_bridge;
+pub mod bridge;
 pub mod check;
 pub mod ctl;
 pub mod demo;

@@ -139,11 +139,33 @@ pub struct Bridge {
     early_ns: u64,
 }
 
-/// Where the claims on interfaces live.
-const CLAIMS_DIR: &str = "/run/synthnet";
+/// Where synthnet keeps locks, state and crash records: `/run/synthnet` as root,
+/// `$XDG_RUNTIME_DIR/synthnet` otherwise (else `/tmp/synthnet-UID`). Created (mode 0700
+/// for a user's) when asked for.
+pub fn state_dir() -> std::path::PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return "/run/synthnet".into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => std::path::Path::new(&d).join("synthnet"),
+        None => std::env::temp_dir().join(format!("synthnet-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// [`state_dir`], created if missing.
+pub fn make_state_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = state_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    Ok(dir)
+}
 
 /// Claim interface `ifname` of this thread's network namespace for this process: an
-/// exclusive `flock` on `/run/synthnet/<netns inode>-<ifname>.lock`, which holds our pid.
+/// exclusive `flock` on `<state dir>/<netns inode>-<ifname>.lock` ([`state_dir`]), which
+/// holds our pid.
 /// The kernel drops the lock when the process ends, however it ends, so a crashed
 /// bridge never blocks the next one. `Ok(None)` when claims cannot be made here (no
 /// `/run`, or not allowed to write there): then nothing is checked.
@@ -154,10 +176,10 @@ fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     let ns = std::fs::metadata("/proc/thread-self/ns/net")
         .map(|m| m.ino())
         .unwrap_or(0);
-    if std::fs::create_dir_all(CLAIMS_DIR).is_err() {
+    let Ok(dir) = make_state_dir() else {
         return Ok(None);
-    }
-    let path = format!("{CLAIMS_DIR}/{ns}-{ifname}.lock");
+    };
+    let path = dir.join(format!("{ns}-{ifname}.lock"));
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -178,8 +200,9 @@ fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             anyhow::bail!(
-                "interface {ifname:?} is already bridged by another synthnet (pid {}; it holds the lock {path}): stop that one first",
-                pid.trim()
+                "interface {ifname:?} is already bridged by another synthnet (pid {}; it holds the lock {}): stop that one first",
+                pid.trim(),
+                path.display()
             )
         }
     }
