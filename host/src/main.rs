@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use synthnet::commands::{
-    bench, bench_bridge as fwdbench, bridge, check, demo, replay, scaffold, takeover,
+    bench, bench_bridge as fwdbench, bridge, check, demo, replay, run, scaffold, takeover,
 };
 use synthnet::daemon::control::Control;
 use synthnet::daemon::load_plan as plan_of;
@@ -33,6 +33,17 @@ enum Command {
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
     Bridge(bridge::BridgeArgs),
+    /// Run a command behind a synthetic link, in namespaces of its own (as Mahimahi's
+    /// `mm-delay` does): no root needed, nothing left behind. The exit code is the
+    /// command's (125: the link failed; 127: no such command).
+    #[command(mut_arg("api", |a| a.default_value("auto")), mut_arg("stats", |a| a.default_value("0")))]
+    Run(run::RunArgs),
+    /// (internal) The bridge stage of `synthnet run`, in its namespaces.
+    #[command(name = "__run-outer", hide = true)]
+    RunOuter { plan: String },
+    /// (internal) The init of `synthnet run`'s command namespace.
+    #[command(name = "__run-inner", hide = true)]
+    RunInner { plan: String },
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
     /// Ctrl-C). Needs root.
@@ -222,8 +233,19 @@ fn load_plan(path: &std::path::Path) -> Result<plan::Plan> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // A front door's terminal belongs to the command it runs: only warnings and errors.
+    let quiet = matches!(
+        cli.command,
+        Command::Run(_) | Command::RunOuter { .. } | Command::RunInner { .. }
+    );
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if quiet {
+        "warn"
+    } else {
+        "info"
+    }))
+    .init();
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("synthnet: {e:#}");
@@ -244,6 +266,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         synthnet_io::process::die_on_broken_pipe();
     }
     match cli.command {
+        // synthnet's own failures are 125, as `docker run`'s: CMD's codes stay CMD's.
+        Command::Run(args) => run::run(args).or_else(|e| {
+            eprintln!("synthnet run: {e:#}");
+            Ok(ExitCode::from(run::LINK_FAILED))
+        }),
+        Command::RunOuter { plan } => run::outer_main(&plan),
+        Command::RunInner { plan } => Ok(run::inner_main(&plan)),
         Command::Bridge(args) => {
             bridge::serve(args)?;
             Ok(ExitCode::SUCCESS)

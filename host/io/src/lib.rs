@@ -9,6 +9,8 @@
 //! - [`pcap`]: pcap/pcapng captures, and the apps that feed them to an engine and keep
 //!   what comes out.
 //! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover`.
+//! - [`nsproc`]: new namespaces and processes for `synthnet run` (between `fork` and
+//!   `exec`), a file bound over a path, the terminal's foreground group.
 //! - [`heap`]: freed heap memory given back to the system (after compiling plugins).
 //! - [`process`]: process-wide settings (a closed pipe ends a printing command quietly).
 
@@ -19,6 +21,8 @@ pub mod afpacket;
 #[allow(unsafe_code)]
 pub mod heap;
 pub mod netlink;
+#[allow(unsafe_code)]
+pub mod nsproc;
 pub mod pcap;
 #[allow(unsafe_code)]
 pub mod process;

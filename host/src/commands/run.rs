@@ -1,0 +1,991 @@
+//! `synthnet run [SPEC] -- CMD`: run a command behind a synthetic link, as Mahimahi's
+//! `mm-delay 50 -- cmd` does, with no setup and, for an ordinary user, no root.
+//!
+//! Three synthnet processes and a userspace network stack:
+//!
+//! ```text
+//!  the caller's namespaces      new user + net namespace ("outer")   new net + mount ns, PID 1
+//!  ┌──────────────────────┐     ┌────────────────────────────────┐   ┌──────────────────────┐
+//!  │ synthnet run  (main) │     │ synthnet __run-outer (bridge)  │   │ synthnet __run-inner │
+//!  │  API listener ───────┼fd──▶│  tap0 ⇄ [spec's chains] ⇄ sn-cmd ═veth═ eth0 10.0.2.100 │
+//!  │ slirp4netns / pasta ─┼tap─▶│                                │   │   └─ CMD             │
+//!  └──────────────────────┘     └────────────────────────────────┘   └──────────────────────┘
+//! ```
+//!
+//! - **main** (the process the user started) checks the spec, binds the API (so it
+//!   listens in the caller's namespace), starts *outer* in new namespaces, attaches the
+//!   front end (slirp4netns or pasta, run from the caller's namespace, where their
+//!   sockets must live) to outer's network namespace, forwards signals, and exits with
+//!   CMD's exit code — or 125 when the link failed, as `docker run` does.
+//! - **outer** is a `synthnet bridge tap0 sn-cmd` with the pre-bound API listener: ingress
+//!   (outer → inner) is toward CMD, as in a container.
+//! - **inner** is the PID namespace's init: it configures `eth0` (addresses, default
+//!   routes, a `resolv.conf` bound over the file in its own mount namespace), runs CMD —
+//!   as the caller's own uid again when rootless — forwards signals, reaps orphans and
+//!   exits with CMD's code.
+//!
+//! **Nothing is left behind, however it ends.** outer and inner die with their parent
+//! (a parent-death SIGKILL); inner is PID 1, so the kernel kills everything CMD started
+//! when it goes; the namespaces have no other holder and vanish; slirp4netns exits when
+//! its exit pipe (held by main) closes, pasta by its own parent-death signal.
+//!
+//! Main items: [`RunArgs`], [`run`], and the two hidden stages [`outer_main`],
+//! [`inner_main`].
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::iterator::Signals;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use synthnet_io::netlink;
+use synthnet_io::nsproc::{self, IdMap, Spawn};
+
+use super::bridge::{run_bridge, ApiArgs, EngineArgs};
+use super::child;
+use crate::daemon::control::Control;
+use crate::daemon::Bridge;
+
+/// Exit code when synthnet itself fails (not CMD), as `docker run` uses.
+pub const LINK_FAILED: u8 = 125;
+/// Exit code when CMD cannot be run (no such file; not executable), as a shell uses.
+pub const NOT_FOUND: u8 = 127;
+pub const NOT_EXECUTABLE: u8 = 126;
+
+/// MTU of the tap and both veth ends: a userspace stack's throughput grows with it
+/// (slirp4netns: 0.3 Gbit/s at 1500, 2.4 at 65520, measured in the research notes).
+const MTU: u32 = 65520;
+/// The tap the front end makes in outer's namespace.
+const TAP: &str = "tap0";
+/// outer's end of the veth pair, and CMD's.
+const OUTER_END: &str = "sn-cmd";
+const CMD_END: &str = "eth0";
+/// How long a front end may take to attach.
+const FRONT_END_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The address plan of the link, slirp4netns' own (pasta is given the same).
+const GUEST_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const DNS_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const DNS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+
+/// Descriptors handed to outer, inner and the front end, at these numbers.
+const FD_API: i32 = 3;
+const FD_CONTROL: i32 = 4;
+const FD_STATUS: i32 = 5;
+const FD_GO: i32 = 3;
+const FD_READY: i32 = 3;
+const FD_EXIT: i32 = 4;
+
+/// The userspace network stack between the link and the caller's network.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrontEnd {
+    /// slirp4netns if installed, else pasta.
+    Auto,
+    /// slirp4netns (Debian package `slirp4netns`): steady, the default.
+    Slirp4netns,
+    /// pasta (Debian package `passt`).
+    Pasta,
+}
+
+impl FrontEnd {
+    fn program(self) -> &'static str {
+        match self {
+            FrontEnd::Pasta => "pasta",
+            _ => "slirp4netns",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            FrontEnd::Pasta => "passt",
+            _ => "slirp4netns",
+        }
+    }
+}
+
+/// `synthnet run`'s flags.
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = RUN_EXAMPLES)]
+pub struct RunArgs {
+    /// The spec (JSON); left out: the built-in default spec. Ingress is toward CMD.
+    pub spec: Option<PathBuf>,
+    /// The userspace network stack that connects the link to this machine's network.
+    #[arg(long = "net", value_enum, default_value = "auto")]
+    pub front_end: FrontEnd,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The command and its arguments; left out: your $SHELL, interactive.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # 100 ms each way and 1% loss on ingress, around one command (as an ordinary user):
+  echo '{\"ingress\": {\"latency\": 100, \"loss\": 0.01}, \"egress\": {\"latency\": 100}}' > lossy.json
+  synthnet run lossy.json -- curl -sS https://example.com/
+
+  # A shell behind the link (exit the shell to end the run):
+  synthnet run lossy.json
+
+  # Change the link while the command runs (the URL and this line are printed at start):
+  synthnet ctl --api 127.0.0.1:PORT patch '{\"ingress\": {\"latency\": 300}}'
+
+  # Two links, one after the other, like Mahimahi's nested shells:
+  synthnet run a.json -- synthnet run b.json -- ./client
+
+What the command sees: an interface eth0 with 10.0.2.100/24 and fd00::100/64, default
+routes via 10.0.2.2 and fd00::2, DNS at 10.0.2.3 (its own /etc/resolv.conf), and this
+machine's network through the link: its addresses as usual, and its loopback at
+10.0.2.2. SYNTHNET_API in its environment reaches this run's API from inside.
+
+The exit code is the command's, or 125 when the link failed, 127 when the command does
+not exist. Ctrl-C and other signals go to the command; SIGHUP to synthnet reloads the
+spec. Nothing is left behind, even after a SIGKILL of synthnet.
+";
+
+/// What outer and inner are told (a hidden argument of theirs).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Plan {
+    spec: Option<PathBuf>,
+    stats_secs: f64,
+    ring_frames: usize,
+    flow_table: Option<usize>,
+    command_log: Option<PathBuf>,
+    api_on: bool,
+    /// The API's address as CMD reaches it (through the front end's gateway).
+    api_for_cmd: Option<SocketAddr>,
+    command: Vec<String>,
+    /// The caller's uid and gid when rootless: CMD runs as them again.
+    ids: Option<(u32, u32)>,
+    /// Hand CMD the terminal (we had it in the foreground).
+    terminal: bool,
+}
+
+impl Plan {
+    fn engine(&self) -> EngineArgs {
+        EngineArgs {
+            stats: self.stats_secs,
+            ring_frames: self.ring_frames,
+            flow_table: self.flow_table,
+            command_log: self.command_log.clone(),
+        }
+    }
+}
+
+/// The front end to use, or what to install.
+fn pick_front_end(asked: FrontEnd) -> Result<(FrontEnd, PathBuf)> {
+    let find = |f: FrontEnd| which(f.program()).map(|p| (f, p));
+    match asked {
+        FrontEnd::Auto => find(FrontEnd::Slirp4netns)
+            .or_else(|| find(FrontEnd::Pasta))
+            .ok_or_else(|| {
+                anyhow!(
+                    "synthnet run needs a userspace network stack to reach this machine's network, and neither slirp4netns nor pasta is installed: install one (Debian/Ubuntu: `apt-get install slirp4netns`, or `apt-get install passt` for pasta)"
+                )
+            }),
+        f => find(f).ok_or_else(|| {
+            anyhow!(
+                "--net {}: {} is not installed (Debian/Ubuntu: `apt-get install {}`)",
+                f.program(),
+                f.program(),
+                f.package()
+            )
+        }),
+    }
+}
+
+/// `program` on `$PATH`.
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+/// Why new namespaces were refused, as precisely as this machine tells.
+fn namespace_diagnosis(e: &std::io::Error, rootless: bool) -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let mut why = Vec::new();
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        why.push("user.max_user_namespaces is 0 (`sysctl -w user.max_user_namespaces=10000` as root allows them)".to_string());
+    }
+    if rootless && read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        why.push("kernel.unprivileged_userns_clone is 0 (`sysctl -w kernel.unprivileged_userns_clone=1` as root allows them)".to_string());
+    }
+    if rootless
+        && read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
+    {
+        why.push("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)".to_string());
+    }
+    let seccomp = read("/proc/self/status").and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+    });
+    if seccomp == Some(true) {
+        why.push("a seccomp filter forbids unshare here — inside a container that is Docker's default profile: run the container with `--security-opt seccomp=unconfined` (and `--cap-add NET_ADMIN`), or put the container behind synthnet from the host with `synthnet attach docker:NAME`".to_string());
+    }
+    if why.is_empty() {
+        why.push(if rootless {
+            "this kernel or its policy does not let an ordinary user create user namespaces; try as root".to_string()
+        } else {
+            "check that the kernel has network and PID namespaces".to_string()
+        });
+    }
+    format!(
+        "cannot create the run's namespaces ({e}): {}",
+        why.join("; ")
+    )
+}
+
+/// `synthnet run`: run to the end; the exit code is CMD's.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // Everything that can be refused is refused before anything is made.
+    if let Some(s) = &args.spec {
+        crate::daemon::load_plan(Some(s))?;
+    }
+    let (front_end, front_end_path) = pick_front_end(args.front_end)?;
+    let root = nix::unistd::geteuid().is_root();
+    if !root
+        && nix::unistd::access(
+            "/dev/net/tun",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_err()
+    {
+        bail!("{} needs /dev/net/tun, which you may not open: as root, `chmod 0666 /dev/net/tun` (Debian's default mode, which a tap needs anyway; the device is harmless without CAP_NET_ADMIN)", front_end.program());
+    }
+    args.engine
+        .options(String::new(), String::new(), None, args.api.is_on())?;
+    let listener = args.api.open()?;
+    let api_addr = listener
+        .as_ref()
+        .map(|a| a.listener.local_addr())
+        .transpose()?;
+    let spec = args
+        .spec
+        .as_ref()
+        .map(|s| std::path::absolute(s).with_context(|| format!("{}", s.display())))
+        .transpose()?;
+    let command = if args.command.is_empty() {
+        vec![std::env::var("SHELL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into())]
+    } else {
+        args.command.clone()
+    };
+    let terminal = nsproc::is_foreground();
+    let plan = Plan {
+        spec,
+        stats_secs: args.engine.stats,
+        ring_frames: args.engine.ring_frames,
+        flow_table: args.engine.flow_table,
+        command_log: args.engine.command_log.clone(),
+        api_on: listener.is_some(),
+        // The front end maps its gateway to this machine's loopback.
+        api_for_cmd: api_addr
+            .filter(|a| a.ip().is_loopback())
+            .map(|a| SocketAddr::new(IpAddr::V4(GATEWAY_V4), a.port())),
+        command,
+        ids: (!root).then(|| {
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        }),
+        terminal,
+    };
+    // First, so that no child's end or signal is missed.
+    let signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+        .context("install signal handlers")?;
+    let (control_r, control_w) = std::io::pipe().context("pipe")?;
+    let (status_r, status_w) = std::io::pipe().context("pipe")?;
+    let exe = std::env::current_exe().context("locate the synthnet binary")?;
+    let mut outer = Command::new(&exe);
+    outer
+        .arg("__run-outer")
+        .arg(serde_json::to_string(&plan)?)
+        .stdin(Stdio::null());
+    if let Some(a) = &listener {
+        // The token travels in the environment, not in argv where `ps` shows it.
+        if let Some(t) = &a.token {
+            outer.env("SYNTHNET_RUN_API_TOKEN", t);
+        }
+        outer.env("SYNTHNET_RUN_API_HOSTS", a.hosts.join(","));
+    }
+    let mut fds = vec![
+        (control_r.as_raw_fd(), FD_CONTROL),
+        (status_w.as_raw_fd(), FD_STATUS),
+    ];
+    if let Some(a) = &listener {
+        fds.push((a.listener.as_raw_fd(), FD_API));
+    }
+    Spawn {
+        parent_death_signal: Some(libc_sigkill()),
+        user: (!root).then(|| IdMap {
+            inside_uid: 0,
+            outside_uid: nix::unistd::geteuid().as_raw(),
+            inside_gid: 0,
+            outside_gid: nix::unistd::getegid().as_raw(),
+        }),
+        // Not the PID namespace: a process that unshared one may not start threads
+        // (the bridge has several); inner's launcher makes it.
+        net: true,
+        pid: false,
+        mount: false,
+        fds,
+        own_group: false,
+        terminal: false,
+    }
+    .apply(&mut outer);
+    let mut outer = outer
+        .spawn()
+        .map_err(|e| anyhow!(namespace_diagnosis(&e, !root)))?;
+    drop((control_r, status_w, listener));
+    let outer_pid = Pid::from_raw(i32::try_from(outer.id()).map_err(|_| anyhow!("pid"))?);
+    let mut front = match start_front_end(front_end, &front_end_path, outer.id()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = outer.kill();
+            let _ = outer.wait();
+            return Err(e);
+        }
+    };
+    let mut control = std::fs::File::from(OwnedFd::from(control_w));
+    // outer may already have failed (then the status pipe says why).
+    let _ = writeln!(control, "go");
+    let (events_tx, events) = mpsc::channel::<Event>();
+    spawn_status_reader(status_r, events_tx.clone())?;
+    spawn_signal_forwarder(signals, events_tx.clone())?;
+    let front_child = front.child.take();
+    if let Some(mut c) = front_child {
+        let tx = events_tx.clone();
+        std::thread::Builder::new()
+            .name("front-end".into())
+            .spawn(move || {
+                let st = c.wait();
+                let _ = tx.send(Event::FrontEndEnded(
+                    st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                ));
+            })
+            .context("start a thread")?;
+    }
+    let code = supervise(
+        &events,
+        outer_pid,
+        api_addr,
+        &args.api,
+        front_end,
+        &front.said,
+    );
+    if terminal {
+        nsproc::take_terminal();
+    }
+    // outer is gone or going; its end takes inner and CMD with it.
+    let _ = kill(outer_pid, Signal::SIGKILL);
+    let _ = outer.wait();
+    drop(front);
+    Ok(ExitCode::from(code))
+}
+
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
+}
+
+/// What the main process waits for.
+enum Event {
+    /// A line from outer: `ready`, `exit N`, `failed MESSAGE`.
+    Status(String),
+    /// outer's status pipe closed: outer ended.
+    StatusClosed,
+    Signal(i32),
+    FrontEndEnded(String),
+}
+
+fn spawn_status_reader(r: std::io::PipeReader, tx: mpsc::Sender<Event>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("run-status".into())
+        .spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(Event::Status(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::StatusClosed);
+        })
+        .context("start a thread")?;
+    Ok(())
+}
+
+fn spawn_signal_forwarder(mut signals: Signals, tx: mpsc::Sender<Event>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("run-signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if tx.send(Event::Signal(s)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("start a thread")?;
+    Ok(())
+}
+
+/// Forward signals to outer until it says how CMD ended; the exit code.
+fn supervise(
+    events: &mpsc::Receiver<Event>,
+    outer: Pid,
+    api_addr: Option<SocketAddr>,
+    api: &ApiArgs,
+    front_end: FrontEnd,
+    said: &Said,
+) -> u8 {
+    let mut failure: Option<String> = None;
+    while let Ok(ev) = events.recv() {
+        match ev {
+            Event::Status(line) => {
+                if line == "ready" {
+                    if let Some(a) = api_addr {
+                        api.announce(a);
+                    }
+                } else if let Some(code) = line.strip_prefix("exit ") {
+                    return code.trim().parse().unwrap_or(1);
+                } else if let Some(why) = line.strip_prefix("failed ") {
+                    failure = Some(why.to_string());
+                }
+            }
+            Event::StatusClosed => {
+                let why = failure.unwrap_or_else(|| "the bridge process ended unexpectedly".into());
+                eprintln!("synthnet run: {why}; the command was stopped");
+                return LINK_FAILED;
+            }
+            Event::Signal(s) => {
+                if let Ok(sig) = Signal::try_from(s) {
+                    // SIGHUP reloads the spec; the rest are CMD's (outer passes them on).
+                    let _ = kill(outer, sig);
+                }
+            }
+            Event::FrontEndEnded(st) => {
+                eprintln!(
+                    "synthnet run: {} exited ({st}): the link to the outside is gone; the command was stopped{}",
+                    front_end.program(),
+                    said.text()
+                );
+                return LINK_FAILED;
+            }
+        }
+    }
+    LINK_FAILED
+}
+
+/// A running front end: the child, the pipe whose closing ends it, and what it said.
+struct FrontEndProc {
+    child: Option<std::process::Child>,
+    _exit: Option<OwnedFd>,
+    said: Said,
+}
+
+/// The last lines a front end wrote on stderr: its start-up chatter is not shown,
+/// unless it fails.
+#[derive(Clone, Default)]
+struct Said(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl Said {
+    const KEEP: usize = 40;
+
+    fn collect(&self, child: &mut std::process::Child) {
+        let Some(err) = child.stderr.take() else {
+            return;
+        };
+        let said = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("front-end-log".into())
+            .spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut q) = said.0.lock() {
+                        if q.len() == Self::KEEP {
+                            q.pop_front();
+                        }
+                        q.push_back(line);
+                    }
+                }
+            });
+    }
+
+    fn text(&self) -> String {
+        match self.0.lock() {
+            Ok(q) if !q.is_empty() => format!(
+                "; it said:\n  {}",
+                q.iter().cloned().collect::<Vec<_>>().join("\n  ")
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Start the front end on outer's network namespace and wait until its tap is there.
+fn start_front_end(f: FrontEnd, program: &Path, outer_pid: u32) -> Result<FrontEndProc> {
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let (ready_r, ready_w) = std::io::pipe().context("pipe")?;
+    let mut spawn = Spawn {
+        // pasta has no exit pipe: its life ends with ours this way (slirp4netns has
+        // both).
+        parent_death_signal: Some(Signal::SIGTERM as i32),
+        ..Spawn::default()
+    };
+    match f {
+        FrontEnd::Pasta => {
+            // Our address plan on a tap of our name, not configured inside (the
+            // addresses belong on CMD's end), no port forwarding, in the foreground (a
+            // daemon would escape the parent-death signal).
+            let mtu = MTU.to_string();
+            let (netns, userns) = (
+                format!("/proc/{outer_pid}/ns/net"),
+                format!("/proc/{outer_pid}/ns/user"),
+            );
+            let mut a = vec![
+                "--foreground",
+                "--quiet",
+                "--ns-ifname",
+                TAP,
+                "--mtu",
+                &mtu,
+                "--tcp-ports",
+                "none",
+                "--udp-ports",
+                "none",
+                "--tcp-ns",
+                "none",
+                "--udp-ns",
+                "none",
+                "--netns",
+                &netns,
+            ];
+            let plan = [
+                GUEST_V4.to_string(),
+                GATEWAY_V4.to_string(),
+                DNS_V4.to_string(),
+                GUEST_V6.to_string(),
+                GATEWAY_V6.to_string(),
+                DNS_V6.to_string(),
+            ];
+            a.extend([
+                "--address",
+                &plan[0],
+                "--netmask",
+                "24",
+                "--gateway",
+                &plan[1],
+                "--dns-forward",
+                &plan[2],
+                "--address",
+                &plan[3],
+                "--gateway",
+                &plan[4],
+                "--dns-forward",
+                &plan[5],
+            ]);
+            if nix::unistd::geteuid().is_root() {
+                a.push("--netns-only");
+            } else {
+                a.extend(["--userns", &userns]);
+            }
+            cmd.args(a);
+            drop((ready_r, ready_w));
+            spawn.apply(&mut cmd);
+            let mut child = cmd
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("start {}", program.display()))?;
+            let said = Said::default();
+            said.collect(&mut child);
+            wait_for_tap(outer_pid).map_err(|e| anyhow!("{e}{}", said.text()))?;
+            Ok(FrontEndProc {
+                child: Some(child),
+                _exit: None,
+                said,
+            })
+        }
+        _ => {
+            let (exit_r, exit_w) = std::io::pipe().context("pipe")?;
+            cmd.args([
+                "--mtu",
+                &MTU.to_string(),
+                "--enable-ipv6",
+                &format!("--ready-fd={FD_READY}"),
+                &format!("--exit-fd={FD_EXIT}"),
+                &outer_pid.to_string(),
+                TAP,
+            ]);
+            spawn.fds = vec![
+                (ready_w.as_raw_fd(), FD_READY),
+                (exit_r.as_raw_fd(), FD_EXIT),
+            ];
+            spawn.apply(&mut cmd);
+            let mut child = cmd
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("start {}", program.display()))?;
+            let said = Said::default();
+            said.collect(&mut child);
+            drop(ready_w);
+            drop(exit_r);
+            let mut line = String::new();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(ready_r);
+                let _ = r.read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            match rx.recv_timeout(FRONT_END_TIMEOUT) {
+                Ok(l) if l.trim() == "1" => {}
+                Ok(_) => bail!("slirp4netns ended before its tap was ready{}", said.text()),
+                Err(_) => bail!(
+                    "slirp4netns did not get its tap ready within {FRONT_END_TIMEOUT:?}{}",
+                    said.text()
+                ),
+            }
+            Ok(FrontEndProc {
+                child: Some(child),
+                _exit: Some(OwnedFd::from(exit_w)),
+                said,
+            })
+        }
+    }
+}
+
+/// Wait until the tap exists in outer's namespace (pasta has no readiness pipe).
+fn wait_for_tap(outer_pid: u32) -> Result<()> {
+    let deadline = std::time::Instant::now() + FRONT_END_TIMEOUT;
+    let path = format!("/proc/{outer_pid}/net/dev");
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(&path)
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{TAP}:")))
+            })
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("pasta did not make its tap within {FRONT_END_TIMEOUT:?}")
+}
+
+/// outer: the bridge between the front end's tap and CMD's veth, in the run's user and
+/// network namespaces; its first child, inner, is the PID namespace's init.
+pub fn outer_main(plan_json: &str) -> Result<ExitCode> {
+    let mut status =
+        std::fs::File::from(synthnet_io::process::inherited_fd(FD_STATUS).context("status pipe")?);
+    match outer(plan_json, &mut status) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => {
+            let _ = writeln!(status, "failed {e:#}");
+            Ok(ExitCode::from(LINK_FAILED))
+        }
+    }
+}
+
+fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
+    let plan: Plan = serde_json::from_str(plan_json).context("run plan")?;
+    let control = synthnet_io::process::inherited_fd(FD_CONTROL).context("control pipe")?;
+    let api_fd = if plan.api_on {
+        Some(synthnet_io::process::inherited_fd(FD_API).context("API listener")?)
+    } else {
+        None
+    };
+    // Signals are CMD's: passed on to inner (and by it to CMD), never ours to stop on.
+    let signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2])
+        .context("install signal handlers")?;
+    let ctl = Control::new()?;
+    ctl.install_reload_handler()?;
+    netlink::set_up("lo", None)?;
+    let (go_r, go_w) = std::io::pipe().context("pipe")?;
+    let exe = std::env::current_exe().context("locate the synthnet binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__run-inner").arg(plan_json);
+    Spawn {
+        parent_death_signal: Some(libc_sigkill()),
+        net: true,
+        mount: true,
+        pid: true,
+        fds: vec![(go_r.as_raw_fd(), FD_GO)],
+        ..Spawn::default()
+    }
+    .apply(&mut cmd);
+    let mut init = cmd.spawn().context("start the command's namespace")?;
+    drop(go_r);
+    let init_pid = Pid::from_raw(i32::try_from(init.id()).map_err(|_| anyhow!("pid"))?);
+    let result = (|| -> Result<u8> {
+        netlink::veth_into(OUTER_END, CMD_END, MTU, init.id())?;
+        // The front end is attached once main says so.
+        let mut line = String::new();
+        BufReader::new(std::fs::File::from(control)).read_line(&mut line)?;
+        anyhow::ensure!(line.trim() == "go", "the main synthnet process went away");
+        netlink::set_up(TAP, Some(MTU))?;
+        let opts =
+            plan.engine()
+                .options(TAP.into(), OUTER_END.into(), plan.spec.clone(), plan.api_on)?;
+        let mut b = Bridge::new(opts, &ctl)?;
+        let api = match api_fd {
+            Some(fd) => Some(crate::api::ApiOptions {
+                listener: std::net::TcpListener::from(fd),
+                token: None,
+                hosts: Vec::new(),
+            }),
+            None => None,
+        };
+        let api = api.map(|mut a| {
+            // The token and host names travel in the environment (not argv).
+            a.token = std::env::var("SYNTHNET_RUN_API_TOKEN").ok();
+            a.hosts = std::env::var("SYNTHNET_RUN_API_HOSTS")
+                .ok()
+                .map(|h| {
+                    h.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            a
+        });
+        // CMD's end: when it comes, the bridge stops.
+        let code = std::sync::Arc::new(std::sync::Mutex::new(None::<u8>));
+        {
+            let code = code.clone();
+            let ctl = ctl.clone();
+            std::thread::Builder::new()
+                .name("run-init".into())
+                .spawn(move || {
+                    let c = init.wait().map(child::status_code).unwrap_or(LINK_FAILED);
+                    if let Ok(mut g) = code.lock() {
+                        *g = Some(c);
+                    }
+                    ctl.request_stop();
+                })
+                .context("start a thread")?;
+        }
+        let mut forward = signals;
+        std::thread::Builder::new()
+            .name("run-signals".into())
+            .spawn(move || {
+                for s in forward.forever() {
+                    if let Ok(sig) = Signal::try_from(s) {
+                        let _ = kill(init_pid, sig);
+                    }
+                }
+            })
+            .context("start a thread")?;
+        let mut go = Some(std::fs::File::from(OwnedFd::from(go_w)));
+        let mut told = status.try_clone()?;
+        run_bridge(&mut b, &ctl, api, false, |_| {
+            let _ = writeln!(told, "ready");
+            if let Some(mut g) = go.take() {
+                let _ = writeln!(g, "go");
+            }
+        })?;
+        let c = code.lock().ok().and_then(|g| *g);
+        c.ok_or_else(|| anyhow!("the bridge stopped before the command ended"))
+    })();
+    match result {
+        Ok(c) => {
+            let _ = writeln!(status, "exit {c}");
+            Ok(c)
+        }
+        Err(e) => {
+            // The link is gone: so is CMD (inner is its namespace's init).
+            let _ = kill(init_pid, Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+/// inner: PID 1 of the run's PID namespace, in CMD's network and mount namespaces.
+///
+/// Started in those namespaces, it is first their *launcher*: a process that unshared
+/// a PID namespace is not in it (its first child is the namespace's init) and may not
+/// start threads, so it only starts itself again as that init and passes signals on
+/// until it ends.
+pub fn inner_main(plan_json: &str) -> ExitCode {
+    inner(plan_json).unwrap_or_else(|e| {
+        eprintln!("synthnet run: {e:#}");
+        ExitCode::from(LINK_FAILED)
+    })
+}
+
+fn inner(plan_json: &str) -> Result<ExitCode> {
+    let signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+        .context("install signal handlers")?;
+    if std::process::id() != 1 {
+        let exe = std::env::current_exe().context("locate the synthnet binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("__run-inner").arg(plan_json);
+        Spawn {
+            parent_death_signal: Some(libc_sigkill()),
+            fds: vec![(FD_GO, FD_GO)],
+            ..Spawn::default()
+        }
+        .apply(&mut cmd);
+        let init = cmd.spawn().context("start the command's init")?;
+        let pid = Pid::from_raw(i32::try_from(init.id()).map_err(|_| anyhow!("pid"))?);
+        return Ok(ExitCode::from(pass_signals_until_end(signals, pid)));
+    }
+    let plan: Plan = serde_json::from_str(plan_json).context("run plan")?;
+    let go = synthnet_io::process::inherited_fd(FD_GO).context("go pipe")?;
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(go)).read_line(&mut line)?;
+    if line.trim() != "go" {
+        // outer failed before the link was up; it says why.
+        return Ok(ExitCode::from(LINK_FAILED));
+    }
+    configure_network().context("configure the command's network")?;
+    let (prog, args) = plan
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command"))?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    if let Some(a) = plan.api_for_cmd {
+        cmd.env("SYNTHNET_API", a.to_string());
+    }
+    cmd.env_remove("SYNTHNET_RUN_API_TOKEN")
+        .env_remove("SYNTHNET_RUN_API_HOSTS");
+    Spawn {
+        user: plan.ids.map(|(uid, gid)| IdMap {
+            inside_uid: uid,
+            outside_uid: 0,
+            inside_gid: gid,
+            outside_gid: 0,
+        }),
+        own_group: true,
+        terminal: plan.terminal,
+        ..Spawn::default()
+    }
+    .apply(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => NOT_FOUND,
+                std::io::ErrorKind::PermissionDenied => NOT_EXECUTABLE,
+                _ => LINK_FAILED,
+            };
+            let what = if code == NOT_FOUND {
+                "command not found".to_string()
+            } else {
+                e.to_string()
+            };
+            eprintln!("synthnet run: {prog}: {what}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| anyhow!("pid"))?);
+    // As init: pass signals on, reap every orphan, end with CMD.
+    Ok(ExitCode::from(pass_signals_until_end(signals, pid)))
+}
+
+/// Pass every signal but SIGCHLD on to `pid`, reap every child that ends (an init's
+/// duty), and return `pid`'s exit code once it ends.
+fn pass_signals_until_end(mut signals: Signals, pid: Pid) -> u8 {
+    loop {
+        for (p, code) in child::reap() {
+            if p == pid {
+                return code;
+            }
+        }
+        for s in signals.wait() {
+            if s == SIGCHLD {
+                continue;
+            }
+            if let Ok(sig) = Signal::try_from(s) {
+                let _ = kill(pid, sig);
+            }
+        }
+    }
+}
+
+/// CMD's side of the link: addresses, default routes, DNS, ping without privilege.
+fn configure_network() -> Result<()> {
+    netlink::set_up("lo", None)?;
+    // Router advertisements would add a second address and route beside ours.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{CMD_END}/accept_ra"), "0");
+    netlink::set_up(CMD_END, Some(MTU))?;
+    netlink::configure_guest(
+        CMD_END,
+        &[(IpAddr::V4(GUEST_V4), 24), (IpAddr::V6(GUEST_V6), 64)],
+        &[IpAddr::V4(GATEWAY_V4), IpAddr::V6(GATEWAY_V6)],
+    )?;
+    // ICMP echo sockets for every group this namespace knows: `ping` works without
+    // privilege (the namespace is CMD's alone).
+    let groups = "/proc/sys/net/ipv4/ping_group_range";
+    if std::fs::write(groups, "0 2147483647").is_err() {
+        let _ = std::fs::write(groups, "0 0");
+    }
+    let resolv = Path::new("/etc/resolv.conf");
+    if resolv.exists() {
+        let text = format!(
+            "# synthnet run: DNS through the link\nnameserver {DNS_V4}\nnameserver {DNS_V6}\n"
+        );
+        nsproc::bind_over(text.as_bytes(), resolv, &std::env::temp_dir())?;
+    } else {
+        log::warn!("no /etc/resolv.conf to bind over: the command's DNS is as this machine's");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_front_end_names_its_package() {
+        let saved = std::env::var_os("PATH");
+        // SAFETY-free: tests in this module do not read PATH concurrently.
+        let e = pick_front_end(FrontEnd::Pasta);
+        if which("pasta").is_none() {
+            let m = e.unwrap_err().to_string();
+            assert!(m.contains("apt-get install passt"), "{m}");
+        }
+        assert_eq!(saved, std::env::var_os("PATH"));
+    }
+
+    #[test]
+    fn the_plan_round_trips() {
+        let p = Plan {
+            spec: Some("/a.json".into()),
+            stats_secs: 0.0,
+            ring_frames: 4096,
+            flow_table: None,
+            command_log: None,
+            api_on: true,
+            api_for_cmd: Some("10.0.2.2:8080".parse().unwrap()),
+            command: vec!["ping".into(), "-c1".into()],
+            ids: Some((1000, 1000)),
+            terminal: false,
+        };
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.command, p.command);
+        assert_eq!(back.ids, p.ids);
+        assert_eq!(back.api_for_cmd, p.api_for_cmd);
+    }
+}
