@@ -594,6 +594,30 @@ pub fn veth_into(name: &str, peer: &str, mtu: u32, pid: u32) -> Result<()> {
     })
 }
 
+/// Every network this namespace has an address in or a route to (not the default
+/// route): where a new link's address plan must not land.
+pub fn networks_in_use() -> Result<Vec<(IpAddr, u8)>> {
+    with_handle(|h| async move {
+        let mut out: Vec<(IpAddr, u8)> = addresses(&h, None)
+            .await?
+            .into_iter()
+            .map(|a| (a.addr, a.prefix_len))
+            .collect();
+        for r in routes(&h).await? {
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => ip_of(d),
+                _ => None,
+            });
+            if let Some(d) = dst {
+                if r.header.destination_prefix_length > 0 {
+                    out.push((d, r.header.destination_prefix_length));
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// Set interface `name` up, with MTU `mtu` when given.
 pub fn set_up(name: &str, mtu: Option<u32>) -> Result<()> {
     let name = name.to_string();

@@ -15,7 +15,8 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -185,31 +186,69 @@ pub fn take_terminal() {
 }
 
 /// Bind a file holding `content` over `target`, in this process's mount namespace
-/// (which must be its own: mounts are first made private, so nothing propagates out).
-/// The file is made in `dir` under a name nobody can guess (created new, never through
-/// a symbolic link) and removed as soon as it is bound: it lives as long as the mount.
-/// (An unnamed file cannot be bound: a bind needs a name to start from.)
+/// (which must be its own, its mounts private: see [`make_mounts_private`]).
+///
+/// The file lives on a small tmpfs that is mounted on a directory of `dir` with a name
+/// nobody can guess, then detached and the directory removed: nothing is left on
+/// disk, and the file lives as long as the mount. (A file deleted from a disk cannot
+/// be used instead: a bind over *that* bind — a nested run's — is refused.)
 pub fn bind_over(content: &[u8], target: &Path, dir: &Path) -> io::Result<()> {
     use std::hash::{BuildHasher, Hasher};
-    use std::os::unix::fs::OpenOptionsExt;
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    let path = dir.join(format!(".synthnet-{:016x}", h.finish()));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))?;
-    let bound = bind_file(&mut f, content, target);
-    let _ = std::fs::remove_file(&path);
+    let mnt = dir.join(format!(".synthnet-{:016x}", h.finish()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&mnt)
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", mnt.display())))?;
+    let result = bind_via_tmpfs(content, target, &mnt);
+    let _ = std::fs::remove_dir(&mnt);
+    result
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn bind_via_tmpfs(content: &[u8], target: &Path, mnt: &Path) -> io::Result<()> {
+    let tmpfs = CString::new("tmpfs").expect("no NUL");
+    let opts = CString::new("size=64k,mode=0755").expect("no NUL");
+    let at = cpath(mnt)?;
+    // SAFETY: valid strings; a new tmpfs mount on a directory we just made.
+    check(unsafe {
+        libc::mount(
+            tmpfs.as_ptr(),
+            at.as_ptr(),
+            tmpfs.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            opts.as_ptr().cast(),
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("mount a tmpfs on {}: {e}", mnt.display())))?;
+    let file = mnt.join("file");
+    let bound = std::fs::write(&file, content).and_then(|()| {
+        let (source, dest) = (cpath(&file)?, cpath(target)?);
+        // SAFETY: valid paths; a bind mount of a file onto a file.
+        check(unsafe {
+            libc::mount(
+                source.as_ptr(),
+                dest.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("bind over {}: {e}", target.display())))
+    });
+    // SAFETY: a valid path; detaching leaves the bound file alive.
+    unsafe { libc::umount2(at.as_ptr(), libc::MNT_DETACH) };
     bound
 }
 
-fn bind_file(f: &mut std::fs::File, content: &[u8], target: &Path) -> io::Result<()> {
-    std::io::Write::write_all(f, content)?;
+/// Make every mount of this process's mount namespace private (it must be its own):
+/// what is mounted here from now on stays here.
+pub fn make_mounts_private() -> io::Result<()> {
     let root = CString::new("/").expect("no NUL");
     // SAFETY: valid paths; MS_REC|MS_PRIVATE on / changes propagation only.
     check(unsafe {
@@ -221,21 +260,28 @@ fn bind_file(f: &mut std::fs::File, content: &[u8], target: &Path) -> io::Result
             std::ptr::null(),
         )
     })
-    .map_err(|e| io::Error::new(e.kind(), format!("make mounts private: {e}")))?;
-    let source = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
-    let dest = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: valid paths; a bind mount of a file onto a file.
+    .map_err(|e| io::Error::new(e.kind(), format!("make mounts private: {e}")))
+}
+
+/// Mount a `/proc` of this process's PID namespace over `/proc` (in its own, private
+/// mount namespace): process ids read there are then the namespace's own, as its
+/// processes see them.
+pub fn mount_proc() -> io::Result<()> {
+    let (proc_, target) = (
+        CString::new("proc").expect("no NUL"),
+        CString::new("/proc").expect("no NUL"),
+    );
+    // SAFETY: valid strings; a new procfs mount.
     check(unsafe {
         libc::mount(
-            source.as_ptr(),
-            dest.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
+            proc_.as_ptr(),
+            target.as_ptr(),
+            proc_.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
         )
     })
-    .map_err(|e| io::Error::new(e.kind(), format!("bind over {}: {e}", target.display())))
+    .map_err(|e| io::Error::new(e.kind(), format!("mount /proc: {e}")))
 }
 
 #[cfg(test)]

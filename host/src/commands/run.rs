@@ -70,10 +70,50 @@ const CMD_END: &str = "eth0";
 /// How long a front end may take to attach.
 const FRONT_END_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The address plan of the link, slirp4netns' own (pasta is given the same).
-const GUEST_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
-const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
-const DNS_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// The link's address plan: slirp4netns' own (`10.0.2.0/24`, `fd00::/64`), moved to the
+/// first free `10.0.N.0/24` when that network is in use here already (in a nested
+/// run, it is the outer run's), and without IPv6 then (slirp4netns' IPv6 prefix is
+/// fixed). pasta is given the same plan.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPlan {
+    /// N of `10.0.N.0/24`.
+    pub net: u8,
+    pub ipv6: bool,
+}
+
+impl AddressPlan {
+    fn v4(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, self.net, host)
+    }
+    pub fn guest_v4(self) -> Ipv4Addr {
+        self.v4(100)
+    }
+    pub fn gateway_v4(self) -> Ipv4Addr {
+        self.v4(2)
+    }
+    pub fn dns_v4(self) -> Ipv4Addr {
+        self.v4(3)
+    }
+    fn cidr(self) -> String {
+        format!("10.0.{}.0/24", self.net)
+    }
+
+    /// The first plan whose networks overlap none of `used`.
+    pub fn choose(used: &[(IpAddr, u8)]) -> Result<AddressPlan> {
+        let overlaps = |net: IpAddr, len: u8| {
+            used.iter().any(|&(u, ul)| {
+                let l = len.min(ul);
+                netlink::cidr_contains(u, l, net) || netlink::cidr_contains(net, l, u)
+            })
+        };
+        let ipv6 = !overlaps(IpAddr::V6(GUEST_V6), 64);
+        (2..=254)
+            .find(|&n| !overlaps(IpAddr::V4(Ipv4Addr::new(10, 0, n, 0)), 24))
+            .map(|net| AddressPlan { net, ipv6 })
+            .ok_or_else(|| anyhow!("every network 10.0.2.0/24 … 10.0.254.0/24 is in use here: no room for the link's addresses"))
+    }
+}
+
 const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 const DNS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
@@ -172,6 +212,7 @@ pub struct Plan {
     ids: Option<(u32, u32)>,
     /// Hand CMD the terminal (we had it in the foreground).
     terminal: bool,
+    addresses: AddressPlan,
 }
 
 impl Plan {
@@ -223,8 +264,10 @@ fn namespace_diagnosis(e: &std::io::Error, rootless: bool) -> String {
             .map(|s| s.trim().to_string())
     };
     let mut why = Vec::new();
-    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-        why.push("user.max_user_namespaces is 0 (`sysctl -w user.max_user_namespaces=10000` as root allows them)".to_string());
+    for kind in ["user", "net", "mnt"] {
+        if read(&format!("/proc/sys/user/max_{kind}_namespaces")).as_deref() == Some("0") {
+            why.push(format!("user.max_{kind}_namespaces is 0 (`sysctl -w user.max_{kind}_namespaces=10000` as root allows them)"));
+        }
     }
     if rootless && read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
         why.push("kernel.unprivileged_userns_clone is 0 (`sysctl -w kernel.unprivileged_userns_clone=1` as root allows them)".to_string());
@@ -262,6 +305,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let (front_end, front_end_path) = pick_front_end(args.front_end)?;
     let root = nix::unistd::geteuid().is_root();
+    if root && front_end == FrontEnd::Pasta {
+        // Measured with Debian 12's pasta: as root it drops its privileges and then
+        // cannot open the run's network namespace.
+        bail!("--net pasta works for ordinary users only (as root pasta gives up its privileges and cannot join the run's namespace): use --net slirp4netns, the default");
+    }
     if !root
         && nix::unistd::access(
             "/dev/net/tun",
@@ -292,6 +340,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.command.clone()
     };
     let terminal = nsproc::is_foreground();
+    let used = netlink::networks_in_use()?;
+    let addresses = AddressPlan::choose(&used)?;
+    log::debug!("address plan {addresses:?}; networks in use here: {used:?}");
     let plan = Plan {
         spec,
         stats_secs: args.engine.stats,
@@ -302,7 +353,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // The front end maps its gateway to this machine's loopback.
         api_for_cmd: api_addr
             .filter(|a| a.ip().is_loopback())
-            .map(|a| SocketAddr::new(IpAddr::V4(GATEWAY_V4), a.port())),
+            .map(|a| SocketAddr::new(IpAddr::V4(addresses.gateway_v4()), a.port())),
         command,
         ids: (!root).then(|| {
             (
@@ -311,6 +362,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             )
         }),
         terminal,
+        addresses,
     };
     // First, so that no child's end or signal is missed.
     let signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
@@ -360,7 +412,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!(namespace_diagnosis(&e, !root)))?;
     drop((control_r, status_w, listener));
     let outer_pid = Pid::from_raw(i32::try_from(outer.id()).map_err(|_| anyhow!("pid"))?);
-    let mut front = match start_front_end(front_end, &front_end_path, outer.id()) {
+    let mut front = match start_front_end(front_end, &front_end_path, outer.id(), addresses) {
         Ok(f) => f,
         Err(e) => {
             let _ = outer.kill();
@@ -542,7 +594,12 @@ impl Said {
 }
 
 /// Start the front end on outer's network namespace and wait until its tap is there.
-fn start_front_end(f: FrontEnd, program: &Path, outer_pid: u32) -> Result<FrontEndProc> {
+fn start_front_end(
+    f: FrontEnd,
+    program: &Path,
+    outer_pid: u32,
+    addresses: AddressPlan,
+) -> Result<FrontEndProc> {
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     let (ready_r, ready_w) = std::io::pipe().context("pipe")?;
@@ -581,9 +638,9 @@ fn start_front_end(f: FrontEnd, program: &Path, outer_pid: u32) -> Result<FrontE
                 &netns,
             ];
             let plan = [
-                GUEST_V4.to_string(),
-                GATEWAY_V4.to_string(),
-                DNS_V4.to_string(),
+                addresses.guest_v4().to_string(),
+                addresses.gateway_v4().to_string(),
+                addresses.dns_v4().to_string(),
                 GUEST_V6.to_string(),
                 GATEWAY_V6.to_string(),
                 DNS_V6.to_string(),
@@ -597,18 +654,20 @@ fn start_front_end(f: FrontEnd, program: &Path, outer_pid: u32) -> Result<FrontE
                 &plan[1],
                 "--dns-forward",
                 &plan[2],
-                "--address",
-                &plan[3],
-                "--gateway",
-                &plan[4],
-                "--dns-forward",
-                &plan[5],
             ]);
-            if nix::unistd::geteuid().is_root() {
-                a.push("--netns-only");
+            if addresses.ipv6 {
+                a.extend([
+                    "--address",
+                    &plan[3],
+                    "--gateway",
+                    &plan[4],
+                    "--dns-forward",
+                    &plan[5],
+                ]);
             } else {
-                a.extend(["--userns", &userns]);
+                a.push("--ipv4-only");
             }
+            a.extend(["--userns", &userns]);
             cmd.args(a);
             drop((ready_r, ready_w));
             spawn.apply(&mut cmd);
@@ -628,14 +687,15 @@ fn start_front_end(f: FrontEnd, program: &Path, outer_pid: u32) -> Result<FrontE
         _ => {
             let (exit_r, exit_w) = std::io::pipe().context("pipe")?;
             cmd.args([
-                "--mtu",
-                &MTU.to_string(),
-                "--enable-ipv6",
-                &format!("--ready-fd={FD_READY}"),
-                &format!("--exit-fd={FD_EXIT}"),
-                &outer_pid.to_string(),
-                TAP,
+                format!("--mtu={MTU}"),
+                format!("--cidr={}", addresses.cidr()),
+                format!("--ready-fd={FD_READY}"),
+                format!("--exit-fd={FD_EXIT}"),
             ]);
+            if addresses.ipv6 {
+                cmd.arg("--enable-ipv6");
+            }
+            cmd.args([outer_pid.to_string(), TAP.to_string()]);
             spawn.fds = vec![
                 (ready_w.as_raw_fd(), FD_READY),
                 (exit_r.as_raw_fd(), FD_EXIT),
@@ -858,7 +918,7 @@ fn inner(plan_json: &str) -> Result<ExitCode> {
         // outer failed before the link was up; it says why.
         return Ok(ExitCode::from(LINK_FAILED));
     }
-    configure_network().context("configure the command's network")?;
+    configure_network(plan.addresses).context("configure the command's network")?;
     let (prog, args) = plan
         .command
         .split_first()
@@ -885,8 +945,17 @@ fn inner(plan_json: &str) -> Result<ExitCode> {
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            // As a shell: "not found" unless a file of that name exists (execvp says
+            // EACCES when any directory of PATH was not searchable).
+            let exists = if prog.contains('/') {
+                Path::new(prog).exists()
+            } else {
+                std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+            };
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => NOT_FOUND,
+                std::io::ErrorKind::PermissionDenied if !exists => NOT_FOUND,
                 std::io::ErrorKind::PermissionDenied => NOT_EXECUTABLE,
                 _ => LINK_FAILED,
             };
@@ -925,15 +994,27 @@ fn pass_signals_until_end(mut signals: Signals, pid: Pid) -> u8 {
 }
 
 /// CMD's side of the link: addresses, default routes, DNS, ping without privilege.
-fn configure_network() -> Result<()> {
+fn configure_network(addresses: AddressPlan) -> Result<()> {
     netlink::set_up("lo", None)?;
     // Router advertisements would add a second address and route beside ours.
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{CMD_END}/accept_ra"), "0");
     netlink::set_up(CMD_END, Some(MTU))?;
     netlink::configure_guest(
         CMD_END,
-        &[(IpAddr::V4(GUEST_V4), 24), (IpAddr::V6(GUEST_V6), 64)],
-        &[IpAddr::V4(GATEWAY_V4), IpAddr::V6(GATEWAY_V6)],
+        &[
+            Some((IpAddr::V4(addresses.guest_v4()), 24)),
+            addresses.ipv6.then_some((IpAddr::V6(GUEST_V6), 64)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
+        &[
+            Some(IpAddr::V4(addresses.gateway_v4())),
+            addresses.ipv6.then_some(IpAddr::V6(GATEWAY_V6)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
     )?;
     // ICMP echo sockets for every group this namespace knows: `ping` works without
     // privilege (the namespace is CMD's alone).
@@ -941,11 +1022,24 @@ fn configure_network() -> Result<()> {
     if std::fs::write(groups, "0 2147483647").is_err() {
         let _ = std::fs::write(groups, "0 0");
     }
+    nsproc::make_mounts_private()?;
+    // This namespace's own /proc: `ps` shows CMD's processes, and a nested run finds
+    // its own processes by their ids. Refused where /proc is partly hidden (a
+    // container's masked paths); then the machine's /proc stays.
+    if let Err(e) = nsproc::mount_proc() {
+        log::warn!(
+            "{e}: the command sees this machine's /proc (a nested `synthnet run` will fail)"
+        );
+    }
     let resolv = Path::new("/etc/resolv.conf");
     if resolv.exists() {
-        let text = format!(
-            "# synthnet run: DNS through the link\nnameserver {DNS_V4}\nnameserver {DNS_V6}\n"
+        let mut text = format!(
+            "# synthnet run: DNS through the link\nnameserver {}\n",
+            addresses.dns_v4()
         );
+        if addresses.ipv6 {
+            text.push_str(&format!("nameserver {DNS_V6}\n"));
+        }
         nsproc::bind_over(text.as_bytes(), resolv, &std::env::temp_dir())?;
     } else {
         log::warn!("no /etc/resolv.conf to bind over: the command's DNS is as this machine's");
@@ -982,10 +1076,38 @@ mod tests {
             command: vec!["ping".into(), "-c1".into()],
             ids: Some((1000, 1000)),
             terminal: false,
+            addresses: AddressPlan {
+                net: 3,
+                ipv6: false,
+            },
         };
         let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back.command, p.command);
         assert_eq!(back.ids, p.ids);
         assert_eq!(back.api_for_cmd, p.api_for_cmd);
+        assert_eq!(back.addresses, p.addresses);
+    }
+
+    #[test]
+    fn a_nested_run_takes_the_next_free_network() {
+        let none = AddressPlan::choose(&[]).unwrap();
+        assert_eq!(none, AddressPlan { net: 2, ipv6: true });
+        assert_eq!(none.gateway_v4(), Ipv4Addr::new(10, 0, 2, 2));
+        let outer_run = [
+            ("10.0.2.100".parse().unwrap(), 24),
+            ("fd00::100".parse().unwrap(), 64),
+            ("10.0.3.0".parse().unwrap(), 24),
+        ];
+        let inner = AddressPlan::choose(&outer_run).unwrap();
+        assert_eq!(
+            inner,
+            AddressPlan {
+                net: 4,
+                ipv6: false
+            }
+        );
+        assert_eq!(inner.dns_v4(), Ipv4Addr::new(10, 0, 4, 3));
+        // A machine on 10.0.0.0/16 leaves none of 10.0.N.0/24.
+        assert!(AddressPlan::choose(&[("10.0.7.1".parse().unwrap(), 16)]).is_err());
     }
 }
