@@ -691,3 +691,53 @@ fn root_run_uploads_near_the_userspace_stacks_own_speed() {
     );
     eprintln!("time: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn root_run_through_pasta_as_an_ordinary_user() {
+    let _s = common::serial();
+    let t0 = Instant::now();
+    require_tun_for_users();
+    let kit = Kit::new("runpasta");
+    let l20 = kit.spec("l20.json", &latency(20));
+    let http = http_server("through-pasta");
+    let host = host_address();
+    let script = format!(
+        "{}; {}; exit 5",
+        kit.probe(&format!("connect {host} {}", http.port)),
+        kit.probe(&format!("fetch http://{host}:{}/", http.port))
+    );
+    let o = output(
+        synthnet(
+            &kit,
+            true,
+            &[
+                "--net",
+                "pasta",
+                l20.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ),
+        Duration::from_secs(40),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{out}\n{err}");
+    assert!(out.contains("body through-pasta"), "{out}");
+    let c = figure(&out, "connect_ms ");
+    eprintln!("pasta, rootless: TCP connect to {host} through 20+20 ms: {c:.3} ms");
+    assert!(
+        (40.0..42.0).contains(&c),
+        "connect {c} ms through 20 + 20 ms"
+    );
+    // As root, pasta gives up its privileges and cannot join: refused, with the way out.
+    let o = output(
+        synthnet(&kit, false, &["--net", "pasta", "--", "true"]),
+        Duration::from_secs(20),
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("--net slirp4netns"), "{err}");
+    eprintln!("time: {:.1} s", t0.elapsed().as_secs_f64());
+}
