@@ -619,6 +619,14 @@ fn bare_slirp_upload(kit: &Kit, port: u16) -> f64 {
         .spawn()
         .unwrap());
     let pid = holder.0.id().to_string();
+    // Not before `unshare` made the namespace (slirp4netns would join ours).
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n != own)
+        }),
+        "unshare made a namespace"
+    );
     // slirp4netns outlives its namespace's processes (and spins): killed on drop.
     let _slirp = Run(Command::new("slirp4netns")
         .args(["--configure", "--mtu=65520", &pid, "tap0"])

@@ -123,6 +123,7 @@ const FD_API: i32 = 3;
 const FD_CONTROL: i32 = 4;
 const FD_STATUS: i32 = 5;
 const FD_GO: i32 = 3;
+const FD_ENDED: i32 = 4;
 const FD_READY: i32 = 3;
 const FD_EXIT: i32 = 4;
 
@@ -371,10 +372,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (status_r, status_w) = std::io::pipe().context("pipe")?;
     let exe = std::env::current_exe().context("locate the synthnet binary")?;
     let mut outer = Command::new(&exe);
-    outer
-        .arg("__run-outer")
-        .arg(serde_json::to_string(&plan)?)
-        .stdin(Stdio::null());
+    outer.arg("__run-outer").arg(serde_json::to_string(&plan)?);
     if let Some(a) = &listener {
         // The token travels in the environment, not in argv where `ps` shows it.
         if let Some(t) = &a.token {
@@ -780,7 +778,11 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
     let ctl = Control::new()?;
     ctl.install_reload_handler()?;
     netlink::set_up("lo", None)?;
+    // go: outer → inner, "go" once the link is up, closed once the bridge stopped;
+    // ended: inner → outer, "exit N" when CMD ended (before inner itself ends, so the
+    // bridge stops before its interface vanishes with inner's namespace).
     let (go_r, go_w) = std::io::pipe().context("pipe")?;
+    let (ended_r, ended_w) = std::io::pipe().context("pipe")?;
     let exe = std::env::current_exe().context("locate the synthnet binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__run-inner").arg(plan_json);
@@ -789,12 +791,12 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
         net: true,
         mount: true,
         pid: true,
-        fds: vec![(go_r.as_raw_fd(), FD_GO)],
+        fds: vec![(go_r.as_raw_fd(), FD_GO), (ended_w.as_raw_fd(), FD_ENDED)],
         ..Spawn::default()
     }
     .apply(&mut cmd);
     let mut init = cmd.spawn().context("start the command's namespace")?;
-    drop(go_r);
+    drop((go_r, ended_w));
     let init_pid = Pid::from_raw(i32::try_from(init.id()).map_err(|_| anyhow!("pid"))?);
     let result = (|| -> Result<u8> {
         netlink::veth_into(OUTER_END, CMD_END, MTU, init.id())?;
@@ -829,22 +831,33 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
                 .unwrap_or_default();
             a
         });
-        // CMD's end: when it comes, the bridge stops.
+        // CMD's end: when inner tells it (or ends), the bridge stops.
         let code = std::sync::Arc::new(std::sync::Mutex::new(None::<u8>));
-        {
+        let end = {
             let code = code.clone();
             let ctl = ctl.clone();
-            std::thread::Builder::new()
-                .name("run-init".into())
-                .spawn(move || {
-                    let c = init.wait().map(child::status_code).unwrap_or(LINK_FAILED);
-                    if let Ok(mut g) = code.lock() {
-                        *g = Some(c);
+            move |c: u8| {
+                if let Ok(mut g) = code.lock() {
+                    g.get_or_insert(c);
+                }
+                ctl.request_stop();
+            }
+        };
+        let told_end = end.clone();
+        std::thread::Builder::new()
+            .name("run-ended".into())
+            .spawn(move || {
+                for line in BufReader::new(ended_r).lines().map_while(Result::ok) {
+                    if let Some(c) = line.strip_prefix("exit ").and_then(|c| c.parse().ok()) {
+                        told_end(c);
                     }
-                    ctl.request_stop();
-                })
-                .context("start a thread")?;
-        }
+                }
+            })
+            .context("start a thread")?;
+        std::thread::Builder::new()
+            .name("run-init".into())
+            .spawn(move || end(init.wait().map(child::status_code).unwrap_or(LINK_FAILED)))
+            .context("start a thread")?;
         let mut forward = signals;
         std::thread::Builder::new()
             .name("run-signals".into())
@@ -856,14 +869,14 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
                 }
             })
             .context("start a thread")?;
-        let mut go = Some(std::fs::File::from(OwnedFd::from(go_w)));
+        let mut go = std::fs::File::from(OwnedFd::from(go_w));
         let mut told = status.try_clone()?;
         run_bridge(&mut b, &ctl, api, false, |_| {
             let _ = writeln!(told, "ready");
-            if let Some(mut g) = go.take() {
-                let _ = writeln!(g, "go");
-            }
+            let _ = writeln!(go, "go");
         })?;
+        // inner may end now.
+        drop(go);
         let c = code.lock().ok().and_then(|g| *g);
         c.ok_or_else(|| anyhow!("the bridge stopped before the command ended"))
     })();
@@ -902,7 +915,7 @@ fn inner(plan_json: &str) -> Result<ExitCode> {
         cmd.arg("__run-inner").arg(plan_json);
         Spawn {
             parent_death_signal: Some(libc_sigkill()),
-            fds: vec![(FD_GO, FD_GO)],
+            fds: vec![(FD_GO, FD_GO), (FD_ENDED, FD_ENDED)],
             ..Spawn::default()
         }
         .apply(&mut cmd);
@@ -912,8 +925,10 @@ fn inner(plan_json: &str) -> Result<ExitCode> {
     }
     let plan: Plan = serde_json::from_str(plan_json).context("run plan")?;
     let go = synthnet_io::process::inherited_fd(FD_GO).context("go pipe")?;
+    let ended = synthnet_io::process::inherited_fd(FD_ENDED).context("end pipe")?;
+    let mut go = BufReader::new(std::fs::File::from(go));
     let mut line = String::new();
-    BufReader::new(std::fs::File::from(go)).read_line(&mut line)?;
+    go.read_line(&mut line)?;
     if line.trim() != "go" {
         // outer failed before the link was up; it says why.
         return Ok(ExitCode::from(LINK_FAILED));
@@ -969,8 +984,12 @@ fn inner(plan_json: &str) -> Result<ExitCode> {
         }
     };
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| anyhow!("pid"))?);
-    // As init: pass signals on, reap every orphan, end with CMD.
-    Ok(ExitCode::from(pass_signals_until_end(signals, pid)))
+    // As init: pass signals on, reap every orphan, end with CMD — once outer has
+    // stopped its bridge (it closes `go`), so that it never sees its interface vanish.
+    let code = pass_signals_until_end(signals, pid);
+    let _ = writeln!(std::fs::File::from(ended), "exit {code}");
+    let _ = std::io::Read::read_to_end(&mut go, &mut Vec::new());
+    Ok(ExitCode::from(code))
 }
 
 /// Pass every signal but SIGCHLD on to `pid`, reap every child that ends (an init's
