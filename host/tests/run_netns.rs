@@ -749,3 +749,68 @@ fn root_run_through_pasta_as_an_ordinary_user() {
     assert!(err.contains("--net slirp4netns"), "{err}");
     eprintln!("time: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn root_run_changes_its_link_while_the_command_runs() {
+    let _s = common::serial();
+    let t0 = Instant::now();
+    let kit = Kit::new("runhup");
+    let spec = kit.spec("spec.json", &latency(20));
+    let (step, resume) = (kit.dir.join("step"), kit.dir.join("resume"));
+    // Three rounds of pings: as started; after SIGHUP re-read the file (30 ms each
+    // way); after the command itself patched its link through the API (45 ms).
+    let ping = "ping -c 1 -W 3 10.0.2.2 >/dev/null; ping -q -c 5 -i 0.2 10.0.2.2";
+    let script = format!(
+        "{ping}; touch {step}; while [ ! -e {resume} ]; do sleep 0.05; done; {ping}; \
+         {bin} ctl patch '{{\"ingress\": {{\"latency\": 25}}, \"egress\": {{\"latency\": 20}}}}' >/dev/null; {ping}",
+        step = step.display(),
+        resume = resume.display(),
+        bin = kit.bin().display()
+    );
+    let child = Run(synthnet(
+        &kit,
+        false,
+        &[spec.to_str().unwrap(), "--", "sh", "-c", &script],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap());
+    assert!(
+        wait_until(Duration::from_secs(20), || step.exists()),
+        "first round"
+    );
+    std::fs::write(&spec, latency(30)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&resume, "").unwrap();
+    let mut child = child;
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let st = child.0.wait().unwrap();
+    assert!(st.success(), "{out}");
+    let avgs: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains("rtt"))
+        .map(ping_avg)
+        .collect();
+    eprintln!("gateway RTT as started, after SIGHUP, after the command's own patch: {avgs:?} ms");
+    assert_eq!(avgs.len(), 3, "{out}");
+    for (got, want) in avgs.iter().zip([40.0, 60.0, 45.0]) {
+        assert!(
+            (got - want).abs() <= 1.0,
+            "{got} ms where {want} ms: {avgs:?}"
+        );
+    }
+    eprintln!("time: {:.1} s", t0.elapsed().as_secs_f64());
+}
