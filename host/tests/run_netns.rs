@@ -399,6 +399,19 @@ impl Drop for Run {
     }
 }
 
+/// The child of `parent` whose command line holds `marker`.
+fn child_of(parent: u32, marker: &str) -> Option<u32> {
+    processes_with(marker).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_string()))
+            })
+            == Some(parent.to_string())
+    })
+}
+
 /// Start `synthnet run -- sleep MARKER` and wait until the command runs; returns the
 /// child and the network namespaces (inodes) of the bridge and of the command.
 fn start_sleeper(kit: &Kit, rootless: bool, marker: &str) -> (Run, Vec<u64>) {
@@ -410,7 +423,7 @@ fn start_sleeper(kit: &Kit, rootless: bool, marker: &str) -> (Run, Vec<u64>) {
         &[spec.to_str().unwrap(), "--", "sleep", marker],
     )
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(Stdio::piped())
     .spawn()
     .unwrap());
     let sleeping = || {
@@ -426,24 +439,13 @@ fn start_sleeper(kit: &Kit, rootless: bool, marker: &str) -> (Run, Vec<u64>) {
     let inner = std::fs::metadata(format!("/proc/{sleeper}/ns/net"))
         .unwrap()
         .ino();
-    let outer_pid = processes_with("__run-outer")
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_string()))
-                })
-                == Some(child.0.id().to_string())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the bridge process runs: child {}, __run-outer processes {:?}",
-                child.0.id(),
-                processes_with("__run-outer")
-            )
-        });
+    let outer_pid = child_of(child.0.id(), "__run-outer").unwrap_or_else(|| {
+        panic!(
+            "the bridge process runs: child {}, __run-outer processes {:?}",
+            child.0.id(),
+            processes_with("__run-outer")
+        )
+    });
     let outer = std::fs::metadata(format!("/proc/{outer_pid}/ns/net"))
         .unwrap()
         .ino();
@@ -514,6 +516,32 @@ fn root_run_exit_codes_signals_and_nothing_left_behind() {
         let t = Instant::now();
         assert_nothing_left(marker, &ns, Duration::from_secs(1));
         eprintln!("{who}: after SIGKILL, all gone in {:?}", t.elapsed());
+    }
+    // The link fails under the command (the bridge, then slirp4netns, killed): the
+    // command is stopped, the cause printed, the exit code 125.
+    for (victim, cause) in [
+        ("__run-outer", "the bridge process ended"),
+        ("slirp4netns", "slirp4netns exited"),
+    ] {
+        let marker = "1000.105";
+        let (child, ns) = start_sleeper(&kit, false, marker);
+        let mut child = child;
+        let pid = child_of(child.0.id(), victim).expect("the victim runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let mut err = String::new();
+        let st = child.0.wait().unwrap();
+        child
+            .0
+            .stderr
+            .take()
+            .map(|mut e| e.read_to_string(&mut err));
+        assert_eq!(st.code(), Some(125), "{victim} killed: {err}");
+        assert!(err.contains(cause), "{victim} killed: {err}");
+        assert_nothing_left(marker, &ns, Duration::from_secs(1));
     }
     eprintln!("time: {:.1} s", t0.elapsed().as_secs_f64());
 }
