@@ -320,7 +320,7 @@ fn root_run_20ms_each_way_as_root_and_as_an_ordinary_user() {
         for o in [&bout, &out] {
             assert!(o.contains("body synthnet-run-body"), "HTTP fetch: {o}");
         }
-        let uid = out.lines().rev().nth(0).unwrap_or("").trim().to_string();
+        let uid = out.lines().next_back().unwrap_or("").trim().to_string();
         let expect = if rootless {
             USER.to_string()
         } else {

@@ -287,6 +287,7 @@ pub fn mount_proc() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn only_the_namespaces_asked_for() {

@@ -809,27 +809,17 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
             plan.engine()
                 .options(TAP.into(), OUTER_END.into(), plan.spec.clone(), plan.api_on)?;
         let mut b = Bridge::new(opts, &ctl)?;
-        let api = match api_fd {
-            Some(fd) => Some(crate::api::ApiOptions {
-                listener: std::net::TcpListener::from(fd),
-                token: None,
-                hosts: Vec::new(),
-            }),
-            None => None,
-        };
-        let api = api.map(|mut a| {
-            // The token and host names travel in the environment (not argv).
-            a.token = std::env::var("SYNTHNET_RUN_API_TOKEN").ok();
-            a.hosts = std::env::var("SYNTHNET_RUN_API_HOSTS")
-                .ok()
-                .map(|h| {
-                    h.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
-            a
+        // The token and host names travel in the environment (not argv, where `ps`
+        // shows them).
+        let api = api_fd.map(|fd| crate::api::ApiOptions {
+            listener: std::net::TcpListener::from(fd),
+            token: std::env::var("SYNTHNET_RUN_API_TOKEN").ok(),
+            hosts: std::env::var("SYNTHNET_RUN_API_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
         });
         // CMD's end: when inner tells it (or ends), the bridge stops.
         let code = std::sync::Arc::new(std::sync::Mutex::new(None::<u8>));
