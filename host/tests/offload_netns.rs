@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Middle, Topology, A_V4};
 use synthnet_testkit::traffic;
 
-/// The test's time budget (see [`within_budget`]).
+/// The test's time budget (see `common::within_budget`).
 const BUDGET: Duration = Duration::from_secs(60);
 
 fn topology(middle: Middle, tso: bool) -> Topology {
@@ -93,16 +93,5 @@ fn root_tcp_through_an_interface_without_tso_is_segmented_not_dropped() {
         synth_off >= 0.2 * synth_on,
         "synthnet with tso off: {synth_off:.2} Gbit/s, with tso on {synth_on:.2}"
     );
-    within_budget(t0);
-}
-
-/// Each test of this file has a time budget (its usual time is a few seconds on the
-/// shared 2-core machine; a hang or a slowdown of several times fails visibly).
-fn within_budget(t0: Instant) {
-    let took = t0.elapsed();
-    eprintln!("time: {:.1} s (budget {BUDGET:?})", took.as_secs_f64());
-    assert!(
-        took < BUDGET,
-        "took {took:?}, over this test's budget of {BUDGET:?}"
-    );
+    common::within_budget(t0, BUDGET);
 }

@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SYNTHNET: &str = env!("CARGO_BIN_EXE_synthnet");
-/// Per test (see [`within_budget`]).
+/// Per test (see `common::within_budget`).
 const BUDGET: Duration = Duration::from_secs(60);
 /// The ordinary user of the rootless runs: a uid no account has.
 const USER: u32 = 60_123;
@@ -130,6 +130,28 @@ fn output(mut c: Command, limit: Duration) -> Output {
             panic!("synthnet run did not end within {limit:?}");
         }
     }
+}
+
+/// `synthnet run SPEC -- sh -c SCRIPT` (as the ordinary user when `rootless`), which
+/// must end with exit code `code`; its standard output and error.
+fn sh(
+    kit: &Kit,
+    rootless: bool,
+    spec: &std::path::Path,
+    script: &str,
+    code: i32,
+) -> (String, String) {
+    let o = output(
+        synthnet(
+            kit,
+            rootless,
+            &[spec.to_str().unwrap(), "--", "sh", "-c", script],
+        ),
+        Duration::from_secs(60),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(code), "{script}:\n{out}\n{err}");
+    (out, err)
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -268,35 +290,13 @@ fn root_run_20ms_each_way_as_root_and_as_an_ordinary_user() {
             s.push_str("id -u; exit 7");
             s
         };
-        let base = output(
-            synthnet(
-                &kit,
-                rootless,
-                &[none.to_str().unwrap(), "--", "sh", "-c", &script(false)],
-            ),
-            Duration::from_secs(30),
-        );
-        let (bout, berr) = text(&base);
-        assert_eq!(
-            base.status.code(),
-            Some(7),
-            "{who}, no impairment:\n{bout}\n{berr}"
-        );
+        let (bout, _) = sh(&kit, rootless, &none, &script(false), 7);
         // The ping average is taken again (up to 3 runs) when one is off: a single
         // echo held up by a busy machine moves a 10-echo average by more than the
         // bound, while a bridge that is late is late in every run.
         let mut tries = Vec::new();
         let (out, err) = loop {
-            let slow = output(
-                synthnet(
-                    &kit,
-                    rootless,
-                    &[l20.to_str().unwrap(), "--", "sh", "-c", &script(true)],
-                ),
-                Duration::from_secs(30),
-            );
-            let (out, err) = text(&slow);
-            assert_eq!(slow.status.code(), Some(7), "{who}, 20 ms:\n{out}\n{err}");
+            let (out, err) = sh(&kit, rootless, &l20, &script(true), 7);
             tries.push(ping_avg(&out));
             if (tries[tries.len() - 1] - 40.0).abs() <= 0.5 || tries.len() == 3 {
                 break (out, err);
@@ -331,54 +331,41 @@ fn root_run_20ms_each_way_as_root_and_as_an_ordinary_user() {
         };
         assert_eq!(uid, expect, "{who}: the command runs as the caller");
     }
-    within_budget(t0);
+    common::within_budget(t0, BUDGET);
+}
+
+/// Every live process (zombies are gone but for their entry: this machine's init may
+/// not reap them).
+fn live_processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit(')').next()?.trim_start().chars().next()?;
+            (state != 'Z').then_some(pid)
+        })
 }
 
 /// Every process whose command line holds `marker`.
 fn processes_with(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Zombies are gone but for their entry (this machine's init may not reap them).
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains(marker) {
-            out.push(pid);
-        }
-    }
-    out
+    live_processes()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(marker)
+        })
+        .collect()
 }
 
 /// Every live process in network namespace `inode`.
 fn processes_in_netns(inode: u64) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        if std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == inode) {
-            out.push(pid);
-        }
-    }
-    out
+    live_processes()
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == inode)
+        })
+        .collect()
 }
 
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -546,7 +533,7 @@ fn root_run_exit_codes_signals_and_nothing_left_behind() {
         assert!(err.contains(cause), "{victim} killed: {err}");
         assert_nothing_left(marker, &ns, Duration::from_secs(1));
     }
-    within_budget(t0);
+    common::within_budget(t0, BUDGET);
 }
 
 #[test]
@@ -593,7 +580,7 @@ fn root_nested_runs_add_their_links_up() {
         2,
         "each run its own API: {err}"
     );
-    within_budget(t0);
+    common::within_budget(t0, BUDGET);
 }
 
 #[test]
@@ -696,22 +683,8 @@ fn root_run_uploads_near_the_userspace_stacks_own_speed() {
     for _ in 0..3 {
         bare = bare.max(bare_slirp_upload(&kit, port));
         for (user, best) in [(false, &mut through), (true, &mut rootless)] {
-            let o = output(
-                synthnet(
-                    &kit,
-                    user,
-                    &[
-                        none.to_str().unwrap(),
-                        "--",
-                        "sh",
-                        "-c",
-                        &kit.probe(&format!("upload 10.0.2.2 {port} 100")),
-                    ],
-                ),
-                Duration::from_secs(60),
-            );
-            let (out, err) = text(&o);
-            assert!(o.status.success(), "{out}\n{err}");
+            let probe = kit.probe(&format!("upload 10.0.2.2 {port} 100"));
+            let (out, _) = sh(&kit, user, &none, &probe, 0);
             *best = best.max(figure(&out, "upload_mbit_s "));
         }
     }
@@ -728,7 +701,7 @@ fn root_run_uploads_near_the_userspace_stacks_own_speed() {
         rootless >= 0.8 * bare,
         "rootless: {rootless} Mbit/s against {bare}"
     );
-    within_budget(t0);
+    common::within_budget(t0, BUDGET);
 }
 
 #[test]
@@ -778,7 +751,7 @@ fn root_run_through_pasta_as_an_ordinary_user() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(125), "{err}");
     assert!(err.contains("--net slirp4netns"), "{err}");
-    within_budget(t0);
+    common::within_budget(t0, BUDGET);
 }
 
 #[test]
@@ -843,16 +816,5 @@ fn root_run_changes_its_link_while_the_command_runs() {
             "{got} ms where {want} ms: {avgs:?}"
         );
     }
-    within_budget(t0);
-}
-
-/// Each test of this file has a time budget (its usual time is a few seconds on the
-/// shared 2-core machine; a hang or a slowdown of several times fails visibly).
-fn within_budget(t0: Instant) {
-    let took = t0.elapsed();
-    eprintln!("time: {:.1} s (budget {BUDGET:?})", took.as_secs_f64());
-    assert!(
-        took < BUDGET,
-        "took {took:?}, over this test's budget of {BUDGET:?}"
-    );
+    common::within_budget(t0, BUDGET);
 }

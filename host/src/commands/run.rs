@@ -668,13 +668,7 @@ fn start_front_end(
             a.extend(["--userns", &userns]);
             cmd.args(a);
             drop((ready_r, ready_w));
-            spawn.apply(&mut cmd);
-            let mut child = cmd
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("start {}", program.display()))?;
-            let said = Said::default();
-            said.collect(&mut child);
+            let (child, said) = spawn_collecting(&mut cmd, &spawn, program)?;
             wait_for_tap(outer_pid).map_err(|e| anyhow!("{e}{}", said.text()))?;
             Ok(FrontEndProc {
                 child: Some(child),
@@ -698,13 +692,7 @@ fn start_front_end(
                 (ready_w.as_raw_fd(), FD_READY),
                 (exit_r.as_raw_fd(), FD_EXIT),
             ];
-            spawn.apply(&mut cmd);
-            let mut child = cmd
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("start {}", program.display()))?;
-            let said = Said::default();
-            said.collect(&mut child);
+            let (child, said) = spawn_collecting(&mut cmd, &spawn, program)?;
             drop(ready_w);
             drop(exit_r);
             let mut line = String::new();
@@ -729,6 +717,22 @@ fn start_front_end(
             })
         }
     }
+}
+
+/// Start a front end with `spawn`, collecting what it says on stderr.
+fn spawn_collecting(
+    cmd: &mut Command,
+    spawn: &Spawn,
+    program: &Path,
+) -> Result<(std::process::Child, Said)> {
+    spawn.apply(cmd);
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", program.display()))?;
+    let said = Said::default();
+    said.collect(&mut child);
+    Ok((child, said))
 }
 
 /// Wait until the tap exists in outer's namespace (pasta has no readiness pipe).

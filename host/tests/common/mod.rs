@@ -22,6 +22,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// End of a test with a time budget: print its time, fail past `budget` (a hang or a
+/// slowdown of several times then shows, where the usual time is a fraction of it).
+pub fn within_budget(t0: std::time::Instant, budget: std::time::Duration) {
+    let took = t0.elapsed();
+    eprintln!("time: {:.1} s (budget {budget:?})", took.as_secs_f64());
+    assert!(
+        took < budget,
+        "took {took:?}, over this test's budget of {budget:?}"
+    );
+}
+
 pub fn runtime() -> Arc<WasmRuntime> {
     static RT: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
     RT.get_or_init(|| WasmRuntime::new().expect("wasmtime starts"))
