@@ -54,7 +54,15 @@ fn last_err(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn setopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
+/// `setsockopt` with a plain-data value (`Copy`: no pointers the kernel could follow
+/// into freed memory, no drop glue).
+fn setopt<T: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: &T,
+    what: &str,
+) -> io::Result<()> {
     // SAFETY: `v` is a live value of the size we pass.
     let r = unsafe {
         libc::setsockopt(
@@ -229,24 +237,32 @@ fn take_error(fd: RawFd) -> Option<i32> {
     (r == 0 && e != 0).then_some(e)
 }
 
+/// A shared mapping of a socket's ring, unmapped when dropped — made right after
+/// `mmap`, so that an error in what follows cannot leak it (a flapping link reopens
+/// its ring every 200 ms).
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by mmap with this length, and is ours alone.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
 /// An mmap'ed TPACKET_V2 receive ring on one interface.
 struct RxRing {
+    /// Dropped after the mapping (fields drop in order): the ring is unmapped first.
+    map: Mapping,
     fd: OwnedFd,
-    map: *mut u8,
-    map_len: usize,
     frames: usize,
     next: usize,
 }
 
 // SAFETY: the mapping belongs to the ring alone and moves with it.
 unsafe impl Send for RxRing {}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made by mmap with this length.
-        unsafe { libc::munmap(self.map as *mut libc::c_void, self.map_len) };
-    }
-}
 
 impl RxRing {
     fn open(ifindex: i32, frames: usize) -> io::Result<RxRing> {
@@ -312,6 +328,10 @@ impl RxRing {
         if map == libc::MAP_FAILED {
             return Err(last_err("mmap of the receive ring"));
         }
+        let map = Mapping {
+            ptr: map as *mut u8,
+            len: map_len,
+        };
         // Promiscuous: frames for other hosts' MACs are what a bridge forwards.
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex,
@@ -327,18 +347,19 @@ impl RxRing {
             "PACKET_ADD_MEMBERSHIP",
         )?;
         Ok(RxRing {
+            map,
             fd,
-            map: map as *mut u8,
-            map_len,
             frames,
             next: 0,
         })
     }
 
+    /// Frame `i` of the ring (`i < frames`: the callers walk `next`, which wraps).
     #[inline(always)]
     fn frame(&self, i: usize) -> *mut u8 {
+        debug_assert!(i < self.frames, "frame {i} of {}", self.frames);
         // SAFETY: i < frames, and frames tile the mapping.
-        unsafe { self.map.add(i * FRAME_SIZE) }
+        unsafe { self.map.ptr.add(i * FRAME_SIZE) }
     }
 
     #[inline(always)]
@@ -642,8 +663,12 @@ impl App for RawRx {
             }
             got += 1;
             let f = ring.frame(i);
-            // SAFETY: the frame is ours until released; its header is a tpacket2_hdr.
-            let h = unsafe { &*(f as *const libc::tpacket2_hdr) };
+            // A copy of the header, not a reference into memory the kernel shares (its
+            // status word is written again through an atomic by `release`).
+            // SAFETY: the frame is ours until released; it starts with a tpacket2_hdr,
+            // 4-aligned at the start of a page-aligned frame slot.
+            let h = unsafe { std::ptr::read(f as *const libc::tpacket2_hdr) };
+            let h = &h;
             let ts = arrival(h);
             let p = if status & libc::TP_STATUS_COPY != 0 {
                 ring.release(i);
@@ -1122,6 +1147,37 @@ impl Flood {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard a ring's mapping lives in from `mmap` on unmaps it when dropped — also
+    /// when the ring's setup fails after the `mmap` (review 565591b, finding 6: that path
+    /// leaked the ring on every reopen of a flapping link).
+    #[test]
+    fn a_mapping_is_unmapped_when_its_guard_drops() {
+        let len = 1 << 16;
+        // SAFETY: a fresh anonymous mapping.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let mapped = |p: *mut libc::c_void| {
+            let mut v = [0u8; 16];
+            // SAFETY: mincore only reports on the range (ENOMEM when it is not mapped).
+            unsafe { libc::mincore(p, len, v.as_mut_ptr()) == 0 }
+        };
+        assert!(mapped(ptr));
+        drop(Mapping {
+            ptr: ptr as *mut u8,
+            len,
+        });
+        assert!(!mapped(ptr), "still mapped after the guard dropped");
+    }
 
     /// The pair maps the wall clock onto the monotonic one: the wall clock minus the
     /// offset is the monotonic clock, to within the few µs between separate reads (a
