@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use synthnet::commands::{
-    bench, bench_bridge as fwdbench, bridge, check, demo, replay, scaffold, takeover,
+    attach, bench, bench_bridge as fwdbench, bridge, check, demo, replay, scaffold, takeover,
 };
 use synthnet::daemon::control::Control;
 use synthnet::daemon::load_plan as plan_of;
@@ -33,6 +33,12 @@ enum Command {
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
     Bridge(bridge::BridgeArgs),
+    /// Impair something already running: put the interface of a process's network
+    /// namespace (pid:N), a named namespace (netns:NAME) or a container (docker:NAME)
+    /// behind synthnet from the host, without restarting it; established connections
+    /// survive. Ctrl-C, SIGTERM or `attach --detach TARGET` put everything back
+    /// exactly; if synthnet dies, a watchdog does (unless --fail-closed). Needs root.
+    Attach(attach::AttachArgs),
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
     /// Ctrl-C). Needs root.
@@ -246,6 +252,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Bridge(args) => {
             bridge::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attach(args) => {
+            attach::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchBridge {

@@ -791,11 +791,15 @@ async fn switch(h: &Handle, t: &Takeover) -> Result<()> {
             .with_context(|| format!("route {} onto {}", describe_route(r), t.app_end))?;
     }
     for a in &t.addresses {
+        // Only what identifies it: the kernel matches a label too, and the real
+        // interface's labels were renamed with it.
         let mut m = a.message.clone();
         m.header.index = outer.index;
-        if let Err(e) = h.address().del(m).execute().await {
-            log::debug!("remove {} from the real interface: {e}", a.addr);
-        }
+        m.attributes
+            .retain(|x| matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_)));
+        h.address().del(m).execute().await.with_context(|| {
+            format!("remove {}/{} from the real interface", a.addr, a.prefix_len)
+        })?;
     }
     for r in &t.routes {
         // A replace took most of them over already; what is left goes.

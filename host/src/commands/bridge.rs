@@ -206,8 +206,21 @@ pub fn signal_ready(fd: OwnedFd) {
 
 /// Serve an opened bridge: start its API on `api` (a listener bound earlier, possibly
 /// in another network namespace), log what runs, call `ready` with the API's address,
-/// then forward until stopped.
+/// then forward until SIGINT/SIGTERM.
 pub fn run_bridge(
+    b: &mut Bridge,
+    ctl: &Control,
+    api: Option<ApiOptions>,
+    ready: impl FnOnce(Option<SocketAddr>),
+) -> Result<()> {
+    ctl.install_stop_handlers()?;
+    forward(b, ctl, api, ready)
+}
+
+/// [`run_bridge`] without its signal handlers: forward until someone calls
+/// `ctl.request_stop()`. For a front door that must do something between the signal
+/// and the bridge's stop (attach puts the addresses back while packets still flow).
+pub fn forward(
     b: &mut Bridge,
     ctl: &Control,
     api: Option<ApiOptions>,
@@ -217,7 +230,6 @@ pub fn run_bridge(
         (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board)?),
         _ => None,
     };
-    ctl.install_stop_handlers()?;
     let budget = b.memory_budget();
     let total: usize = budget.iter().map(|(_, n)| n).sum();
     let parts: Vec<String> = budget
