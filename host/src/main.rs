@@ -228,7 +228,9 @@ fn load_plan(path: &std::path::Path) -> Result<plan::Plan> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

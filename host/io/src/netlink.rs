@@ -486,7 +486,7 @@ async fn apply(h: &Handle, t: &Takeover) -> Result<()> {
             .await
             .with_context(|| format!("remove {}/{} from {}", a.addr, a.prefix_len, outer.name))?;
     }
-    for a in &t.addresses {
+    for a in creation_order(&t.addresses) {
         add_address(h, a, app.index, &outer.name, APP_END).await?;
     }
     for r in &t.routes {
@@ -594,6 +594,21 @@ async fn add_address(
         req.execute().await.with_context(what)?;
     }
     Ok(())
+}
+
+/// The temporary name of the application's end while a restore gives the real
+/// interface its name back.
+fn aside_name(index: u32) -> String {
+    format!("sna-{index}")
+}
+
+/// The order to add addresses in so that they list as they did: IPv4 in the order
+/// read (primary before its secondaries), IPv6 backwards (the kernel lists the
+/// newest of a scope first).
+fn creation_order(addrs: &[Address]) -> Vec<&Address> {
+    let v4 = addrs.iter().filter(|a| a.addr.is_ipv4());
+    let v6 = addrs.iter().filter(|a| a.addr.is_ipv6()).rev();
+    v4.chain(v6).collect()
 }
 
 /// The names attach gives the real interface, the wire end and the hold bridge in a
@@ -779,7 +794,7 @@ async fn switch(h: &Handle, t: &Takeover) -> Result<()> {
         .await?
         .filter(|l| l.index != outer.index)
         .ok_or_else(|| anyhow!("{} vanished", t.app_end))?;
-    for a in &t.addresses {
+    for a in creation_order(&t.addresses) {
         add_address(h, a, app.index, &outer.name, &t.app_end).await?;
     }
     for r in &t.routes {
@@ -790,16 +805,21 @@ async fn switch(h: &Handle, t: &Takeover) -> Result<()> {
             .await
             .with_context(|| format!("route {} onto {}", describe_route(r), t.app_end))?;
     }
-    for a in &t.addresses {
-        // Only what identifies it: the kernel matches a label too, and the real
-        // interface's labels were renamed with it.
-        let mut m = a.message.clone();
-        m.header.index = outer.index;
-        m.attributes
-            .retain(|x| matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_)));
-        h.address().del(m).execute().await.with_context(|| {
-            format!("remove {}/{} from the real interface", a.addr, a.prefix_len)
-        })?;
+    // Secondaries first: removing a primary takes its secondaries with it (unless
+    // promote_secondaries is set), and then theirs would fail.
+    for a in t.addresses.iter().rev() {
+        if let Err(e) = h.address().del(identity_on(a, outer.index)).execute().await {
+            log::debug!("remove {} from the real interface: {e}", a.addr);
+        }
+    }
+    let left: Vec<String> = addresses(h, Some(outer.index))
+        .await?
+        .iter()
+        .filter(|p| t.addresses.iter().any(|a| a.addr == p.addr))
+        .map(|p| p.addr.to_string())
+        .collect();
+    if !left.is_empty() {
+        bail!("cannot remove {} from the real interface", left.join(", "));
     }
     for r in &t.routes {
         // A replace took most of them over already; what is left goes.
@@ -841,6 +861,7 @@ async fn restore_make(h: &Handle, t: &Takeover, errors: &mut Vec<String>) -> Res
                 outer.name
             )
         })?;
+    let mut real = real;
     if real.controller.is_some() {
         if let Err(e) = h
             .link()
@@ -855,8 +876,44 @@ async fn restore_make(h: &Handle, t: &Takeover, errors: &mut Vec<String>) -> Res
             errors.push(format!("take {} out of {}: {e}", real.name, t.hold));
         }
     }
+    // The name first, while the addresses are off the real interface: a rename
+    // relabels an interface's IPv4 addresses (the second and later get ":N"), and a
+    // label must start with the interface's name. The application's end, which has
+    // the name, steps aside under a temporary one until it is deleted.
+    if real.name != outer.name {
+        if let Ok(Some(app)) = link_by_name(h, &outer.name).await {
+            if app.index != real.index {
+                let aside = aside_name(outer.index);
+                if let Err(e) = h
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(app.index)
+                            .name(aside.clone())
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                {
+                    errors.push(format!("rename {} to {aside}: {e}", outer.name));
+                }
+            }
+        }
+        match h
+            .link()
+            .set(
+                LinkUnspec::new_with_index(real.index)
+                    .name(outer.name.clone())
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            Ok(()) => real.name = outer.name.clone(),
+            Err(e) => errors.push(format!("rename {} back to {}: {e}", real.name, outer.name)),
+        }
+    }
     let present = addresses(h, Some(real.index)).await.unwrap_or_default();
-    for a in &t.addresses {
+    for a in creation_order(&t.addresses) {
         if present.iter().any(|p| p.addr == a.addr) {
             continue;
         }
@@ -875,7 +932,29 @@ async fn restore_make(h: &Handle, t: &Takeover, errors: &mut Vec<String>) -> Res
             errors.push(format!("give route {} back: {e}", describe_route(r)));
         }
     }
+    // Break: the application's end gives the addresses up, so that its prefix routes
+    // (older than the real interface's, so preferred) stop pulling traffic into a
+    // bridge that is about to stop.
+    let app = match link_by_name(h, &aside_name(outer.index)).await {
+        Ok(Some(l)) => Some(l),
+        _ => link_by_name(h, &t.app_end).await.ok().flatten(),
+    };
+    if let Some(app) = app.filter(|a| a.index != real.index) {
+        for a in t.addresses.iter().rev() {
+            let _ = h.address().del(identity_on(a, app.index)).execute().await;
+        }
+    }
     Ok(real)
+}
+
+/// The address `a` on interface `index`, with only what identifies it (a delete
+/// request: the kernel matches a label too, and labels follow renames).
+fn identity_on(a: &Address, index: u32) -> AddressMessage {
+    let mut m = a.message.clone();
+    m.header.index = index;
+    m.attributes
+        .retain(|x| matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_)));
+    m
 }
 
 /// Restore, second half (break): delete the veth pair (through its wire end: deleting
@@ -883,7 +962,7 @@ async fn restore_make(h: &Handle, t: &Takeover, errors: &mut Vec<String>) -> Res
 /// give the real interface back its name, MTU, MAC and link state.
 async fn restore_break(h: &Handle, t: &Takeover, real: &Interface, errors: &mut Vec<String>) {
     let outer = &t.outer;
-    for name in [&t.wire_end, &t.hold] {
+    for name in [&t.wire_end, &aside_name(outer.index), &t.hold] {
         match link_by_name(h, name).await {
             // Never the real interface, whatever its name is now.
             Ok(Some(l)) if l.index != outer.index => {

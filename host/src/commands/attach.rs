@@ -548,13 +548,14 @@ fn attached(
             .spawn(move || -> Result<()> {
                 netns::enter(&ns).context("enter the target's network namespace")?;
                 let mut b = Bridge::new(opts, &ctl)?;
+                let worker = b.worker();
                 bridge::forward(&mut b, &ctl, api, |addr| {
-                    let _ = ready_tx.send(addr);
+                    let _ = ready_tx.send((addr, worker));
                 })
             })
             .context("start the engine thread")?
     };
-    let addr = match ready_rx.recv_timeout(BRIDGE_READY_TIMEOUT) {
+    let (addr, worker) = match ready_rx.recv_timeout(BRIDGE_READY_TIMEOUT) {
         Ok(a) => a,
         Err(_) => {
             ctl.request_stop();
@@ -597,6 +598,12 @@ fn attached(
     if let Err(e) = in_target(ns, move || netlink::restore_paths(&c)) {
         log::warn!("detach: {e:#}");
     }
+    // What the bridge holds in its delay lines was sent before the switch and exists
+    // nowhere else: let it leave before the bridge stops (each lost segment costs its
+    // connection a retransmission timeout, ≥ 200 ms).
+    let drain = drain_time(&worker.spec().plan);
+    log::info!("detaching: paths back on the real interface; draining the bridge for {drain:?}");
+    std::thread::sleep(drain);
     ctl.request_stop();
     let ran = match engine.join() {
         Ok(r) => r,
@@ -605,6 +612,34 @@ fn attached(
     put_back("detached");
     ran
 }
+
+/// How long the running plan may hold a packet, at most [`MAX_DRAIN`]: per direction
+/// the sum of every stage setting in milliseconds (`delay_ms`, `jitter_ms`, …) — an
+/// upper bound for delay lines in series — plus a margin for the wake-up.
+pub fn drain_time(plan: &synthnet_config::plan::Plan) -> Duration {
+    fn ms_sum(v: &serde_json::Value) -> f64 {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, x)| match x.as_f64() {
+                    Some(n) if k.ends_with("_ms") && n.is_finite() && n > 0.0 => n,
+                    _ => ms_sum(x),
+                })
+                .sum(),
+            serde_json::Value::Array(a) => a.iter().map(ms_sum).sum(),
+            _ => 0.0,
+        }
+    }
+    let worst = [&plan.ingress, &plan.egress]
+        .into_iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .map(|v| ms_sum(&v))
+        .fold(0.0, f64::max);
+    Duration::from_secs_f64((worst + 20.0) / 1e3).min(MAX_DRAIN)
+}
+
+/// The longest a detach waits for the bridge's delay lines to empty.
+const MAX_DRAIN: Duration = Duration::from_secs(5);
 
 /// Run `f` on a thread inside the target's namespace.
 fn in_target<T: Send>(ns: &Namespace, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -835,6 +870,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no network namespace"), "{e}");
+    }
+
+    #[test]
+    fn drain_time_covers_the_delays_in_series() {
+        let spec: serde_json::Value = serde_json::json!({
+            "ingress": {"latency": 50, "jitter": 10},
+            "egress": {"latency": 20}
+        });
+        let plan = synthnet_config::plan::from_value(&spec, Path::new(".")).unwrap();
+        let d = drain_time(&plan);
+        assert!(
+            d >= Duration::from_millis(60) && d <= Duration::from_millis(200),
+            "{d:?}"
+        );
     }
 
     #[test]
