@@ -134,6 +134,10 @@ enum Command {
         /// Seconds between the bridge's stats lines on stderr; 0: none.
         #[arg(long, default_value_t = 0.0)]
         stats: f64,
+        /// Put back what a killed takeover left in this network namespace (from its
+        /// record in /run/synthnet), stop its orphaned bridge, and exit.
+        #[arg(long, conflicts_with_all = ["spec", "command"])]
+        restore: bool,
         /// The application and its arguments.
         #[arg(last = true)]
         command: Vec<String>,
@@ -367,8 +371,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             api_token_file,
             api_host,
             stats,
+            restore,
             command,
         } => {
+            if restore {
+                takeover::restore_here()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
             }

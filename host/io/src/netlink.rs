@@ -382,9 +382,14 @@ pub fn interface_exists(name: &str) -> Result<bool> {
     with_handle(|h| async move { Ok(link_by_name(&h, &name).await?.is_some()) })
 }
 
-/// Put a veth pair behind `outer`: see the module documentation. On an error part way,
-/// what was done is undone before the error returns.
-pub fn take_over(outer: &Interface) -> Result<Takeover> {
+/// Put a veth pair behind `outer`: see the module documentation. `before` sees what
+/// will change before anything does (to write the record a crash is restored from;
+/// its error stops the takeover). On an error part way, what was done is undone
+/// before the error returns.
+pub fn take_over(
+    outer: &Interface,
+    before: impl FnOnce(&Takeover) -> Result<()>,
+) -> Result<Takeover> {
     let outer = outer.clone();
     with_handle(|h| async move {
         for name in [APP_END, WIRE_END, HOLD_BRIDGE] {
@@ -414,6 +419,7 @@ pub fn take_over(outer: &Interface) -> Result<Takeover> {
             wire_end: WIRE_END.to_string(),
             hold: HOLD_BRIDGE.to_string(),
         };
+        before(&t)?;
         if let Err(e) = apply(&h, &t).await {
             if let Err(u) = restore_all(&h, &t).await {
                 log::warn!("undoing a partial takeover: {u:#}");
