@@ -643,6 +643,11 @@ const MAX_DRAIN: Duration = Duration::from_secs(5);
 
 /// Run `f` on a thread inside the target's namespace.
 fn in_target<T: Send>(ns: &Namespace, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    // Our own namespace (`takeover --restore` in a container): no setns, which would
+    // need CAP_SYS_ADMIN even to enter the namespace we are in.
+    if Namespace::current().is_ok_and(|me| me.inode == ns.inode) {
+        return f();
+    }
     netns::run_in(ns, f)?
 }
 
