@@ -729,6 +729,7 @@ fn root_attach_sigkill_is_put_back_within_1s_and_the_stream_resumes() {
     v4.wait_for_echoes(10, Duration::from_secs(10));
     let resumed = resumed_from.elapsed();
     let n = v4.finish();
+    let _ = std::fs::remove_file(&spec);
     println!(
         "SIGKILL of attach: the target was back (field by field) {:.0} ms later; the stream \
          resumed ({n} echoes, every byte checked, 10 more within {:.0} ms); test took {:.1} s",
@@ -773,13 +774,35 @@ fn root_attach_fail_closed_stays_cut_off_until_restore() {
     assert!(err.contains("put back"), "{err}");
     assert_same(&before, &snapshot(&r.t), "after --restore");
     v4.wait_for_echoes(5, Duration::from_secs(10));
-    let n = v4.finish();
     // Nothing left to restore now.
     let again = synthnet(&["attach", "--restore", &target]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to put back"));
+    // Cut off again; this time the next attach puts it back first, then attaches.
+    let mut a = Attach::start(&target, Some(&spec), &["--fail-closed"]);
+    a.wait_for("synthnet: attached to", Duration::from_secs(30));
+    a.kill9();
+    let mut b = Attach::start(&target, Some(&spec), &[]);
+    b.wait_for("put back what attach pid", Duration::from_secs(30));
+    b.wait_for("synthnet: attached to", Duration::from_secs(30));
+    v4.wait_for_echoes(5, Duration::from_secs(10));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT attach");
+    let st = b.child.wait().expect("attach ends");
+    assert!(st.success(), "attach: {st}\n{}", b.log());
+    assert_same(
+        &before,
+        &snapshot(&r.t),
+        "after the next attach and its Ctrl-C",
+    );
+    v4.wait_for_echoes(5, Duration::from_secs(10));
+    let n = v4.finish();
+    let _ = std::fs::remove_file(&spec);
     println!(
-        "--fail-closed: cut off after SIGKILL, --restore put it back field by field, the \
-         stream resumed ({n} echoes); test took {:.1} s",
+        "--fail-closed: cut off after SIGKILL, --restore (and the next attach) put it back \
+         field by field, the stream resumed ({n} echoes); test took {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }

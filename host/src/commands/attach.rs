@@ -466,7 +466,7 @@ fn attach(
         ),
     };
     // What a dead attach (fail-closed, or killed with its watchdog) left: put back first.
-    if let Some(old) = restore_namespace(&ns)? {
+    if let Some(old) = restore_record(&ns, true)? {
         log::info!(
             "put back what {} pid {} left on {} first",
             old.kind,
@@ -742,17 +742,23 @@ fn watchdog(record_path: &Path, target: &str) -> Result<()> {
 /// (then it is refused: `--detach` is the way). Returns the record, or `None` when
 /// there was none. A takeover's orphaned bridge is stopped first.
 pub fn restore_namespace(ns: &Namespace) -> Result<Option<Record>> {
+    restore_record(ns, false)
+}
+
+/// [`restore_namespace`]; `locked`: the caller holds the namespace's lock (a new
+/// attach), so no attach runs there whatever the record's pid is now.
+fn restore_record(ns: &Namespace, locked: bool) -> Result<Option<Record>> {
     let path = Record::path(ns.inode);
     let Some(record) = Record::read(&path)? else {
         return Ok(None);
     };
     if record.pid != std::process::id() && netns::process_exists(record.pid) {
-        // A live attach holds its lock; a live takeover is its pid.
-        let lock = lock_namespace(ns.inode)?;
-        let held = match (&lock, record.kind.as_str()) {
-            (Err(_), _) => true,
-            (Ok(_), "takeover") => is_synthnet(record.pid),
-            _ => false,
+        // A live attach holds its lock; a live takeover is its pid (a pid in a stale
+        // record may belong to anything by now).
+        let held = match record.kind.as_str() {
+            "takeover" => is_synthnet(record.pid),
+            _ if locked => false,
+            _ => lock_namespace(ns.inode)?.is_err(),
         };
         if held {
             bail!(
