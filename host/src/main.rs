@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use synthnet::commands::{
-    bench, bench_bridge as fwdbench, bridge, check, demo, replay, run, scaffold, takeover,
+    attach, bench, bench_bridge as fwdbench, bridge, check, demo, replay, run, scaffold, takeover,
 };
 use synthnet::daemon::control::Control;
 use synthnet::daemon::load_plan as plan_of;
@@ -44,6 +44,12 @@ enum Command {
     /// (internal) The init of `synthnet run`'s command namespace.
     #[command(name = "__run-inner", hide = true)]
     RunInner { plan: String },
+    /// Impair something already running: put the interface of a process's network
+    /// namespace (pid:N), a named namespace (netns:NAME) or a container (docker:NAME)
+    /// behind synthnet from the host, without restarting it; established connections
+    /// survive. Ctrl-C, SIGTERM or `attach --detach TARGET` put everything back
+    /// exactly; if synthnet dies, a watchdog does (unless --fail-closed). Needs root.
+    Attach(attach::AttachArgs),
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
     /// Ctrl-C). Needs root.
@@ -139,6 +145,10 @@ enum Command {
         /// Seconds between the bridge's stats lines on stderr; 0: none.
         #[arg(long, default_value_t = 0.0)]
         stats: f64,
+        /// Put back what a killed takeover left in this network namespace (from its
+        /// record in /run/synthnet), stop its orphaned bridge, and exit.
+        #[arg(long, conflicts_with_all = ["spec", "command"])]
+        restore: bool,
         /// The application and its arguments.
         #[arg(last = true)]
         command: Vec<String>,
@@ -244,6 +254,7 @@ fn main() -> ExitCode {
     } else {
         "info"
     }))
+    .format_timestamp_millis()
     .init();
     match run(cli) {
         Ok(code) => code,
@@ -275,6 +286,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::RunInner { plan } => Ok(run::inner_main(&plan)),
         Command::Bridge(args) => {
             bridge::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attach(args) => {
+            attach::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchBridge {
@@ -384,8 +399,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             api_token_file,
             api_host,
             stats,
+            restore,
             command,
         } => {
+            if restore {
+                takeover::restore_here()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if !(stats >= 0.0 && stats.is_finite()) {
                 anyhow::bail!("--stats: must be a number of seconds ≥ 0, got {stats}");
             }

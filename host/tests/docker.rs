@@ -749,3 +749,407 @@ fn root_docker_compose_example_impairs_one_of_two_containers() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"latency\":40"), "{body}");
 }
+
+/// The pid of a running container's first process (on the host).
+fn container_pid(name: &str) -> u32 {
+    docker_ok(&["inspect", "-f", "{{.State.Pid}}", name])
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// A container's network state seen from the host (`nsenter`), field by field: its
+/// interfaces (index, name, MAC, MTU, flags), every address with its flags and
+/// lifetimes, every route of every table.
+fn net_state(pid: u32) -> serde_json::Value {
+    let ip = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "ip", "-j"])
+            .args(args)
+            .output()
+            .expect("nsenter ip");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let mut links = ip(&["addr"]);
+    for l in links.as_array_mut().into_iter().flatten() {
+        if let Some(o) = l.as_object_mut() {
+            // Counters and carrier state move by themselves.
+            for k in ["operstate", "linkmode", "group", "qdisc", "txqlen"] {
+                o.remove(k);
+            }
+        }
+    }
+    serde_json::json!({
+        "links": links,
+        "routes4": ip(&["-4", "route", "show", "table", "all"]),
+        "routes6": ip(&["-6", "route", "show", "table", "all"]),
+    })
+}
+
+/// An echo server on `ip:port` inside the network namespace of host pid `pid`.
+fn echo_in(pid: u32, addr: std::net::SocketAddr) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = std::net::TcpListener::bind(addr).expect("bind the echo server");
+        let _ = tx.send(());
+        for c in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = c;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("echo server up");
+}
+
+/// A TCP client inside the network namespace of host pid `pid`: 9 checked bytes every
+/// 20 ms to `server`, every echo timed as (sent, rtt).
+struct Echo {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    samples: std::sync::Arc<Mutex<Vec<(Instant, Duration)>>>,
+    handle: Option<std::thread::JoinHandle<Result<u64, String>>>,
+}
+
+impl Echo {
+    fn start(pid: u32, server: std::net::SocketAddr) -> Echo {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s2, m2) = (stop.clone(), samples.clone());
+        let handle = std::thread::spawn(move || -> Result<u64, String> {
+            use std::io::{Read, Write};
+            let ns =
+                std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| e.to_string())?;
+            let mut c = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(5))
+                .map_err(|e| format!("connect: {e}"))?;
+            c.set_nodelay(true).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(20)))
+                .map_err(|e| e.to_string())?;
+            let mut seq = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                let mut msg = [0u8; 9];
+                msg[..8].copy_from_slice(&seq.to_be_bytes());
+                msg[8] = msg[..8].iter().fold(0x5a, |a, b| a ^ b);
+                let sent = Instant::now();
+                c.write_all(&msg).map_err(|e| format!("send #{seq}: {e}"))?;
+                let mut back = [0u8; 9];
+                c.read_exact(&mut back)
+                    .map_err(|e| format!("echo #{seq}: {e}"))?;
+                if back != msg {
+                    return Err(format!("echo #{seq}: sent {msg:?}, got {back:?}"));
+                }
+                m2.lock().unwrap().push((sent, sent.elapsed()));
+                seq += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(seq)
+        });
+        let e = Echo {
+            stop,
+            samples,
+            handle: Some(handle),
+        };
+        e.more(5, Duration::from_secs(10));
+        e
+    }
+
+    fn more(&self, n: usize, limit: Duration) {
+        let start = self.samples.lock().unwrap().len();
+        let t0 = Instant::now();
+        while self.samples.lock().unwrap().len() < start + n {
+            assert!(t0.elapsed() < limit, "the TCP stream stalled for {limit:?}");
+            assert!(
+                !self.handle.as_ref().is_some_and(|h| h.is_finished()),
+                "the TCP stream ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn median_last(&self, n: usize) -> f64 {
+        let s = self.samples.lock().unwrap();
+        let mut v: Vec<f64> = s
+            .iter()
+            .rev()
+            .take(n)
+            .map(|x| x.1.as_secs_f64() * 1e3)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    fn worst_since(&self, from: Instant) -> f64 {
+        self.samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|x| x.0 >= from)
+            .map(|x| x.1.as_secs_f64() * 1e3)
+            .fold(0.0, f64::max)
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.handle.take().expect("running").join() {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => panic!("TCP stream: {e}"),
+            Err(_) => panic!("TCP stream: the client panicked"),
+        }
+    }
+}
+
+/// `synthnet attach` from the host, its stderr collected.
+fn spawn_attach(args: &[&str]) -> (std::process::Child, std::sync::Arc<Mutex<Vec<String>>>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .arg("attach")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run synthnet attach");
+    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    (child, lines)
+}
+
+fn wait_line(lines: &Mutex<Vec<String>>, needle: &str, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(l) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "no {needle:?} within {limit:?}:\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+#[ignore = "needs root and Docker, builds images for minutes: run by .ci/run's docker step (--ignored)"]
+fn root_docker_attach_keeps_tcp_through_attach_change_detach_and_sigkill() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let mut s = Scene::new("attach");
+    let net = s.network("syn", SUBNET);
+    let peer = start_peer(&mut s, &net);
+    let tools = images().tools.clone();
+    let app = s.create(
+        "app",
+        &[
+            "--network",
+            &net,
+            "--ip",
+            APP_IP,
+            &tools,
+            "sleep",
+            "infinity",
+        ],
+    );
+    docker_ok(&["start", &app]);
+    let app_pid = container_pid(&app);
+    echo_in(
+        container_pid(&peer),
+        format!("{PEER_IP}:7000").parse().unwrap(),
+    );
+    let before = net_state(app_pid);
+    let stream = Echo::start(app_pid, format!("{PEER_IP}:7000").parse().unwrap());
+    let spec = std::env::temp_dir().join(format!(
+        "synthnet-docker-attach-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &spec,
+        r#"{"ingress": {"latency": 20}, "egress": {"latency": 20}}"#,
+    )
+    .expect("spec");
+    let target = format!("docker:{app}");
+    let spec_s = spec.display().to_string();
+
+    // Attach, through the Docker Engine API.
+    let from = Instant::now();
+    let (mut child, lines) = spawn_attach(&[&target, &spec_s, "--api", "auto", "--stats", "0"]);
+    let api_line = wait_line(&lines, "web UI and API on http://", Duration::from_secs(30));
+    wait_line(&lines, "synthnet: attached to", Duration::from_secs(30));
+    stream.more(15, Duration::from_secs(10));
+    let attach_worst = stream.worst_since(from);
+    let attached = stream.median_last(10);
+    let api = api_line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("API address")
+        .to_string();
+    // A live change through the API.
+    let patch = Command::new(env!("CARGO_BIN_EXE_synthnet"))
+        .args([
+            "ctl",
+            "--api",
+            &api,
+            "patch",
+            r#"{"ingress": {"latency": 50}, "egress": {"latency": 50}}"#,
+        ])
+        .output()
+        .expect("ctl");
+    assert!(
+        patch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patch.stderr)
+    );
+    stream.more(3, Duration::from_secs(10));
+    stream.more(10, Duration::from_secs(10));
+    let patched = stream.median_last(8);
+    // Ctrl-C detaches.
+    let from = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT attach");
+    let st = child.wait().expect("attach ends");
+    assert!(
+        st.success(),
+        "attach: {st}\n{}",
+        lines.lock().unwrap().join("\n")
+    );
+    stream.more(15, Duration::from_secs(10));
+    let detach_worst = stream.worst_since(from);
+    let after = net_state(app_pid);
+    assert_eq!(
+        after, before,
+        "the container's network state differs after detach"
+    );
+
+    // Attach again, then SIGKILL: the watchdog puts it back.
+    let (mut child, lines) = spawn_attach(&[&target, "--api", "off", "--stats", "0"]);
+    wait_line(&lines, "synthnet: attached to", Duration::from_secs(30));
+    stream.more(5, Duration::from_secs(10));
+    let killed = Instant::now();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut back = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        if net_state(app_pid) == before {
+            back = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stream.more(10, Duration::from_secs(10));
+    let n = stream.finish();
+    let _ = std::fs::remove_file(&spec);
+    println!(
+        "docker attach: echo median {attached:.1} ms at 20+20 ms, {patched:.1} ms after a live patch to 50+50 ms; \
+         worst echo during attach {attach_worst:.1} ms, during detach {detach_worst:.1} ms; \
+         after SIGKILL back in {:?}; {n} echoes, every byte checked; {:.1} s",
+        back,
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        (38.0..70.0).contains(&attached),
+        "RTT at 20+20 ms: {attached}"
+    );
+    assert!(
+        (98.0..140.0).contains(&patched),
+        "RTT at 50+50 ms: {patched}"
+    );
+    assert!(
+        attach_worst < 200.0 && detach_worst < 200.0,
+        "a stall: {attach_worst} / {detach_worst} ms"
+    );
+    let back =
+        back.unwrap_or_else(|| panic!("not put back 3 s after SIGKILL: {:#}", net_state(app_pid)));
+    assert!(back < Duration::from_secs(1), "put back after {back:?}");
+}
+
+#[test]
+#[ignore = "needs root and Docker, builds images for minutes: run by .ci/run's docker step (--ignored)"]
+fn root_docker_sigkilled_takeover_is_put_back_by_restore_in_the_container() {
+    let _g = serial();
+    let mut s = Scene::new("tkrestore");
+    let net = s.network("syn", SUBNET);
+    start_peer(&mut s, &net);
+    let tools = images().tools.clone();
+    let synthnet = images().synthnet.clone();
+    let app = s.create(
+        "app",
+        &[
+            "--network",
+            &net,
+            "--ip",
+            APP_IP,
+            &tools,
+            "sleep",
+            "infinity",
+        ],
+    );
+    docker_ok(&["start", &app]);
+    let app_pid = container_pid(&app);
+    let before = net_state(app_pid);
+    // takeover as a sidecar under a shell, so that killing it leaves the container up.
+    let container_net = format!("container:{app}");
+    let env_net = format!("SYNTHETIC_NETWORK={SUBNET}");
+    let mut args = vec!["--network", &container_net];
+    args.extend_from_slice(&CAPS);
+    args.extend_from_slice(&[
+        "-e",
+        &env_net,
+        "--entrypoint",
+        "sh",
+        &synthnet,
+        "-c",
+        "synthnet takeover --api off & echo $! > /tmp/takeover.pid; wait; sleep infinity",
+    ]);
+    let side = s.create("side", &args);
+    docker_ok(&["start", &side]);
+    wait_log(&side, "running as a sidecar", Duration::from_secs(20));
+    assert_ne!(net_state(app_pid), before, "takeover changed nothing");
+    docker_ok(&[
+        "exec",
+        &side,
+        "sh",
+        "-c",
+        "kill -9 $(cat /tmp/takeover.pid)",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(
+        net_state(app_pid),
+        before,
+        "a SIGKILLed takeover undid itself?"
+    );
+    let out = docker(&["exec", &side, "synthnet", "takeover", "--restore"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "takeover --restore: {err}");
+    assert!(err.contains("put back"), "{err}");
+    assert_eq!(
+        net_state(app_pid),
+        before,
+        "the container's network state differs after --restore"
+    );
+    println!(
+        "docker: SIGKILLed takeover put back by `takeover --restore` in the container: {}",
+        err.trim()
+    );
+}

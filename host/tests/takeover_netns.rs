@@ -220,3 +220,65 @@ fn root_takeover_exits_3_and_stops_the_app_when_the_bridge_dies() {
     );
     assert_eq!(state(&a), before, "takeover left A changed");
 }
+
+#[test]
+fn root_takeover_killed_by_sigkill_is_put_back_by_restore() {
+    let _g = serial();
+    let (a, _b) = pair();
+    let before = state(&a);
+    let mut child = a
+        .command(SYNTHNET)
+        .args(["takeover", "--api", "off"])
+        .env_remove("ENTRY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run synthnet takeover");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut bridge = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30).saturating_sub(t0.elapsed()))
+            .unwrap_or_else(|_| panic!("no sidecar in:\n{}", log.join("\n")));
+        if let Some(p) = line.split("synthnet bridge started, pid ").nth(1) {
+            bridge = Some(p.trim().parse::<i32>().expect("pid"));
+        }
+        let up = line.contains("running as a sidecar");
+        log.push(line);
+        if up {
+            break;
+        }
+    }
+    let bridge = bridge.expect("the bridge's pid is logged");
+    assert_ne!(state(&a), before, "takeover changed nothing");
+    child.kill().expect("SIGKILL takeover");
+    let _ = child.wait();
+    // Left behind: sn-app, sn-wire, sn-hold, and an orphaned bridge.
+    assert!(state(&a).contains("sn-app"), "{}", state(&a));
+    let out = a
+        .command(SYNTHNET)
+        .args(["takeover", "--restore"])
+        .output()
+        .expect("run synthnet takeover --restore");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "takeover --restore: {err}");
+    assert!(err.contains("put back"), "{err}");
+    assert_eq!(state(&a), before, "--restore left A changed");
+    let orphan_gone = !std::path::Path::new(&format!("/proc/{bridge}")).exists()
+        || std::fs::read_to_string(format!("/proc/{bridge}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+    assert!(orphan_gone, "the orphaned bridge {bridge} still runs");
+    println!(
+        "SIGKILLed takeover put back by `takeover --restore` in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -124,6 +124,21 @@ pub fn ifindex(name: &str) -> Option<i32> {
     (i != 0).then_some(i as i32)
 }
 
+/// The name of interface `index` in this thread's namespace, if it exists.
+fn ifname_of(index: i32) -> Option<String> {
+    let index = u32::try_from(index).ok()?;
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer has the IF_NAMESIZE bytes if_indextoname may write, and it
+    // NUL-terminates what it writes.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// A packet socket bound to `ifindex`, receiving every protocol when `receive`.
 fn packet_socket(
     ifindex: i32,
@@ -440,9 +455,26 @@ impl Watch {
         }
     }
 
-    /// Whether the interface by our name is still the one we are bound to.
-    fn same_interface(&self) -> bool {
-        ifindex(&self.ifname) == Some(self.ifindex)
+    /// Whether the interface we are bound to is still there. An interface renamed under
+    /// us (`synthnet attach` gives the real interface its name back while the bridge
+    /// still drains) is the same interface: the port follows it to its new name. One
+    /// deleted (its index gone) is not, even if another takes its name later.
+    fn same_interface(&mut self) -> bool {
+        if ifindex(&self.ifname) == Some(self.ifindex) {
+            return true;
+        }
+        match ifname_of(self.ifindex) {
+            Some(now) if ifindex(&now) == Some(self.ifindex) => {
+                log::info!(
+                    "{} ({}): renamed {now}; following it",
+                    self.port,
+                    self.ifname
+                );
+                self.ifname = now;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //!   `virtio_net_hdr` offload headers, following an interface by name across faults.
 //! - [`pcap`]: pcap/pcapng captures, and the apps that feed them to an engine and keep
 //!   what comes out.
-//! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover`.
+//! - [`netlink`]: veth, addresses and routes over rtnetlink, for `synthnet takeover` and
+//!   `synthnet attach`, and the record that puts them back.
+//! - [`netns`]: a target's network namespace entered from the host (setns on a
+//!   dedicated thread), and a process's death as a pidfd.
 //! - [`nsproc`]: new namespaces and processes for `synthnet run` (between `fork` and
 //!   `exec`), a file bound over a path, the terminal's foreground group.
 //! - [`heap`]: freed heap memory given back to the system (after compiling plugins).
@@ -21,6 +24,8 @@ pub mod afpacket;
 #[allow(unsafe_code)]
 pub mod heap;
 pub mod netlink;
+#[allow(unsafe_code)]
+pub mod netns;
 #[allow(unsafe_code)]
 pub mod nsproc;
 pub mod pcap;

@@ -1,9 +1,21 @@
-//! Netlink (rtnetlink) for `synthnet takeover`: read an interface's addresses, routes and
-//! MAC, put a veth pair behind it, move the addresses and routes to the application's
-//! end of the pair, and put everything back afterwards — in-process, no `ip` binary.
+//! Netlink (rtnetlink) for `synthnet takeover` and `synthnet attach`: read an
+//! interface's addresses, routes and MAC, put a veth pair behind it, move the addresses
+//! and routes to the application's end of the pair, and put everything back afterwards
+//! — in-process, no `ip` binary. Everything acts on the calling thread's network
+//! namespace ([`crate::netns::run_in`] runs it inside a target's).
 //!
 //! Main types: [`Interface`] (a link as read), [`Takeover`] (what was changed, enough to
-//! undo it). [`interface_in`] and [`default_route_interface`] pick the interface.
+//! put it back, also from another process: [`Takeover::to_json`]). [`interface_in`] and
+//! [`default_route_interface`] pick the interface.
+//!
+//! Two ways in. [`take_over`] (inside a container) creates `sn-app`/`sn-wire` and moves
+//! the addresses over. The attach path ([`attach_plan`], [`attach_make`],
+//! [`attach_switch`]) is make before break, in the order measured to cost no TCP
+//! retransmission: rename the real interface live, create the pair with the real name,
+//! MAC and MTU on the application's end, (the caller starts the bridge), add the
+//! addresses (IPv6 without DAD) and replace every route, and only then take the
+//! addresses off the real interface and mute it. [`restore`] is one way back for both,
+//! also make before break, and safe on a half-done state (a crash part way).
 //!
 //! After [`take_over`], the network namespace looks like this:
 //!
@@ -27,7 +39,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::stream::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_core::{Emitable, Parseable};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
@@ -45,6 +60,8 @@ pub const HOLD_BRIDGE: &str = "sn-hold";
 
 /// The main routing table (`RT_TABLE_MAIN`).
 const MAIN_TABLE: u32 = 254;
+/// The kernel's own table of local and broadcast routes (`RT_TABLE_LOCAL`).
+const LOCAL_TABLE: u32 = 255;
 
 /// A network interface as read over netlink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +70,10 @@ pub struct Interface {
     pub name: String,
     pub mac: Vec<u8>,
     pub mtu: u32,
+    /// IFF_UP.
+    pub up: bool,
+    /// The bridge (or bond) it is a port of, by index.
+    pub controller: Option<u32>,
 }
 
 /// One address as read: family, prefix and the message to re-create it.
@@ -63,15 +84,27 @@ pub struct Address {
     message: AddressMessage,
 }
 
-/// What [`take_over`] changed: enough for [`undo`].
+/// What [`take_over`] or an attach ([`attach_plan`]) changes: enough for [`restore`],
+/// also from another process ([`Takeover::to_json`]).
 #[derive(Debug, Clone)]
 pub struct Takeover {
-    /// The real interface (synthnet's outer side).
+    /// The real interface (synthnet's outer side) as it was: index, name, MAC, MTU,
+    /// link state.
     pub outer: Interface,
-    /// The addresses moved to [`APP_END`].
+    /// The addresses moved to the application's end, with their flags and lifetimes.
     pub addresses: Vec<Address>,
-    /// The routes moved to [`APP_END`] (those the kernel does not derive from an address).
+    /// The routes moved to the application's end (those the kernel does not derive
+    /// from an address).
     routes: Vec<RouteMessage>,
+    /// The real interface's name while taken over: attach renames it (the application's
+    /// end takes its name); takeover does not.
+    pub renamed: Option<String>,
+    /// The application's end of the veth pair.
+    pub app_end: String,
+    /// synthnet's end of the veth pair.
+    pub wire_end: String,
+    /// The bridge kept down that mutes the real interface.
+    pub hold: String,
 }
 
 impl Takeover {
@@ -109,10 +142,13 @@ fn interface_of(msg: &LinkMessage) -> Interface {
         name: String::new(),
         mac: Vec::new(),
         mtu: 1500,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        controller: None,
     };
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => iface.name = n.clone(),
+            LinkAttribute::Controller(c) if *c != 0 => iface.controller = Some(*c),
             LinkAttribute::Address(m) => iface.mac = m.clone(),
             LinkAttribute::Mtu(m) => iface.mtu = *m,
             _ => {}
@@ -268,28 +304,6 @@ fn route_via(route: &RouteMessage, index: u32) -> RouteMessage {
     r
 }
 
-/// `addr` as a fresh request for interface `index`: the same address, prefix, scope and
-/// broadcast, no label (a label must start with the interface's name) and no DAD wait
-/// (the address was in use a moment ago; waiting would stall IPv6 for a second).
-fn address_on(addr: &Address, index: u32) -> AddressMessage {
-    let mut m = addr.message.clone();
-    m.header.index = index;
-    m.attributes.retain(|a| {
-        matches!(
-            a,
-            AddressAttribute::Address(_)
-                | AddressAttribute::Local(_)
-                | AddressAttribute::Broadcast(_)
-        )
-    });
-    if addr.addr.is_ipv6() {
-        m.attributes.push(AddressAttribute::Flags(
-            AddressFlags::Nodad | AddressFlags::Permanent,
-        ));
-    }
-    m
-}
-
 /// Parse `a.b.c.d/n` or `x::y/n`.
 pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8)> {
     let (ip, len) = s
@@ -368,9 +382,14 @@ pub fn interface_exists(name: &str) -> Result<bool> {
     with_handle(|h| async move { Ok(link_by_name(&h, &name).await?.is_some()) })
 }
 
-/// Put a veth pair behind `outer`: see the module documentation. On an error part way,
-/// what was done is undone before the error returns.
-pub fn take_over(outer: &Interface) -> Result<Takeover> {
+/// Put a veth pair behind `outer`: see the module documentation. `before` sees what
+/// will change before anything does (to write the record a crash is restored from;
+/// its error stops the takeover). On an error part way, what was done is undone
+/// before the error returns.
+pub fn take_over(
+    outer: &Interface,
+    before: impl FnOnce(&Takeover) -> Result<()>,
+) -> Result<Takeover> {
     let outer = outer.clone();
     with_handle(|h| async move {
         for name in [APP_END, WIRE_END, HOLD_BRIDGE] {
@@ -395,9 +414,14 @@ pub fn take_over(outer: &Interface) -> Result<Takeover> {
             outer,
             addresses: moved,
             routes,
+            renamed: None,
+            app_end: APP_END.to_string(),
+            wire_end: WIRE_END.to_string(),
+            hold: HOLD_BRIDGE.to_string(),
         };
+        before(&t)?;
         if let Err(e) = apply(&h, &t).await {
-            if let Err(u) = revert(&h, &t).await {
+            if let Err(u) = restore_all(&h, &t).await {
                 log::warn!("undoing a partial takeover: {u:#}");
             }
             return Err(e);
@@ -468,12 +492,8 @@ async fn apply(h: &Handle, t: &Takeover) -> Result<()> {
             .await
             .with_context(|| format!("remove {}/{} from {}", a.addr, a.prefix_len, outer.name))?;
     }
-    for a in &t.addresses {
-        let mut req = h.address().add(app.index, a.addr, a.prefix_len);
-        *req.message_mut() = address_on(a, app.index);
-        req.execute()
-            .await
-            .with_context(|| format!("add {}/{} to {APP_END}", a.addr, a.prefix_len))?;
+    for a in creation_order(&t.addresses) {
+        add_address(h, a, app.index, &outer.name, APP_END).await?;
     }
     for r in &t.routes {
         h.route()
@@ -486,49 +506,513 @@ async fn apply(h: &Handle, t: &Takeover) -> Result<()> {
     Ok(())
 }
 
-async fn revert(h: &Handle, t: &Takeover) -> Result<()> {
-    let mut errors = Vec::new();
-    // Deleting one end of a veth deletes both, and with them their addresses and routes.
-    if let Some(app) = link_by_name(h, APP_END).await? {
-        if let Err(e) = h.link().del(app.index).execute().await {
-            errors.push(format!("delete {APP_END}: {e}"));
+/// Address flags the kernel takes from a request; the others (secondary, tentative,
+/// deprecated, permanent, DAD failed) are states it sets by itself.
+fn requestable_flags(f: AddressFlags) -> AddressFlags {
+    f & (AddressFlags::Nodad
+        | AddressFlags::Optimistic
+        | AddressFlags::Homeaddress
+        | AddressFlags::Managetempaddr
+        | AddressFlags::Noprefixroute
+        | AddressFlags::Mcautojoin
+        | AddressFlags::StablePrivacy)
+}
+
+fn flags_of(m: &AddressMessage) -> AddressFlags {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Flags(f) => Some(*f),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(m.header.flags.bits())))
+}
+
+/// `addr` as a request for interface `index`, now named `cur_name`: the same address,
+/// prefix, scope, broadcast, flags and remaining lifetimes; its label (which must start
+/// with the interface's name) follows the interface's name, as the kernel does on a
+/// rename.
+fn address_request(addr: &Address, index: u32, orig_name: &str, cur_name: &str) -> AddressMessage {
+    let mut m = addr.message.clone();
+    m.header.index = index;
+    m.header.flags = AddressHeaderFlags::empty();
+    let flags = requestable_flags(flags_of(&addr.message));
+    m.attributes.retain(|a| {
+        matches!(
+            a,
+            AddressAttribute::Address(_)
+                | AddressAttribute::Local(_)
+                | AddressAttribute::Broadcast(_)
+                | AddressAttribute::Label(_)
+                | AddressAttribute::CacheInfo(_)
+        )
+    });
+    for a in &mut m.attributes {
+        match a {
+            AddressAttribute::Label(l) => {
+                if let Some(rest) = l.strip_prefix(orig_name) {
+                    *l = format!("{cur_name}{rest}");
+                } else {
+                    *l = cur_name.to_string();
+                }
+            }
+            AddressAttribute::CacheInfo(c) => {
+                c.cstamp = 0;
+                c.tstamp = 0;
+            }
+            _ => {}
         }
     }
-    if let Some(hold) = link_by_name(h, HOLD_BRIDGE).await? {
-        if let Err(e) = h.link().del(hold.index).execute().await {
-            errors.push(format!("delete {HOLD_BRIDGE}: {e}"));
+    m.attributes.push(AddressAttribute::Flags(flags));
+    m
+}
+
+/// Add `addr` to interface `index` (named `cur_name`) without a DAD wait — the address
+/// was in use a moment ago, and an IPv6 address is "tentative" (its packets dropped)
+/// for 1–2 s while DAD runs — then, if it did not carry `nodad` before, give it back its
+/// own flags (a replace does not start DAD again).
+async fn add_address(
+    h: &Handle,
+    addr: &Address,
+    index: u32,
+    orig_name: &str,
+    cur_name: &str,
+) -> Result<()> {
+    let m = address_request(addr, index, orig_name, cur_name);
+    let flags = requestable_flags(flags_of(&addr.message));
+    let what = || format!("add {}/{} to {cur_name}", addr.addr, addr.prefix_len);
+    if addr.addr.is_ipv6() && !flags.contains(AddressFlags::Nodad) {
+        let mut fast = m.clone();
+        for a in &mut fast.attributes {
+            if let AddressAttribute::Flags(f) = a {
+                *f |= AddressFlags::Nodad;
+            }
         }
+        let mut req = h.address().add(index, addr.addr, addr.prefix_len);
+        *req.message_mut() = fast;
+        req.execute().await.with_context(what)?;
+        let mut req = h.address().add(index, addr.addr, addr.prefix_len).replace();
+        *req.message_mut() = m;
+        req.execute().await.with_context(what)?;
+    } else {
+        let mut req = h.address().add(index, addr.addr, addr.prefix_len);
+        *req.message_mut() = m;
+        req.execute().await.with_context(what)?;
     }
+    Ok(())
+}
+
+/// The temporary name of the application's end while a restore gives the real
+/// interface its name back.
+fn aside_name(index: u32) -> String {
+    format!("sna-{index}")
+}
+
+/// The order to add addresses in so that they list as they did: IPv4 in the order
+/// read (primary before its secondaries), IPv6 backwards (the kernel lists the
+/// newest of a scope first).
+fn creation_order(addrs: &[Address]) -> Vec<&Address> {
+    let v4 = addrs.iter().filter(|a| a.addr.is_ipv4());
+    let v6 = addrs.iter().filter(|a| a.addr.is_ipv6()).rev();
+    v4.chain(v6).collect()
+}
+
+/// The names attach gives the real interface, the wire end and the hold bridge in a
+/// target: from the real interface's index, so they are unique in its namespace and
+/// at most 15 bytes.
+pub fn attach_names(index: u32) -> (String, String, String) {
+    (
+        format!("snr-{index}"),
+        format!("snw-{index}"),
+        format!("snh-{index}"),
+    )
+}
+
+/// A route through `index` that attach moves: every table but `local` (the kernel's
+/// own), unicast, not made by the kernel from an address, not link-local.
+fn attach_movable(r: &RouteMessage, index: u32) -> bool {
+    oif_of(r) == Some(index)
+        && table_of(r) != LOCAL_TABLE
+        && r.header.kind == RouteType::Unicast
+        && r.header.protocol != RouteProtocol::Kernel
+        && !r.attributes.iter().any(|a| match a {
+            RouteAttribute::Destination(d) => ip_of(d).is_some_and(|ip| is_link_local(&ip)),
+            _ => false,
+        })
+}
+
+/// Read everything `synthnet attach` will change in this thread's namespace, before
+/// changing anything: interface `name` (default: the default route's), its link state,
+/// its addresses with flags and lifetimes, the routes through it in every table.
+/// Refused, changing nothing, when the interface does not exist, has no address, or
+/// is already a port of another device (a takeover or attach holds it).
+pub fn attach_plan(name: Option<&str>) -> Result<Takeover> {
+    let name = name.map(str::to_string);
+    with_handle(|h| async move {
+        let outer = match &name {
+            Some(n) => link_by_name(&h, n)
+                .await?
+                .ok_or_else(|| anyhow!("the target has no interface {n:?}"))?,
+            None => {
+                let rs = routes(&h).await?;
+                let index = rs
+                    .iter()
+                    .filter(|r| {
+                        r.header.destination_prefix_length == 0 && table_of(r) == MAIN_TABLE
+                    })
+                    .find_map(oif_of)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the target has no default route: name its interface with --interface"
+                        )
+                    })?;
+                links(&h)
+                    .await?
+                    .into_iter()
+                    .find(|l| l.index == index)
+                    .ok_or_else(|| anyhow!("interface {index} of the default route vanished"))?
+            }
+        };
+        if let Some(c) = outer.controller {
+            let by = links(&h)
+                .await?
+                .into_iter()
+                .find(|l| l.index == c)
+                .map_or_else(|| c.to_string(), |l| l.name);
+            bail!("{} is a port of {by}: already attached or taken over (`synthnet attach --restore` puts a crashed one back)", outer.name);
+        }
+        let (renamed, wire, hold) = attach_names(outer.index);
+        for n in [&renamed, &wire, &hold] {
+            if link_by_name(&h, n).await?.is_some() {
+                bail!("an interface named {n} exists already in the target (an attach is running, or one was not undone: try `synthnet attach --restore`)");
+            }
+        }
+        let moved: Vec<Address> = addresses(&h, Some(outer.index))
+            .await?
+            .into_iter()
+            .filter(|a| !is_link_local(&a.addr))
+            .collect();
+        if moved.is_empty() {
+            bail!("{} has no address to move", outer.name);
+        }
+        let routes: Vec<RouteMessage> = routes(&h)
+            .await?
+            .into_iter()
+            .filter(|r| attach_movable(r, outer.index))
+            .collect();
+        Ok(Takeover {
+            app_end: outer.name.clone(),
+            outer,
+            addresses: moved,
+            routes,
+            renamed: Some(renamed),
+            wire_end: wire,
+            hold,
+        })
+    })
+}
+
+/// Attach, first half (make): rename the real interface live (an UP interface can be
+/// renamed since Linux 6.2; a down/up would drop its routes and IPv6 addresses), then
+/// create the veth pair whose application end takes the real interface's name, MAC
+/// and MTU, and set both ends up. Nothing reaches the new pair yet: the caller starts
+/// the bridge between this and [`attach_switch`]. On an error, everything is put back.
+pub fn attach_make(t: &Takeover) -> Result<()> {
+    let t = t.clone();
+    with_handle(|h| async move {
+        let r = make(&h, &t).await;
+        if r.is_err() {
+            if let Err(u) = restore_all(&h, &t).await {
+                log::warn!("putting back a partial attach: {u:#}");
+            }
+        }
+        r
+    })
+}
+
+async fn make(h: &Handle, t: &Takeover) -> Result<()> {
     let outer = &t.outer;
-    let present = addresses(h, Some(outer.index)).await.unwrap_or_default();
-    for a in &t.addresses {
+    let renamed = t.renamed.as_deref().unwrap_or(&outer.name);
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(outer.index)
+                .name(renamed)
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("rename {} to {renamed}", outer.name))?;
+    h.link()
+        .add(
+            LinkVeth::new(&t.app_end, &t.wire_end)
+                .address(outer.mac.clone())
+                .mtu(outer.mtu)
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("create veth pair {}/{}", t.app_end, t.wire_end))?;
+    let wire = link_by_name(h, &t.wire_end)
+        .await?
+        .ok_or_else(|| anyhow!("{} vanished", t.wire_end))?;
+    let app = link_by_name(h, &t.app_end)
+        .await?
+        .ok_or_else(|| anyhow!("{} vanished", t.app_end))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(wire.index)
+                .mtu(outer.mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("set {} up", t.wire_end))?;
+    h.link()
+        .set(LinkUnspec::new_with_index(app.index).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("set {} up", t.app_end))?;
+    Ok(())
+}
+
+/// Attach, second half, once the bridge forwards: the addresses onto the application's
+/// end (IPv6 without a DAD wait), every route replaced onto it, and only then the
+/// addresses taken off the real interface, which becomes a port of a bridge kept down
+/// (module documentation). Make before break: at no moment is an address missing or a
+/// route without a way out. On an error, everything is put back.
+pub fn attach_switch(t: &Takeover) -> Result<()> {
+    let t = t.clone();
+    with_handle(|h| async move {
+        let r = switch(&h, &t).await;
+        if r.is_err() {
+            if let Err(u) = restore_all(&h, &t).await {
+                log::warn!("putting back a partial attach: {u:#}");
+            }
+        }
+        r
+    })
+}
+
+async fn switch(h: &Handle, t: &Takeover) -> Result<()> {
+    let outer = &t.outer;
+    let app = link_by_name(h, &t.app_end)
+        .await?
+        .filter(|l| l.index != outer.index)
+        .ok_or_else(|| anyhow!("{} vanished", t.app_end))?;
+    for a in creation_order(&t.addresses) {
+        add_address(h, a, app.index, &outer.name, &t.app_end).await?;
+    }
+    for r in &t.routes {
+        h.route()
+            .add(route_via(r, app.index))
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("route {} onto {}", describe_route(r), t.app_end))?;
+    }
+    // Secondaries first: removing a primary takes its secondaries with it (unless
+    // promote_secondaries is set), and then theirs would fail.
+    for a in t.addresses.iter().rev() {
+        if let Err(e) = h.address().del(identity_on(a, outer.index)).execute().await {
+            log::debug!("remove {} from the real interface: {e}", a.addr);
+        }
+    }
+    let left: Vec<String> = addresses(h, Some(outer.index))
+        .await?
+        .iter()
+        .filter(|p| t.addresses.iter().any(|a| a.addr == p.addr))
+        .map(|p| p.addr.to_string())
+        .collect();
+    if !left.is_empty() {
+        bail!("cannot remove {} from the real interface", left.join(", "));
+    }
+    for r in &t.routes {
+        // A replace took most of them over already; what is left goes.
+        let _ = h.route().del(route_via(r, outer.index)).execute().await;
+    }
+    h.link()
+        .add(LinkBridge::new(&t.hold).down().build())
+        .execute()
+        .await
+        .with_context(|| format!("create bridge {}", t.hold))?;
+    let hold = link_by_name(h, &t.hold)
+        .await?
+        .ok_or_else(|| anyhow!("{} vanished", t.hold))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(outer.index)
+                .controller(hold.index)
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("make the real interface a port of {}", t.hold))?;
+    Ok(())
+}
+
+/// Restore, first half (make): the real interface out of the hold bridge, its
+/// addresses and routes back on it, while the application's end still has them too.
+/// Safe to run on a partial or already restored state; goes on past errors.
+async fn restore_make(h: &Handle, t: &Takeover, errors: &mut Vec<String>) -> Result<Interface> {
+    let outer = &t.outer;
+    let real = links(h)
+        .await?
+        .into_iter()
+        .find(|l| l.index == outer.index)
+        .ok_or_else(|| {
+            anyhow!(
+                "the real interface (index {}, was {}) is gone: nothing to put back",
+                outer.index,
+                outer.name
+            )
+        })?;
+    let mut real = real;
+    if real.controller.is_some() {
+        if let Err(e) = h
+            .link()
+            .set(
+                LinkUnspec::new_with_index(real.index)
+                    .nocontroller()
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            errors.push(format!("take {} out of {}: {e}", real.name, t.hold));
+        }
+    }
+    // The name first, while the addresses are off the real interface: a rename
+    // relabels an interface's IPv4 addresses (the second and later get ":N"), and a
+    // label must start with the interface's name. The application's end, which has
+    // the name, steps aside under a temporary one until it is deleted.
+    if real.name != outer.name {
+        if let Ok(Some(app)) = link_by_name(h, &outer.name).await {
+            if app.index != real.index {
+                let aside = aside_name(outer.index);
+                if let Err(e) = h
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(app.index)
+                            .name(aside.clone())
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                {
+                    errors.push(format!("rename {} to {aside}: {e}", outer.name));
+                }
+            }
+        }
+        match h
+            .link()
+            .set(
+                LinkUnspec::new_with_index(real.index)
+                    .name(outer.name.clone())
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            Ok(()) => real.name = outer.name.clone(),
+            Err(e) => errors.push(format!("rename {} back to {}: {e}", real.name, outer.name)),
+        }
+    }
+    let present = addresses(h, Some(real.index)).await.unwrap_or_default();
+    for a in creation_order(&t.addresses) {
         if present.iter().any(|p| p.addr == a.addr) {
             continue;
         }
-        let mut req = h.address().add(outer.index, a.addr, a.prefix_len);
-        *req.message_mut() = address_on(a, outer.index);
-        if let Err(e) = req.execute().await {
-            errors.push(format!(
-                "give {}/{} back to {}: {e}",
-                a.addr, a.prefix_len, outer.name
-            ));
+        if let Err(e) = add_address(h, a, real.index, &outer.name, &real.name).await {
+            errors.push(format!("give {}/{} back: {e:#}", a.addr, a.prefix_len));
         }
     }
     for r in &t.routes {
         if let Err(e) = h
             .route()
-            .add(route_via(r, outer.index))
+            .add(route_via(r, real.index))
             .replace()
             .execute()
             .await
         {
+            errors.push(format!("give route {} back: {e}", describe_route(r)));
+        }
+    }
+    // Break: the application's end gives the addresses up, so that its prefix routes
+    // (older than the real interface's, so preferred) stop pulling traffic into a
+    // bridge that is about to stop.
+    let app = match link_by_name(h, &aside_name(outer.index)).await {
+        Ok(Some(l)) => Some(l),
+        _ => link_by_name(h, &t.app_end).await.ok().flatten(),
+    };
+    if let Some(app) = app.filter(|a| a.index != real.index) {
+        for a in t.addresses.iter().rev() {
+            let _ = h.address().del(identity_on(a, app.index)).execute().await;
+        }
+    }
+    Ok(real)
+}
+
+/// The address `a` on interface `index`, with only what identifies it (a delete
+/// request: the kernel matches a label too, and labels follow renames).
+fn identity_on(a: &Address, index: u32) -> AddressMessage {
+    let mut m = a.message.clone();
+    m.header.index = index;
+    m.attributes
+        .retain(|x| matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_)));
+    m
+}
+
+/// Restore, second half (break): delete the veth pair (through its wire end: deleting
+/// one end deletes both, with the addresses and routes on them) and the hold bridge,
+/// give the real interface back its name, MTU, MAC and link state.
+async fn restore_break(h: &Handle, t: &Takeover, real: &Interface, errors: &mut Vec<String>) {
+    let outer = &t.outer;
+    for name in [&t.wire_end, &aside_name(outer.index), &t.hold] {
+        match link_by_name(h, name).await {
+            // Never the real interface, whatever its name is now.
+            Ok(Some(l)) if l.index != outer.index => {
+                if let Err(e) = h.link().del(l.index).execute().await {
+                    errors.push(format!("delete {name}: {e}"));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("look for {name}: {e:#}")),
+        }
+    }
+    let mut set = LinkUnspec::new_with_index(real.index);
+    let mut what = Vec::new();
+    if real.name != outer.name {
+        set = set.name(outer.name.clone());
+        what.push(format!("name {}", outer.name));
+    }
+    if real.mtu != outer.mtu {
+        set = set.mtu(outer.mtu);
+        what.push(format!("MTU {}", outer.mtu));
+    }
+    if real.mac != outer.mac && !outer.mac.is_empty() {
+        set = set.address(outer.mac.clone());
+        what.push("MAC".to_string());
+    }
+    if real.up != outer.up {
+        set = if outer.up { set.up() } else { set.down() };
+        what.push(if outer.up { "up" } else { "down" }.to_string());
+    }
+    if !what.is_empty() {
+        if let Err(e) = h.link().set(set.build()).execute().await {
             errors.push(format!(
-                "give route {} back to {}: {e}",
-                describe_route(r),
-                outer.name
+                "give {} back its {}: {e}",
+                real.name,
+                what.join(", ")
             ));
         }
     }
+}
+
+async fn restore_all(h: &Handle, t: &Takeover) -> Result<()> {
+    let mut errors = Vec::new();
+    let real = restore_make(h, t, &mut errors).await?;
+    restore_break(h, t, &real, &mut errors).await;
     if errors.is_empty() {
         Ok(())
     } else {
@@ -536,11 +1020,150 @@ async fn revert(h: &Handle, t: &Takeover) -> Result<()> {
     }
 }
 
-/// Undo [`take_over`]: delete the veth pair and the hold bridge, give the addresses and
-/// routes back to the real interface. Goes on past errors and reports them all.
-pub fn undo(t: &Takeover) -> Result<()> {
+/// Put back what [`take_over`] or an attach changed, in this thread's namespace, make
+/// before break: the addresses and routes back on the real interface first, then the
+/// veth pair and hold bridge deleted, the name, MTU, MAC and link state given back.
+/// Works on a partial or already restored state; goes on past errors and reports
+/// them all.
+pub fn restore(t: &Takeover) -> Result<()> {
     let t = t.clone();
-    with_handle(|h| async move { revert(&h, &t).await })
+    with_handle(|h| async move { restore_all(&h, &t).await })
+}
+
+/// The first half of [`restore`] alone (addresses and routes back on the real
+/// interface, which leaves the hold bridge): a detaching bridge calls it while it still
+/// forwards, stops, then calls [`restore`] to finish.
+pub fn restore_paths(t: &Takeover) -> Result<()> {
+    let t = t.clone();
+    with_handle(|h| async move {
+        let mut errors = Vec::new();
+        restore_make(&h, &t, &mut errors).await?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", errors.join("; "))
+        }
+    })
+}
+
+/// Undo [`take_over`]: see [`restore`].
+pub fn undo(t: &Takeover) -> Result<()> {
+    restore(t)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        bail!("odd-length hex string");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16)
+                .map_err(|_| anyhow!("not hex: {s:?}"))
+        })
+        .collect()
+}
+
+fn emitted<M: Emitable>(m: &M) -> String {
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.emit(&mut buf);
+    hex(&buf)
+}
+
+impl Takeover {
+    /// The record as JSON: the real interface as it was, and every address and route
+    /// as the netlink message the kernel gave (hex), so that another process — the
+    /// watchdog, `attach --restore` — puts back exactly what was there.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "interface": {
+                "index": self.outer.index,
+                "name": self.outer.name,
+                "mac": hex(&self.outer.mac),
+                "mtu": self.outer.mtu,
+                "up": self.outer.up,
+            },
+            "renamed": self.renamed,
+            "app_end": self.app_end,
+            "wire_end": self.wire_end,
+            "hold": self.hold,
+            "addresses": self.addresses.iter().map(|a| emitted(&a.message)).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(emitted).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The record written by [`Takeover::to_json`].
+    pub fn from_json(v: &serde_json::Value) -> Result<Takeover> {
+        let s = |v: &serde_json::Value, k: &str| -> Result<String> {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("record: no {k:?}"))
+        };
+        let i = v
+            .get("interface")
+            .ok_or_else(|| anyhow!("record: no interface"))?;
+        let outer = Interface {
+            index: i
+                .get("index")
+                .and_then(|x| x.as_u64())
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| anyhow!("record: no interface index"))?,
+            name: s(i, "name")?,
+            mac: unhex(&s(i, "mac")?)?,
+            mtu: i
+                .get("mtu")
+                .and_then(|x| x.as_u64())
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| anyhow!("record: no MTU"))?,
+            up: i.get("up").and_then(|x| x.as_bool()).unwrap_or(true),
+            controller: None,
+        };
+        let list = |k: &str| -> Result<Vec<Vec<u8>>> {
+            v.get(k)
+                .and_then(|x| x.as_array())
+                .ok_or_else(|| anyhow!("record: no {k:?}"))?
+                .iter()
+                .map(|x| unhex(x.as_str().unwrap_or("")))
+                .collect()
+        };
+        let mut addrs = Vec::new();
+        for b in list("addresses")? {
+            let m =
+                AddressMessage::parse(&b[..]).map_err(|e| anyhow!("record: an address: {e}"))?;
+            let addr = address_of(&m).ok_or_else(|| anyhow!("record: an address without IP"))?;
+            addrs.push(Address {
+                addr,
+                prefix_len: m.header.prefix_len,
+                message: m,
+            });
+        }
+        let mut routes = Vec::new();
+        for b in list("routes")? {
+            routes.push(RouteMessage::parse(&b[..]).map_err(|e| anyhow!("record: a route: {e}"))?);
+        }
+        Ok(Takeover {
+            outer,
+            addresses: addrs,
+            routes,
+            renamed: v
+                .get("renamed")
+                .and_then(|x| x.as_str())
+                .map(str::to_string),
+            app_end: s(v, "app_end")?,
+            wire_end: s(v, "wire_end")?,
+            hold: s(v, "hold")?,
+        })
+    }
+
+    /// The real interface's name while taken over.
+    pub fn real_name(&self) -> &str {
+        self.renamed.as_deref().unwrap_or(&self.outer.name)
+    }
 }
 
 /// Whether the interface `name` is up (IFF_UP), or `None` when it does not exist.
@@ -682,6 +1305,103 @@ pub fn configure_guest(name: &str, addrs: &[(IpAddr, u8)], gateways: &[IpAddr]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache_info(preferred: u32, valid: u32) -> rtnetlink::packet_route::address::CacheInfo {
+        let mut c = rtnetlink::packet_route::address::CacheInfo::default();
+        c.ifa_preferred = preferred;
+        c.ifa_valid = valid;
+        c.cstamp = 1;
+        c.tstamp = 2;
+        c
+    }
+
+    #[test]
+    fn record_round_trips_addresses_and_routes_exactly() {
+        let mut a = AddressMessage::default();
+        a.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+        a.header.prefix_len = 24;
+        a.header.index = 7;
+        let ip: IpAddr = "10.9.0.2".parse().unwrap();
+        a.attributes = vec![
+            AddressAttribute::Address(ip),
+            AddressAttribute::Local(ip),
+            AddressAttribute::Label("eth0:web".into()),
+            AddressAttribute::CacheInfo(cache_info(2000, 3000)),
+            AddressAttribute::Flags(AddressFlags::Noprefixroute),
+        ];
+        let r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(Ipv4Addr::new(10, 9, 0, 1))
+            .output_interface(7)
+            .priority(100)
+            .table_id(100)
+            .build();
+        let t = Takeover {
+            outer: Interface {
+                index: 7,
+                name: "eth0".into(),
+                mac: vec![2, 0, 0, 0, 0, 9],
+                mtu: 1400,
+                up: true,
+                controller: None,
+            },
+            addresses: vec![Address {
+                addr: ip,
+                prefix_len: 24,
+                message: a.clone(),
+            }],
+            routes: vec![r.clone()],
+            renamed: Some("snr-7".into()),
+            app_end: "eth0".into(),
+            wire_end: "snw-7".into(),
+            hold: "snh-7".into(),
+        };
+        let text = serde_json::to_string(&t.to_json()).unwrap();
+        let back = Takeover::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back.outer, t.outer);
+        assert_eq!(back.addresses[0].message, a);
+        assert_eq!(back.addresses[0].addr, ip);
+        assert_eq!(back.routes, vec![r]);
+        assert_eq!(back.real_name(), "snr-7");
+        assert_eq!(
+            (back.app_end.as_str(), back.wire_end.as_str()),
+            ("eth0", "snw-7")
+        );
+        assert!(Takeover::from_json(&serde_json::json!({"interface": {}})).is_err());
+    }
+
+    #[test]
+    fn address_request_keeps_flags_lifetimes_and_follows_the_name() {
+        let mut a = AddressMessage::default();
+        a.header.index = 7;
+        let ip: IpAddr = "fd00::2".parse().unwrap();
+        a.attributes = vec![
+            AddressAttribute::Address(ip),
+            AddressAttribute::Label("eth0:1".into()),
+            AddressAttribute::CacheInfo(cache_info(20, 30)),
+            AddressAttribute::Flags(
+                AddressFlags::Permanent | AddressFlags::Tentative | AddressFlags::Noprefixroute,
+            ),
+        ];
+        let addr = Address {
+            addr: ip,
+            prefix_len: 64,
+            message: a,
+        };
+        let m = address_request(&addr, 9, "eth0", "snr-7");
+        assert_eq!(m.header.index, 9);
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Label("snr-7:1".into())));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Noprefixroute)));
+        assert!(m.attributes.iter().any(|x| matches!(x,
+            AddressAttribute::CacheInfo(c) if c.ifa_valid == 30 && c.ifa_preferred == 20 && c.cstamp == 0)));
+        assert_eq!(
+            attach_names(12),
+            ("snr-12".into(), "snw-12".into(), "snh-12".into())
+        );
+    }
 
     #[test]
     fn cidr_parsing_and_membership() {

@@ -185,7 +185,7 @@ pub fn serve(args: BridgeArgs) -> Result<()> {
     // After the bridge claimed its interfaces (a second bridge on them is told so),
     // before it runs.
     let api = args.api.open()?;
-    run_bridge(&mut b, &ctl, api, true, |addr| {
+    run_bridge(&mut b, &ctl, api, |addr| {
         if let Some(a) = addr {
             if args.api.api == "auto" {
                 args.api.announce(a);
@@ -206,22 +206,30 @@ pub fn signal_ready(fd: OwnedFd) {
 
 /// Serve an opened bridge: start its API on `api` (a listener bound earlier, possibly
 /// in another network namespace), log what runs, call `ready` with the API's address,
-/// then forward until stopped: by SIGINT/SIGTERM when `stop_on_signals` (else those
-/// are the caller's business), or by `ctl`.
+/// then forward until SIGINT/SIGTERM.
 pub fn run_bridge(
     b: &mut Bridge,
     ctl: &Control,
     api: Option<ApiOptions>,
-    stop_on_signals: bool,
+    ready: impl FnOnce(Option<SocketAddr>),
+) -> Result<()> {
+    ctl.install_stop_handlers()?;
+    forward(b, ctl, api, ready)
+}
+
+/// [`run_bridge`] without its signal handlers: forward until someone calls
+/// `ctl.request_stop()`. For a front door that must do something between the signal
+/// and the bridge's stop (attach puts the addresses back while packets still flow).
+pub fn forward(
+    b: &mut Bridge,
+    ctl: &Control,
+    api: Option<ApiOptions>,
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<()> {
     let addr = match (api, b.board()) {
         (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board)?),
         _ => None,
     };
-    if stop_on_signals {
-        ctl.install_stop_handlers()?;
-    }
     let budget = b.memory_budget();
     let total: usize = budget.iter().map(|(_, n)| n).sum();
     let parts: Vec<String> = budget

@@ -1,6 +1,7 @@
 //! The subcommands: each owns its flags and its run; `bridge` serves the engine of
 //! [`crate::daemon`], and every front door ends in it.
 
+pub mod attach;
 pub mod bench;
 pub mod bench_bridge;
 pub mod bridge;

@@ -48,7 +48,7 @@ use std::time::Duration;
 use synthnet_io::netlink;
 use synthnet_io::nsproc::{self, IdMap, Spawn};
 
-use super::bridge::{run_bridge, ApiArgs, EngineArgs};
+use super::bridge::{forward, ApiArgs, EngineArgs};
 use super::child;
 use crate::daemon::control::Control;
 use crate::daemon::Bridge;
@@ -852,11 +852,11 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
             .name("run-init".into())
             .spawn(move || end(init.wait().map(child::status_code).unwrap_or(LINK_FAILED)))
             .context("start a thread")?;
-        let mut forward = signals;
+        let mut passed_on = signals;
         std::thread::Builder::new()
             .name("run-signals".into())
             .spawn(move || {
-                for s in forward.forever() {
+                for s in passed_on.forever() {
                     if let Ok(sig) = Signal::try_from(s) {
                         let _ = kill(init_pid, sig);
                     }
@@ -865,7 +865,8 @@ fn outer(plan_json: &str, status: &mut std::fs::File) -> Result<u8> {
             .context("start a thread")?;
         let mut go = std::fs::File::from(OwnedFd::from(go_w));
         let mut told = status.try_clone()?;
-        run_bridge(&mut b, &ctl, api, false, |_| {
+        // Signals are CMD's: the bridge stops when CMD ends.
+        forward(&mut b, &ctl, api, |_| {
             let _ = writeln!(told, "ready");
             let _ = writeln!(go, "go");
         })?;

@@ -10,12 +10,17 @@
 //! application is stopped and takeover exits with [`BRIDGE_DIED`] and a message: the
 //! synthetic link is never lost silently. On the way out it undoes the takeover.
 //!
-//! Main items: [`TakeoverOptions`], [`run`], [`resolve_spec`].
+//! Before it changes anything it writes the same crash record as `synthnet attach`
+//! ([`super::attach::Record`]): a takeover killed by SIGKILL is put back by
+//! `synthnet takeover --restore` (or `synthnet attach --restore pid:1`) run in the
+//! container, which also stops its orphaned bridge.
+//!
+//! Main items: [`TakeoverOptions`], [`run`], [`resolve_spec`], [`restore_here`].
 
+use super::child::{exit_code, reap};
 use anyhow::{anyhow, bail, Context, Result};
-use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
@@ -109,36 +114,6 @@ fn pick_interface(network: Option<&str>) -> Result<netlink::Interface> {
     }
 }
 
-/// Exit code of a wait status, the shell's way: the code, or 128 + the signal.
-fn exit_code(status: WaitStatus) -> Option<u8> {
-    match status {
-        WaitStatus::Exited(_, c) => Some(u8::try_from(c & 0xff).unwrap_or(1)),
-        WaitStatus::Signaled(_, s, _) => Some(128u8.wrapping_add(s as u8)),
-        _ => None,
-    }
-}
-
-/// Reap every child that has ended; returns (pid, exit code) of each.
-fn reap() -> Vec<(Pid, u8)> {
-    let mut out = Vec::new();
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            Ok(st) => {
-                if let (Some(pid), Some(code)) = (st.pid(), exit_code(st)) {
-                    out.push((pid, code));
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                log::warn!("waitpid: {e}");
-                break;
-            }
-        }
-    }
-    out
-}
-
 /// SIGTERM `pid`, wait up to [`STOP_GRACE`] (reaping), then SIGKILL. Returns its exit code.
 fn stop_child(pid: Pid, what: &str) -> Option<u8> {
     let _ = kill(pid, Signal::SIGTERM);
@@ -159,10 +134,16 @@ fn stop_child(pid: Pid, what: &str) -> Option<u8> {
     }
 }
 
-/// Start `synthnet bridge OUTER WIRE [SPEC] --stats S [API flags]` and wait until it
-/// bridges (its "bridging" log line); its stderr is passed on line by line.
+/// Start `synthnet bridge OUTER WIRE [SPEC] --stats S [API flags] --ready-fd N` and
+/// wait until it says, on that pipe, that it forwards (not a log line: logs are for
+/// people, and their wording changes).
 fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Result<Pid> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    use std::os::fd::AsRawFd;
     let exe = std::env::current_exe().context("locate the synthnet binary")?;
+    let (ready_rx, ready_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("make a pipe")?;
+    // The child's end survives exec; ours does not.
+    fcntl(&ready_tx, FcntlArg::F_SETFD(FdFlag::empty())).context("make a pipe")?;
     let mut cmd = Command::new(exe);
     cmd.arg("bridge").arg(outer).arg(netlink::WIRE_END);
     if let Some(s) = spec {
@@ -170,39 +151,30 @@ fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Res
     }
     cmd.arg("--stats").arg(opts.stats_secs.to_string());
     cmd.args(&opts.api_args);
+    cmd.arg("--ready-fd").arg(ready_tx.as_raw_fd().to_string());
     // Its own process group: a Ctrl-C on the terminal is the application's, not the
     // bridge's (the bridge stops when takeover says so).
-    cmd.process_group(0)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("start synthnet bridge")?;
+    cmd.process_group(0).stdin(Stdio::null());
+    let child = cmd.spawn().context("start synthnet bridge");
+    drop(ready_tx);
+    let child = child?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| anyhow!("pid out of range"))?);
     log::info!("synthnet bridge started, pid {pid}");
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow!("no stderr pipe"))?;
-    let (ready_tx, ready_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
-        .name("bridge-log".into())
+        .name("bridge-ready".into())
         .spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                if line.contains("bridging ") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
+            let mut line = String::new();
+            let _ = BufReader::new(std::fs::File::from(ready_rx)).read_line(&mut line);
+            let _ = tx.send(line);
         })
-        .context("start the bridge log thread")?;
+        .context("start the readiness thread")?;
     let deadline = Instant::now() + BRIDGE_READY_TIMEOUT;
     loop {
-        match ready_rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(()) => return Ok(pid),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) if !line.is_empty() => return Ok(pid),
+            // The pipe closed without a word: the bridge ended (its status below).
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if let Ok(st) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -217,6 +189,52 @@ fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Res
             bail!("synthnet bridge did not start bridging within {BRIDGE_READY_TIMEOUT:?}");
         }
     }
+}
+
+/// Write the crash record of this takeover (`synthnet takeover --restore` or
+/// `synthnet attach --restore` puts it back after a SIGKILL). Where it cannot be
+/// written (no writable /run), takeover goes on without it, and says so.
+fn write_record(t: &netlink::Takeover, bridge_pid: Option<Pid>) -> Option<PathBuf> {
+    let ns = match synthnet_io::netns::Namespace::current() {
+        Ok(ns) => ns,
+        Err(e) => {
+            log::warn!("no crash record (cannot identify the network namespace: {e})");
+            return None;
+        }
+    };
+    let record = super::attach::Record {
+        kind: "takeover".into(),
+        netns_inode: ns.inode,
+        target: "pid:1".into(),
+        pid: std::process::id(),
+        bridge_pid: bridge_pid.and_then(|p| u32::try_from(p.as_raw()).ok()),
+        fail_closed: false,
+        change: t.clone(),
+    };
+    match record.write() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!("no crash record: {e:#}");
+            None
+        }
+    }
+}
+
+/// `synthnet takeover --restore`: put back what a killed takeover left in this
+/// network namespace, from its record.
+pub fn restore_here() -> Result<()> {
+    let ns = synthnet_io::netns::Namespace::current().context("identify this network namespace")?;
+    match super::attach::restore_namespace(&ns)? {
+        Some(r) => eprintln!(
+            "synthnet: put back {} (left by {} pid {})",
+            r.change.outer.name, r.kind, r.pid
+        ),
+        None => eprintln!(
+            "synthnet: nothing to put back here (no record in {})",
+            crate::daemon::state_dir().display()
+        ),
+    }
+    Ok(())
 }
 
 /// Run a takeover to its end; returns the process exit code.
@@ -239,8 +257,12 @@ pub fn run(opts: &TakeoverOptions) -> Result<u8> {
         Path::new(DEFAULT_ENTRY),
     );
     let outer = pick_interface(std::env::var("SYNTHETIC_NETWORK").ok().as_deref())?;
-    let t = netlink::take_over(&outer)
-        .with_context(|| format!("take over {} (needs CAP_NET_ADMIN)", outer.name))?;
+    let mut record = None;
+    let t = netlink::take_over(&outer, |t| {
+        record = write_record(t, None);
+        Ok(())
+    })
+    .with_context(|| format!("take over {} (needs CAP_NET_ADMIN)", outer.name))?;
     let addrs: Vec<String> = t
         .addresses
         .iter()
@@ -255,11 +277,25 @@ pub fn run(opts: &TakeoverOptions) -> Result<u8> {
         outer.name,
         netlink::WIRE_END
     );
-    let result = supervise(opts, &outer, spec.as_deref(), app_cmd, &mut signals);
+    let result = supervise(
+        opts,
+        &outer,
+        spec.as_deref(),
+        app_cmd,
+        &mut signals,
+        |bridge| {
+            if record.is_some() {
+                record = write_record(&t, Some(bridge));
+            }
+        },
+    );
     if let Err(e) = netlink::undo(&t) {
         log::error!("undoing the takeover of {}: {e:#}", outer.name);
     } else {
         log::info!("takeover of {} undone", outer.name);
+        if let Some(p) = &record {
+            let _ = std::fs::remove_file(p);
+        }
     }
     result
 }
@@ -270,8 +306,10 @@ fn supervise(
     spec: Option<&Path>,
     app_cmd: Option<Vec<String>>,
     signals: &mut Signals,
+    started: impl FnOnce(Pid),
 ) -> Result<u8> {
     let bridge = start_bridge(&outer.name, spec, opts)?;
+    started(bridge);
     let app = match &app_cmd {
         Some(argv) => {
             let (prog, args) = argv.split_first().ok_or_else(|| anyhow!("empty command"))?;
