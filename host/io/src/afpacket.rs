@@ -28,7 +28,6 @@
 //! change of state, never fatal: a port whose interface vanished retries every
 //! [`REOPEN_NS`] and resumes as soon as an interface of that name is back.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -100,20 +99,86 @@ fn set_buffer(fd: RawFd, which: Buffer, bytes: libc::c_int) -> io::Result<()> {
 
 /// The interface index of `name`, or an error saying there is no such interface.
 fn existing(name: &str) -> io::Result<i32> {
-    ifindex(name).ok_or_else(|| {
-        io::Error::new(
+    match lookup(None, name) {
+        Presence::Index(i) => Ok(i),
+        Presence::Gone => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("no interface named {name:?}"),
-        )
-    })
+        )),
+        Presence::Unknown(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot look interface {name:?} up: {e}"),
+        )),
+    }
 }
 
-/// The interface index of `name`, if it exists.
+/// The interface index of `name`, if it exists (`None` also when it cannot be told: see
+/// [`lookup`] for the answer that tells the two apart).
 pub fn ifindex(name: &str) -> Option<i32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i as i32)
+    match lookup(None, name) {
+        Presence::Index(i) => Some(i),
+        Presence::Gone | Presence::Unknown(_) => None,
+    }
+}
+
+/// What a look-up of an interface by name found.
+#[derive(Debug)]
+pub enum Presence {
+    /// It is there, with this index.
+    Index(i32),
+    /// The kernel says there is no such device (`ENODEV`, `ENXIO`).
+    Gone,
+    /// The look-up itself failed (`EMFILE`, `ENFILE`, `ENOMEM`, …): nothing is known
+    /// about the interface, and nothing should be concluded.
+    Unknown(io::Error),
+}
+
+/// Look `name` up with `SIOCGIFINDEX` on `probe` (a socket kept open for this, so the
+/// look-up needs no new descriptor), or on a socket opened for the call when there is
+/// none — which fails with `EMFILE` when the process is out of descriptors: that is
+/// [`Presence::Unknown`], never [`Presence::Gone`].
+pub fn lookup(probe: Option<RawFd>, name: &str) -> Presence {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Presence::Gone;
+    }
+    let temp = match probe {
+        Some(_) => None,
+        None => match probe_socket() {
+            Ok(fd) => Some(fd),
+            Err(e) => return Presence::Unknown(e),
+        },
+    };
+    let fd = probe.unwrap_or_else(|| temp.as_ref().map_or(-1, |f| f.as_raw_fd()));
+    // SAFETY: a zeroed ifreq is valid (a name of NULs, a zero union).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a live ifreq with a NUL-terminated name (checked shorter than
+    // IFNAMSIZ above); SIOCGIFINDEX writes only its union.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX as _, &mut req) };
+    if r == 0 {
+        // SAFETY: SIOCGIFINDEX succeeded, so the union holds the index.
+        return Presence::Index(unsafe { req.ifr_ifru.ifru_ifindex });
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Presence::Gone,
+        _ => Presence::Unknown(e),
+    }
+}
+
+/// A datagram socket for interface look-ups (any socket serves `SIOCGIFINDEX`, for
+/// the network namespace it was opened in).
+pub fn probe_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(last_err("socket for interface look-ups"));
+    }
+    // SAFETY: we own the new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A packet socket bound to `ifindex`, receiving every protocol when `receive`.
@@ -390,9 +455,21 @@ struct Watch {
     port: String,
     ifname: String,
     ifindex: i32,
+    /// Kept open for look-ups, so telling whether the interface is still there never
+    /// needs a new descriptor (none may be left: then the rings must stay open).
+    probe: Option<OwnedFd>,
     /// Why the port is not working, if it is not (logged once per change).
     trouble: Option<String>,
     retry_at_ns: u64,
+}
+
+/// Whether the interface a [`Watch`] follows is still the one it is bound to.
+enum Still {
+    Same,
+    /// Gone, or replaced by another of the same name.
+    Gone,
+    /// Cannot tell (out of descriptors, …): keep what is open.
+    Unknown(io::Error),
 }
 
 impl Watch {
@@ -401,6 +478,7 @@ impl Watch {
             port: port.into(),
             ifname: ifname.into(),
             ifindex,
+            probe: probe_socket().ok(),
             trouble: None,
             retry_at_ns: 0,
         }
@@ -419,9 +497,28 @@ impl Watch {
         }
     }
 
+    fn lookup(&self) -> Presence {
+        lookup(self.probe.as_ref().map(|f| f.as_raw_fd()), &self.ifname)
+    }
+
     /// Whether the interface by our name is still the one we are bound to.
-    fn same_interface(&self) -> bool {
-        ifindex(&self.ifname) == Some(self.ifindex)
+    fn still(&self) -> Still {
+        match self.lookup() {
+            Presence::Index(i) if i == self.ifindex => Still::Same,
+            Presence::Index(_) | Presence::Gone => Still::Gone,
+            Presence::Unknown(e) => Still::Unknown(e),
+        }
+    }
+
+    /// The look-up failed for a reason of its own: say so (once), keep what is open.
+    fn cannot_tell(&mut self, e: &io::Error) {
+        let what = match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                "out of file descriptors while checking the interface"
+            }
+            _ => "cannot check the interface",
+        };
+        self.trouble(format!("{what} ({e}); its socket stays open"));
     }
 }
 
@@ -488,11 +585,15 @@ impl RawRx {
     pub fn on_error(&mut self, now_ns: u64) {
         let Some(ring) = &self.ring else { return };
         let err = take_error(ring.fd.as_raw_fd());
-        if !self.watch.same_interface() {
-            self.lost(now_ns);
-        } else if let Some(e) = err {
-            let e = io::Error::from_raw_os_error(e);
-            self.watch.trouble(format!("receive: {e} (link down?)"));
+        match self.watch.still() {
+            Still::Gone => self.lost(now_ns),
+            Still::Unknown(e) => self.watch.cannot_tell(&e),
+            Still::Same => {
+                if let Some(e) = err {
+                    let e = io::Error::from_raw_os_error(e);
+                    self.watch.trouble(format!("receive: {e} (link down?)"));
+                }
+            }
         }
     }
 
@@ -509,8 +610,10 @@ impl RawRx {
             Some(r) => {
                 let d = r.kernel_drops();
                 self.counters.drop(DropCause::RingFull, d);
-                if !self.watch.same_interface() {
-                    self.lost(now_ns);
+                match self.watch.still() {
+                    Still::Gone => self.lost(now_ns),
+                    Still::Unknown(e) => self.watch.cannot_tell(&e),
+                    Still::Same => {}
                 }
             }
             None => self.reopen(now_ns),
@@ -522,8 +625,10 @@ impl RawRx {
             return;
         }
         self.watch.retry_at_ns = now_ns + REOPEN_NS;
-        let Some(idx) = ifindex(&self.watch.ifname) else {
-            return;
+        let idx = match self.watch.lookup() {
+            Presence::Index(i) => i,
+            Presence::Gone => return,
+            Presence::Unknown(e) => return self.watch.cannot_tell(&e),
         };
         match RxRing::open(idx, self.frames) {
             Ok(r) => {
@@ -799,11 +904,15 @@ impl RawTx {
 
     pub fn housekeeping(&mut self, now_ns: u64) {
         if self.fd.is_some() {
-            if !self.watch.same_interface() {
-                self.fd = None;
-                self.watch
-                    .trouble("interface gone; waiting for it to come back".into());
-                self.watch.retry_at_ns = now_ns + REOPEN_NS;
+            match self.watch.still() {
+                Still::Gone => {
+                    self.fd = None;
+                    self.watch
+                        .trouble("interface gone; waiting for it to come back".into());
+                    self.watch.retry_at_ns = now_ns + REOPEN_NS;
+                }
+                Still::Unknown(e) => self.watch.cannot_tell(&e),
+                Still::Same => {}
             }
             return;
         }
@@ -811,7 +920,15 @@ impl RawTx {
             return;
         }
         self.watch.retry_at_ns = now_ns + REOPEN_NS;
-        if let Some(idx) = ifindex(&self.watch.ifname) {
+        let found = match self.watch.lookup() {
+            Presence::Index(i) => Some(i),
+            Presence::Gone => None,
+            Presence::Unknown(e) => {
+                self.watch.cannot_tell(&e);
+                None
+            }
+        };
+        if let Some(idx) = found {
             match tx_socket(idx) {
                 Ok(fd) => {
                     self.fd = Some(fd);
@@ -878,7 +995,7 @@ impl RawTx {
                 }
                 Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ENETDOWN) => {
                     // Link down or interface gone: nothing of this batch can go out.
-                    let gone = !self.watch.same_interface();
+                    let gone = matches!(self.watch.still(), Still::Gone);
                     self.watch.trouble(if gone {
                         "interface gone; waiting for it to come back".into()
                     } else {
@@ -1023,6 +1140,31 @@ impl Flood {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Presence tells "no such device" apart from a look-up that could not be made.
+    #[test]
+    fn lookups_tell_gone_from_unknown() {
+        let probe = probe_socket().expect("a datagram socket");
+        assert!(matches!(
+            lookup(Some(probe.as_raw_fd()), "lo"),
+            Presence::Index(_)
+        ));
+        assert!(matches!(lookup(None, "lo"), Presence::Index(_)));
+        assert!(matches!(
+            lookup(Some(probe.as_raw_fd()), "nosuchif-x9"),
+            Presence::Gone
+        ));
+        assert!(matches!(
+            lookup(None, "a-name-far-too-long-for-linux"),
+            Presence::Gone
+        ));
+        // A descriptor that is not a socket: the look-up fails for a reason of its own.
+        let file = std::fs::File::open("/proc/self/stat").expect("a file");
+        assert!(matches!(
+            lookup(Some(file.as_raw_fd()), "lo"),
+            Presence::Unknown(_)
+        ));
+    }
 
     /// The pair maps the wall clock onto the monotonic one: the wall clock minus the
     /// offset is the monotonic clock, to within the few µs between separate reads (a

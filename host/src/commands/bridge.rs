@@ -213,8 +213,11 @@ pub fn run_bridge(
     api: Option<ApiOptions>,
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<()> {
+    // Descriptors are what idle API clients would take from the data path: take the
+    // whole allowance first, then size the API's share from it.
+    let nofile = synthnet_io::process::raise_fd_limit();
     let addr = match (api, b.board()) {
-        (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board)?),
+        (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board, nofile)?),
         _ => None,
     };
     ctl.install_stop_handlers()?;

@@ -23,6 +23,7 @@ pub mod cmdlog;
 pub mod command;
 pub mod control;
 pub mod stats;
+pub mod throttle;
 pub mod worker;
 
 use anyhow::{Context, Result};
