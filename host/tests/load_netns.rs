@@ -171,3 +171,95 @@ fn root_idle_api_connections_take_nothing_from_the_data_path() {
     );
     assert!(t0.elapsed() < Duration::from_secs(40));
 }
+
+/// How long until the server closes `s` (end of stream or reset), reading and
+/// discarding whatever comes; `None` if it is still open after `within`.
+fn closed_after(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(t.elapsed()),
+        }
+    }
+    None
+}
+
+/// The API's timeouts: a connection whose headers never end, and a kept-alive one
+/// with no next request, are closed after the header timeout (5 s); the stats stream,
+/// being served, stays open and keeps its events coming.
+#[test]
+fn root_api_times_out_idle_connections_but_not_streams() {
+    let _s = serial();
+    let t0 = Instant::now();
+    let rig = common::rig::Rig::start("ldn2", SPEC_7MS, &[]);
+    let ns = rig.topo.middle().name.clone();
+    let ns2 = ns.clone();
+    let stream = in_ns(&ns, || {
+        let mut s = TcpStream::connect(API)?;
+        s.write_all(
+            format!("GET /api/v1/stats/stream HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes(),
+        )?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let t = Instant::now();
+        let mut text = Vec::new();
+        let mut buf = [0u8; 65536];
+        while t.elapsed() < Duration::from_secs(8) {
+            match s.read(&mut buf) {
+                Ok(0) => anyhow::bail!("the stream was closed after {:?}", t.elapsed()),
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => anyhow::bail!("the stream failed after {:?}: {e}", t.elapsed()),
+            }
+        }
+        Ok(String::from_utf8_lossy(&text)
+            .matches("event: stats")
+            .count())
+    });
+    let idle = in_ns(&ns2, || {
+        // Half a request.
+        let mut half = TcpStream::connect(API)?;
+        half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")?;
+        // A whole one, kept alive, then nothing.
+        let mut kept = TcpStream::connect(API)?;
+        kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes())?;
+        let mut buf = [0u8; 4096];
+        kept.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let n = kept.read(&mut buf)?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "no answer on the kept-alive connection"
+        );
+        let half_closed = closed_after(&mut half, Duration::from_secs(8));
+        let kept_closed = closed_after(&mut kept, Duration::from_secs(3));
+        Ok((half_closed, kept_closed))
+    });
+    let (half, kept) = idle.join().expect("idle thread").expect("idle connections");
+    let events = stream.join().expect("stream thread").expect("stats stream");
+    let half = half.expect("a half-sent request was never timed out");
+    assert!(
+        half >= Duration::from_secs(4) && half <= Duration::from_secs(7),
+        "a half-sent request was closed after {half:?} (timeout 5 s)"
+    );
+    assert!(
+        kept.is_some(),
+        "a kept-alive idle connection was never closed"
+    );
+    assert!(events >= 6, "{events} stats events in 8 s");
+    println!(
+        "header timeout: half-sent closed after {half:?}, kept-alive idle closed too; stream open 8 s with {events} events; test took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}

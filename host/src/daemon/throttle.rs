@@ -59,17 +59,27 @@ impl Throttle {
     }
 }
 
-/// `log::warn!` through a [`Throttle`] declared at the call site: at most `$n` lines
-/// a second from that place, then a count of the ones left out.
+/// `log::log!` at `$level` through a [`Throttle`] declared at the call site: at most
+/// `$n` lines a second from that place, then a count of the ones left out.
 #[macro_export]
-macro_rules! warn_throttled {
-    ($n:expr, $($arg:tt)+) => {{
+macro_rules! log_throttled {
+    ($level:expr, $n:expr, $($arg:tt)+) => {{
         static THROTTLE: $crate::daemon::throttle::Throttle =
             $crate::daemon::throttle::Throttle::new($n);
-        if THROTTLE.allow(|d| log::warn!("{d} similar warnings left out in the last second (rate limit)")) {
-            log::warn!($($arg)+);
+        if THROTTLE.allow(|d| {
+            log::log!($level, "{d} similar lines left out in the last second (rate limit)")
+        }) {
+            log::log!($level, $($arg)+);
         }
     }};
+}
+
+/// [`log_throttled!`] at the warning level.
+#[macro_export]
+macro_rules! warn_throttled {
+    ($n:expr, $($arg:tt)+) => {
+        $crate::log_throttled!(log::Level::Warn, $n, $($arg)+)
+    };
 }
 
 #[cfg(test)]

@@ -411,7 +411,9 @@ impl Worker {
             Outcome::Applied(c) => {
                 log::info!("generation {}: applied ({c})", report.generation)
             }
-            Outcome::Refused(e) => log::error!(
+            Outcome::Refused(e) => crate::log_throttled!(
+                log::Level::Error,
+                5,
                 "change refused, generation {} keeps running: {e}",
                 report.generation
             ),
@@ -619,7 +621,8 @@ impl Worker {
             Ok(_) => None,
             Err(f) if f.delivered() => Some(f.message().to_string()),
             Err(f) => {
-                log::warn!("command to {} not delivered: {f}", c.stage);
+                // Any client can send these: at most a few lines a second.
+                crate::warn_throttled!(5, "command to {} not delivered: {f}", c.stage);
                 return;
             }
         };
@@ -639,7 +642,8 @@ impl Worker {
                 at_ns as f64 / 1e9,
                 c.command
             ),
-            Some(m) => log::warn!(
+            Some(m) => crate::warn_throttled!(
+                5,
                 "command to {} at {:.6} s refused: {m}",
                 c.stage,
                 at_ns as f64 / 1e9
