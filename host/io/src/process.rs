@@ -70,3 +70,18 @@ pub fn raise_fd_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Limit this process to `secs` seconds of CPU (`RLIMIT_CPU`, soft and hard): past it
+/// the kernel ends it (`SIGXCPU`, then `SIGKILL`). For a child that does one bounded
+/// job, such as compiling a plugin within its budget.
+pub fn limit_cpu(secs: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: secs,
+        rlim_max: secs + 1,
+    };
+    // SAFETY: `lim` is a valid rlimit; lowering one's own limits needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CPU, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

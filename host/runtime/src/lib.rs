@@ -23,6 +23,6 @@ pub mod wasm;
 
 pub use app::{CommandError, Handover, PluginApp, DEFAULT_HOLD_LIMIT};
 pub use instance::{fingerprint, Answer, Factory, Instance, PluginError};
-pub use loader::{Loader, PluginRef};
+pub use loader::{CompileCheck, Loader, PluginRef};
 pub use supervisor::Health;
 pub use wasm::{WasmFactory, WasmRuntime, DEFAULT_MEMORY_LIMIT};

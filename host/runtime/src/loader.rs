@@ -58,10 +58,18 @@ pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// A check a plugin file's module must pass before it is compiled here: given the
+/// name to show and the module's bytes, `Err(message)` refuses it. The bridge compiles
+/// it first in a child process with a CPU and wall budget, so that a module that takes
+/// too long to compile is refused at the budget and its compile is stopped (wasmtime
+/// cannot stop a compile in its own thread).
+pub type CompileCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+
 /// Compiles modules once and hands out factories.
 pub struct Loader {
     rt: Arc<WasmRuntime>,
     modules: HashMap<PluginRef, (u64, Arc<WasmModule>)>,
+    check: Option<CompileCheck>,
 }
 
 impl Loader {
@@ -69,7 +77,14 @@ impl Loader {
         Loader {
             rt,
             modules: HashMap::new(),
+            check: None,
         }
+    }
+
+    /// Pass every new or changed plugin file through `check` before compiling it
+    /// (built-ins are ours, and not checked).
+    pub fn set_compile_check(&mut self, check: CompileCheck) {
+        self.check = Some(check);
     }
 
     pub fn runtime(&self) -> &Arc<WasmRuntime> {
@@ -96,6 +111,9 @@ impl Loader {
                     if *h == hash {
                         return Ok(m.clone());
                     }
+                }
+                if let Some(check) = &self.check {
+                    check(&shown, &bytes).map_err(|e| PluginError::new(&shown, e))?;
                 }
                 (hash, self.rt.load(&shown, &bytes)?)
             }

@@ -21,6 +21,7 @@
 pub mod board;
 pub mod cmdlog;
 pub mod command;
+pub mod compile;
 pub mod control;
 pub mod safefile;
 pub mod stats;
@@ -119,6 +120,9 @@ pub struct Options {
     pub publish: bool,
     /// Append every command handed to a plugin here ([`cmdlog`]).
     pub command_log: Option<PathBuf>,
+    /// Compile each new or changed plugin file first in a child within this budget
+    /// ([`compile`]); `None`: compile it here, unbounded.
+    pub compile_budget: Option<Duration>,
 }
 
 /// The running bridge.
@@ -258,6 +262,9 @@ impl Bridge {
             .transpose()?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
+        if let Some(budget) = opts.compile_budget {
+            loader.set_compile_check(compile::checker(budget));
+        }
         let pool = PacketPool::with_large(
             plan.limits.pool_packets,
             SMALL_FRAME,
