@@ -32,7 +32,11 @@ enum Command {
     /// Internal: compile the plugin module on standard input within CPU_SECS (the
     /// bridge's compile budget; see `--compile-budget`).
     #[command(name = "__compile-check", hide = true)]
-    CompileCheck { cpu_secs: u64, name: String },
+    CompileCheck {
+        cpu_secs: u64,
+        name: String,
+        entry: Option<PathBuf>,
+    },
     /// Bridge two interfaces: the spec's ingress chain on OUTER → INNER, its egress
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
@@ -248,9 +252,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         synthnet_io::process::die_on_broken_pipe();
     }
     match cli.command {
-        Command::CompileCheck { cpu_secs, name } => {
-            Ok(synthnet::daemon::compile::child(cpu_secs, &name))
-        }
+        Command::CompileCheck {
+            cpu_secs,
+            name,
+            entry,
+        } => Ok(synthnet::daemon::compile::child(
+            cpu_secs,
+            &name,
+            entry.as_deref(),
+        )),
         Command::Bridge(args) => {
             bridge::serve(args)?;
             Ok(ExitCode::SUCCESS)

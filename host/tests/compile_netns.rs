@@ -132,3 +132,112 @@ fn root_a_slow_compile_is_refused_at_the_budget_and_changes_keep_their_order() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// `wasm` with a custom section of `payload` appended: the same plugin, other bytes
+/// (so a cache key no earlier run has used).
+fn with_custom_section(wasm: &[u8], payload: &[u8]) -> Vec<u8> {
+    let name = b"synthnet-test";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(payload);
+    assert!(body.len() < 128, "one-byte LEB128 size");
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push(body.len() as u8);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A plugin file is compiled once per machine: a second bridge loads it from the
+/// on-disk cache without compiling; a corrupt entry is found out, compiled again and
+/// replaced.
+#[test]
+fn root_compiled_plugins_are_cached_and_a_corrupt_entry_is_compiled_again() {
+    use common::bridge::{pinned_topology, BridgeProc};
+    use common::files::SpecFile;
+    use common::http::{request, API};
+    use synthnet_runtime::precompiled::{artifact_tag, content_key, unseal};
+    let _s = serial();
+    let t0 = Instant::now();
+    let topo = pinned_topology("cmp2");
+    let ns = topo.middle().name.clone();
+    let spec = SpecFile::new("cmp2", START);
+    let unique = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let wasm = with_custom_section(
+        synthnet_runtime::registry::wasm("latency").expect("the built-in latency"),
+        unique.as_bytes(),
+    );
+    let plugin = spec.path.parent().unwrap().join("mine.wasm");
+    std::fs::write(&plugin, &wasm).unwrap();
+    let entry = std::path::PathBuf::from(format!(
+        "/var/cache/synthnet/modules/{}-{}.cwasm",
+        content_key(&wasm),
+        artifact_tag().unwrap()
+    ));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _entry_removed = Remove(entry.clone());
+    assert!(!entry.exists());
+    let put_plugin = |delay_ms: u32| {
+        let t = Instant::now();
+        let a = request(
+            &ns,
+            API,
+            "PUT",
+            "/api/v1/spec",
+            &[("Content-Type", "application/json")],
+            json!({"ingress": [{"plugin": plugin.display().to_string(), "config": {"delay_ms": delay_ms}}], "egress": []})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        t.elapsed()
+    };
+    let args = ["--stats", "0"];
+
+    // 1. Compiled (in a child) and cached.
+    let b = BridgeProc::start(&topo, &spec.path, &args);
+    let first = put_plugin(3);
+    let sealed = std::fs::read(&entry).expect("a cache entry after the first compile");
+    assert!(unseal(&sealed, &wasm).is_ok());
+    b.stop();
+    std::fs::write(&spec.path, START).unwrap();
+
+    // 2. A second bridge loads it from the cache.
+    let b = BridgeProc::start(&topo, &spec.path, &args);
+    let second = put_plugin(4);
+    assert!(
+        b.count("compiling it again") == 0,
+        "{}",
+        b.lines().join("\n")
+    );
+    b.stop();
+    std::fs::write(&spec.path, START).unwrap();
+
+    // 3. One bit flipped in the entry: found out, compiled again, replaced.
+    let mut bad = sealed.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&entry, &bad).unwrap();
+    let b = BridgeProc::start(&topo, &spec.path, &args);
+    let third = put_plugin(5);
+    b.wait_for("compiling it again", Duration::from_secs(2));
+    let again = std::fs::read(&entry).unwrap();
+    assert!(
+        unseal(&again, &wasm).is_ok(),
+        "the corrupt entry was not replaced"
+    );
+    b.stop();
+    assert!(
+        second < Duration::from_millis(150),
+        "a cached module took {second:?} to apply (compiled: {first:?})"
+    );
+    println!(
+        "latency.wasm as a file: first PUT (compiled in a child) {first:?}, after a restart (cache) {second:?}, after corrupting the entry {third:?}; test took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}

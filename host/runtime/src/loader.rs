@@ -58,12 +58,14 @@ pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// A check a plugin file's module must pass before it is compiled here: given the
-/// name to show and the module's bytes, `Err(message)` refuses it. The bridge compiles
-/// it first in a child process with a CPU and wall budget, so that a module that takes
-/// too long to compile is refused at the budget and its compile is stopped (wasmtime
-/// cannot stop a compile in its own thread).
-pub type CompileCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+/// How a plugin file's module is compiled instead of here: given the name to show and
+/// the module's bytes, `Err(message)` refuses it, `Ok(Some(entry))` is its compiled
+/// form sealed by [`crate::precompiled::seal`] (loaded without compiling), `Ok(None)`
+/// lets it compile here. The bridge compiles it in a child process with a CPU and wall
+/// budget, so that a module that takes too long to compile is refused at the budget
+/// and its compile is stopped (wasmtime cannot stop a compile in its own thread), and
+/// keeps the result in an on-disk cache.
+pub type CompileCheck = Arc<dyn Fn(&str, &[u8]) -> Result<Option<Vec<u8>>, String> + Send + Sync>;
 
 /// Compiles modules once and hands out factories.
 pub struct Loader {
@@ -112,10 +114,16 @@ impl Loader {
                         return Ok(m.clone());
                     }
                 }
-                if let Some(check) = &self.check {
-                    check(&shown, &bytes).map_err(|e| PluginError::new(&shown, e))?;
+                let entry = match &self.check {
+                    Some(check) => {
+                        check(&shown, &bytes).map_err(|e| PluginError::new(&shown, e))?
+                    }
+                    None => None,
+                };
+                match entry {
+                    Some(entry) => (hash, self.rt.load_precompiled(&shown, &bytes, &entry)?),
+                    None => (hash, self.rt.load(&shown, &bytes)?),
                 }
-                (hash, self.rt.load(&shown, &bytes)?)
             }
         };
         self.modules.insert(plugin.clone(), (hash, m.clone()));

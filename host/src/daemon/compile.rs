@@ -12,12 +12,26 @@
 //!
 //! The budget is `--compile-budget` ([`DEFAULT_BUDGET`]: about 20 times the largest
 //! built-in's compile time on a 2-core machine).
+//!
+//! **Cache.** The child hands its compiled module back through an on-disk cache
+//! ([`cache_dir`]: `/var/cache/synthnet/modules` as root, else
+//! `$XDG_CACHE_HOME/synthnet/modules` or `~/.cache/synthnet/modules`;
+//! `SYNTHNET_CACHE_DIR` overrides it), one entry per module keyed by the SHA-256 of its
+//! bytes and by wasmtime's version, target and settings
+//! ([`synthnet_runtime::precompiled::artifact_tag`]). An entry is verified before it is
+//! loaded ([`synthnet_runtime::precompiled::unseal`]); a corrupt or foreign one is
+//! compiled again. So a plugin is compiled once per machine, and a bridge that starts
+//! again loads it without compiling. The directory must be ours and writable by nobody
+//! else; if it is not, nothing is cached, and a module that passed the child's budget
+//! is compiled again in the bridge.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthnet_runtime::loader::MAX_MODULE_BYTES;
+use synthnet_runtime::loader::{read_file, MAX_MODULE_BYTES};
+use synthnet_runtime::precompiled::{artifact_tag, content_key, seal, unseal};
 use synthnet_runtime::{CompileCheck, WasmRuntime};
 
 /// The default compile budget.
@@ -27,9 +41,84 @@ pub const SUBCOMMAND: &str = "__compile-check";
 /// The child's exit status when it refused the module (its message on stdout).
 const REFUSED: u8 = 3;
 
-/// A [`CompileCheck`] that compiles each module in a child within `budget`.
+/// The largest cache entry read back (a compiled module is a few times its wasm).
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// Where compiled modules are cached (see the module's documentation).
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("SYNTHNET_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(d.into());
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Some("/var/cache/synthnet/modules".into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("synthnet").join("modules"))
+}
+
+/// The cache directory, made if missing, and the tag of this build's artifacts; `None`
+/// (said once, in the log) when there is none we can trust.
+fn open_cache() -> Option<(PathBuf, String)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = cache_dir()?;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|_| super::safefile::check_private_dir(&dir));
+    if let Err(e) = made {
+        log::warn!("compiled plugins are not cached: {e}");
+        return None;
+    }
+    match artifact_tag() {
+        Ok(tag) => Some((dir, tag)),
+        Err(e) => {
+            log::warn!("compiled plugins are not cached: {e}");
+            None
+        }
+    }
+}
+
+/// A [`CompileCheck`] that compiles each module in a child within `budget`, through
+/// the on-disk cache.
 pub fn checker(budget: Duration) -> CompileCheck {
-    Arc::new(move |name: &str, bytes: &[u8]| check(name, bytes, budget))
+    let cache = open_cache();
+    if let Some((dir, _)) = &cache {
+        log::info!("compiled plugins are cached in {}", dir.display());
+    }
+    Arc::new(move |name: &str, bytes: &[u8]| {
+        let entry = cache
+            .as_ref()
+            .map(|(dir, tag)| dir.join(format!("{}-{tag}.cwasm", content_key(bytes))));
+        if let Some(path) = &entry {
+            match cached(path, bytes) {
+                Ok(Some(e)) => return Ok(Some(e)),
+                Ok(None) => {}
+                Err(why) => log::warn!(
+                    "{name}: its cache entry {} is {why}: compiling it again",
+                    path.display()
+                ),
+            }
+        }
+        check(name, bytes, budget, entry.as_deref())?;
+        // Compiled within the budget: its entry is there now (if it could be written).
+        Ok(entry.and_then(|p| cached(&p, bytes).ok().flatten()))
+    })
+}
+
+/// The verified cache entry at `path` for module `wasm`: `Ok(None)` when there is none.
+fn cached(path: &Path, wasm: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    match super::safefile::regular_or_absent(path) {
+        Ok(None) => return Ok(None),
+        Ok(Some(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let entry = read_file(path, MAX_ENTRY_BYTES)?;
+    unseal(&entry, wasm)?;
+    Ok(Some(entry))
 }
 
 fn over_budget(budget: Duration, how: &str) -> String {
@@ -39,7 +128,7 @@ fn over_budget(budget: Duration, how: &str) -> String {
     )
 }
 
-fn check(name: &str, bytes: &[u8], budget: Duration) -> Result<(), String> {
+fn check(name: &str, bytes: &[u8], budget: Duration, entry: Option<&Path>) -> Result<(), String> {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -48,10 +137,12 @@ fn check(name: &str, bytes: &[u8], budget: Duration) -> Result<(), String> {
         }
     };
     let cpu_secs = budget.as_secs_f64().ceil().max(1.0) as u64;
-    let mut child = match Command::new(&exe)
-        .arg(SUBCOMMAND)
-        .arg(cpu_secs.to_string())
-        .arg(name)
+    let mut cmd = Command::new(&exe);
+    cmd.arg(SUBCOMMAND).arg(cpu_secs.to_string()).arg(name);
+    if let Some(p) = entry {
+        cmd.arg(p);
+    }
+    let mut child = match cmd
         .env("RUST_LOG", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -125,9 +216,9 @@ fn check(name: &str, bytes: &[u8], budget: Duration) -> Result<(), String> {
 }
 
 /// The child: compile the module on standard input within `cpu_secs` of CPU; exit 0
-/// when it compiles and links as a plugin, [`REFUSED`] with the reason on standard
-/// output when it does not.
-pub fn child(cpu_secs: u64, name: &str) -> ExitCode {
+/// when it compiles and links as a plugin (having written its sealed compiled form to
+/// `entry`, when given), [`REFUSED`] with the reason on standard output when not.
+pub fn child(cpu_secs: u64, name: &str, entry: Option<&Path>) -> ExitCode {
     if let Err(e) = synthnet_io::process::limit_cpu(cpu_secs) {
         println!("cannot limit the compile's CPU time: {e}");
         return ExitCode::from(REFUSED);
@@ -147,8 +238,25 @@ pub fn child(cpu_secs: u64, name: &str) -> ExitCode {
             return ExitCode::from(REFUSED);
         }
     };
-    match rt.load(name, &bytes) {
-        Ok(_) => ExitCode::SUCCESS,
+    let Some(path) = entry else {
+        return match rt.load(name, &bytes) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("{}", e.message);
+                ExitCode::from(REFUSED)
+            }
+        };
+    };
+    let sealed = rt
+        .precompile(name, &bytes)
+        .map(|artifact| seal(&bytes, &artifact))
+        .and_then(|entry| rt.load_precompiled(name, &bytes, &entry).map(|_| entry));
+    match sealed {
+        Ok(entry) => {
+            // Not cached is no refusal: the bridge then compiles it itself.
+            let _ = super::safefile::write(path, &entry);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             println!("{}", e.message);
             ExitCode::from(REFUSED)
