@@ -34,7 +34,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections past the cap that may be draining after their 503 at once (each for at
 /// most [`REFUSAL_LINGER`]); beyond that they are closed without waiting.
-const REFUSING: usize = 32;
+const REFUSING: usize = 64;
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// How many connections the API may hold under an open-file limit of `nofile`: half
@@ -112,6 +112,15 @@ fn busy_answer(cap: usize) -> Vec<u8> {
 fn refuse(stream: TcpStream, busy: Arc<[u8]>, refusing: &Arc<Semaphore>) {
     let _ = stream.try_write(&busy);
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        // No room to linger: take what the client has sent already, so that closing
+        // ends the connection (FIN) rather than resetting it before the answer is read.
+        let mut buf = [0u8; 4096];
+        for _ in 0..4 {
+            match stream.try_read(&mut buf) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
         return;
     };
     tokio::spawn(async move {
