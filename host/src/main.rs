@@ -29,6 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Internal: compile the plugin module on standard input within CPU_SECS (the
+    /// bridge's compile budget; see `--compile-budget`).
+    #[command(name = "__compile-check", hide = true)]
+    CompileCheck {
+        cpu_secs: u64,
+        name: String,
+        entry: Option<PathBuf>,
+    },
     /// Bridge two interfaces: the spec's ingress chain on OUTER → INNER, its egress
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
@@ -284,6 +292,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }),
         Command::RunOuter { plan } => run::outer_main(&plan),
         Command::RunInner { plan } => Ok(run::inner_main(&plan)),
+        Command::CompileCheck {
+            cpu_secs,
+            name,
+            entry,
+        } => Ok(synthnet::daemon::compile::child(
+            cpu_secs,
+            &name,
+            entry.as_deref(),
+        )),
         Command::Bridge(args) => {
             bridge::serve(args)?;
             Ok(ExitCode::SUCCESS)

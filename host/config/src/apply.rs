@@ -367,7 +367,18 @@ impl Network {
         cmd: &serde_json::Value,
     ) -> Result<serde_json::Value, CommandError> {
         let Some(app) = self.stages.get(stage).map(|r| r.app) else {
-            let running: Vec<String> = self.stages.keys().map(|s| s.to_string()).collect();
+            // A few names help whoever mistyped one; all of them (thousands of flows)
+            // would make every bad request a very long log line.
+            const SHOWN: usize = 8;
+            let mut running: Vec<String> = self
+                .stages
+                .keys()
+                .take(SHOWN)
+                .map(|s| s.to_string())
+                .collect();
+            if self.stages.len() > SHOWN {
+                running.push(format!("and {} more", self.stages.len() - SHOWN));
+            }
             return Err(CommandError::UnknownStage {
                 stage: stage.to_string(),
                 running: if running.is_empty() {

@@ -39,3 +39,49 @@ pub fn inherited_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     // use: nothing else in this process knows the number.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Raise the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, and return
+/// the soft limit now in force. The bridge sizes what the API may hold from it
+/// (`synthnet::api::connection_cap`), so the engine always has descriptors left for
+/// its rings, reloads and plugin files. If the limit cannot be read, `1024` (the usual
+/// soft limit) is assumed; if it cannot be raised, the old one is returned.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    // An unlimited hard limit (RLIM_INFINITY) still cannot pass fs.nr_open, which is
+    // 2^20 unless raised.
+    let target = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < target {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Limit this process to `secs` seconds of CPU (`RLIMIT_CPU`, soft and hard): past it
+/// the kernel ends it (`SIGXCPU`, then `SIGKILL`). For a child that does one bounded
+/// job, such as compiling a plugin within its budget.
+pub fn limit_cpu(secs: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: secs,
+        rlim_max: secs + 1,
+    };
+    // SAFETY: `lim` is a valid rlimit; lowering one's own limits needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CPU, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -58,10 +58,20 @@ pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// How a plugin file's module is compiled instead of here: given the name to show and
+/// the module's bytes, `Err(message)` refuses it, `Ok(Some(entry))` is its compiled
+/// form sealed by [`crate::precompiled::seal`] (loaded without compiling), `Ok(None)`
+/// lets it compile here. The bridge compiles it in a child process with a CPU and wall
+/// budget, so that a module that takes too long to compile is refused at the budget
+/// and its compile is stopped (wasmtime cannot stop a compile in its own thread), and
+/// keeps the result in an on-disk cache.
+pub type CompileCheck = Arc<dyn Fn(&str, &[u8]) -> Result<Option<Vec<u8>>, String> + Send + Sync>;
+
 /// Compiles modules once and hands out factories.
 pub struct Loader {
     rt: Arc<WasmRuntime>,
     modules: HashMap<PluginRef, (u64, Arc<WasmModule>)>,
+    check: Option<CompileCheck>,
 }
 
 impl Loader {
@@ -69,7 +79,14 @@ impl Loader {
         Loader {
             rt,
             modules: HashMap::new(),
+            check: None,
         }
+    }
+
+    /// Pass every new or changed plugin file through `check` before compiling it
+    /// (built-ins are ours, and not checked).
+    pub fn set_compile_check(&mut self, check: CompileCheck) {
+        self.check = Some(check);
     }
 
     pub fn runtime(&self) -> &Arc<WasmRuntime> {
@@ -97,7 +114,16 @@ impl Loader {
                         return Ok(m.clone());
                     }
                 }
-                (hash, self.rt.load(&shown, &bytes)?)
+                let entry = match &self.check {
+                    Some(check) => {
+                        check(&shown, &bytes).map_err(|e| PluginError::new(&shown, e))?
+                    }
+                    None => None,
+                };
+                match entry {
+                    Some(entry) => (hash, self.rt.load_precompiled(&shown, &bytes, &entry)?),
+                    None => (hash, self.rt.load(&shown, &bytes)?),
+                }
             }
         };
         self.modules.insert(plugin.clone(), (hash, m.clone()));

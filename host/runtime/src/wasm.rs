@@ -78,12 +78,19 @@ impl Drop for CallGuard {
 }
 
 impl WasmRuntime {
-    pub fn new() -> Result<Arc<Self>, PluginError> {
+    /// The engine settings every runtime uses (a module compiled under them, here or
+    /// in another process, can be loaded by any runtime).
+    pub(crate) fn config() -> Config {
         let mut c = Config::new();
         c.epoch_interruption(true);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         c.max_wasm_stack(512 << 10);
-        let engine = Engine::new(&c).map_err(|e| PluginError::new("wasmtime", format!("{e:#}")))?;
+        c
+    }
+
+    pub fn new() -> Result<Arc<Self>, PluginError> {
+        let engine = Engine::new(&Self::config())
+            .map_err(|e| PluginError::new("wasmtime", format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = Arc::new(Ticker {
             paused: AtomicBool::new(false),
@@ -118,6 +125,10 @@ impl WasmRuntime {
         }))
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Let the ticker stop until [`WasmRuntime::resume`]: call before a long idle sleep.
     /// (Each tick is a wake-up of the machine.) It keeps ticking while a plugin call
     /// runs on any thread, so every call always has its CPU deadline.
@@ -150,6 +161,30 @@ impl WasmRuntime {
         check_size(bytes).map_err(err)?;
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| err(format!("not a valid wasm module: {e:#}")))?;
+        self.finish(name, module, bytes)
+    }
+
+    /// Compile and check `bytes` as [`WasmRuntime::load`] does, and return the
+    /// compiled form (wasmtime's artifact) for a cache.
+    pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let err = |m: String| PluginError::new(name, m);
+        if !bytes.starts_with(b"\0asm") {
+            return Err(err("not a wasm module: it does not start with the wasm magic bytes \\0asm (build the plugin with --target wasm32-unknown-unknown)".into()));
+        }
+        check_size(bytes).map_err(err)?;
+        self.engine
+            .precompile_module(bytes)
+            .map_err(|e| err(format!("not a valid wasm module: {e:#}")))
+    }
+
+    /// Check a compiled `module` of `bytes`: link ABI v1 and its exports, then link it.
+    pub(crate) fn finish(
+        self: &Arc<Self>,
+        name: &str,
+        module: Module,
+        bytes: &[u8],
+    ) -> Result<Arc<WasmModule>, PluginError> {
+        let err = |m: String| PluginError::new(name, m);
         let versions: Vec<String> = module
             .exports()
             .map(|e| e.name().to_string())

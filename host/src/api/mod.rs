@@ -18,6 +18,7 @@
 //! - `/`: the web UI (`ui/index.html`, embedded).
 
 pub mod compat;
+pub mod conn;
 pub mod guard;
 pub mod metrics;
 pub mod views;
@@ -85,9 +86,16 @@ pub fn bind(addr: &str) -> Result<std::net::TcpListener> {
     })
 }
 
-/// Serve the API on its own thread until the process ends.
-pub fn spawn(opts: ApiOptions, worker: Handle, board: Arc<Board>) -> Result<SocketAddr> {
+/// Serve the API on its own thread until the process ends, holding at most
+/// [`conn::connection_cap`]`(nofile)` connections (`nofile`: the open-file limit).
+pub fn spawn(
+    opts: ApiOptions,
+    worker: Handle,
+    board: Arc<Board>,
+    nofile: u64,
+) -> Result<SocketAddr> {
     let local = opts.listener.local_addr()?;
+    let cap = conn::connection_cap(nofile);
     opts.listener.set_nonblocking(true)?;
     if !local.ip().is_loopback() && opts.token.is_none() {
         log::warn!(
@@ -126,13 +134,13 @@ pub fn spawn(opts: ApiOptions, worker: Handle, board: Arc<Board>) -> Result<Sock
                         return;
                     }
                 };
-                if let Err(e) = axum::serve(listener, router(api)).await {
-                    log::error!("API: {e}");
-                }
+                conn::serve(listener, router(api), cap).await;
             });
         })
         .context("cannot start the API thread")?;
-    log::info!("API and web UI on http://{local}/");
+    log::info!(
+        "API and web UI on http://{local}/ (at most {cap} connections; open-file limit {nofile})"
+    );
     Ok(local)
 }
 

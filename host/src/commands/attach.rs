@@ -25,7 +25,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -315,26 +314,14 @@ impl Record {
         let dir = make_state_dir()
             .with_context(|| format!("create the state directory {}", state_dir().display()))?;
         let path = dir.join(format!("netns-{}.json", self.netns_inode));
-        let tmp = dir.join(format!(
-            "netns-{}.json.tmp{}",
-            self.netns_inode,
-            std::process::id()
-        ));
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("write {}", tmp.display()))?;
-            f.write_all(serde_json::to_string_pretty(&self.to_json())?.as_bytes())
-                .with_context(|| format!("write {}", tmp.display()))?;
-            f.sync_all()
-                .with_context(|| format!("write {}", tmp.display()))?;
-        }
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
-        Ok(path)
+        // A new file under an unguessable name, synced, renamed over the record: never
+        // through a link, never half written.
+        let text = serde_json::to_string_pretty(&self.to_json())?;
+        let staged = crate::daemon::safefile::Staged::write(&path, text.as_bytes())
+            .with_context(|| format!("write {}", path.display()))?;
+        staged
+            .commit()
+            .with_context(|| format!("write {}", path.display()))
     }
 
     /// The record at `path`; `None` when there is none.
@@ -368,13 +355,7 @@ fn lock_namespace(netns_inode: u64) -> Result<std::result::Result<Lock, u32>> {
     use std::io::Seek;
     make_state_dir().with_context(|| format!("create {}", state_dir().display()))?;
     let path = lock_path(netns_inode);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
+    let file = crate::daemon::safefile::open_lock(&path)
         .with_context(|| format!("open {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {

@@ -158,11 +158,14 @@ impl Drop for Watcher {
 }
 
 mod tempfile_path {
-    /// A spec file removed on drop.
+    /// A spec file alone in its directory, both removed on drop.
     pub struct TempSpec(pub std::path::PathBuf);
     impl Drop for TempSpec {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+            if let Some(d) = self.0.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
         }
     }
 }
@@ -206,8 +209,10 @@ fn start_synthnet(
     pin: bool,
     extra: &[&str],
 ) -> Result<Forwarder> {
-    let path = std::env::temp_dir().join(format!("{}.json", netns::unique("bench")));
-    std::fs::write(&path, spec)?;
+    // In a directory of our own under an unguessable name: nobody can plant a link there.
+    let dir = crate::daemon::safefile::private_dir(&std::env::temp_dir(), "synthnet-bench")?;
+    let path = dir.join("spec.json");
+    crate::daemon::safefile::write(&path, spec.as_bytes())?;
     let spec = tempfile_path::TempSpec(path);
     let mut cmd = topo.middle().command("taskset");
     // Floods pin synthnet to CPU 1 (the generator has CPU 0); otherwise it runs free.

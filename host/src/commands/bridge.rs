@@ -71,6 +71,11 @@ pub struct EngineArgs {
     /// FILE, one JSON line each with its engine time, for `synthnet replay --commands`.
     #[arg(long, value_name = "FILE")]
     pub command_log: Option<PathBuf>,
+    /// Seconds a plugin file may take to compile (CPU and wall clock, in a child
+    /// process); a module that takes longer is refused, naming it. 0: no budget
+    /// (compiled in the bridge, however long it takes).
+    #[arg(long, default_value_t = crate::daemon::compile::DEFAULT_BUDGET.as_secs_f64(), value_parser = seconds, value_name = "SECS")]
+    pub compile_budget: f64,
 }
 
 impl EngineArgs {
@@ -101,6 +106,8 @@ impl EngineArgs {
             flow_table,
             publish: api_on,
             command_log: self.command_log.clone(),
+            compile_budget: (self.compile_budget > 0.0)
+                .then(|| Duration::from_secs_f64(self.compile_budget)),
         })
     }
 }
@@ -226,8 +233,11 @@ pub fn forward(
     api: Option<ApiOptions>,
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<()> {
+    // Descriptors are what idle API clients would take from the data path: take the
+    // whole allowance first, then size the API's share from it.
+    let nofile = synthnet_io::process::raise_fd_limit();
     let addr = match (api, b.board()) {
-        (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board)?),
+        (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board, nofile)?),
         _ => None,
     };
     let budget = b.memory_budget();

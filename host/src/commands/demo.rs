@@ -140,6 +140,7 @@ pub fn run(opts: &DemoOptions, ctl: &Control) -> Result<()> {
                         flow_table: 0,
                         publish: false,
                         command_log: None,
+                        compile_budget: Some(crate::daemon::compile::DEFAULT_BUDGET),
                     },
                     &bridge_ctl,
                 )

@@ -202,6 +202,7 @@ spec. Nothing is left behind, even after a SIGKILL of synthnet.
 pub struct Plan {
     spec: Option<PathBuf>,
     stats_secs: f64,
+    compile_budget_secs: f64,
     ring_frames: usize,
     flow_table: Option<usize>,
     command_log: Option<PathBuf>,
@@ -220,6 +221,7 @@ impl Plan {
     fn engine(&self) -> EngineArgs {
         EngineArgs {
             stats: self.stats_secs,
+            compile_budget: self.compile_budget_secs,
             ring_frames: self.ring_frames,
             flow_table: self.flow_table,
             command_log: self.command_log.clone(),
@@ -347,6 +349,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let plan = Plan {
         spec,
         stats_secs: args.engine.stats,
+        compile_budget_secs: args.engine.compile_budget,
         ring_frames: args.engine.ring_frames,
         flow_table: args.engine.flow_table,
         command_log: args.engine.command_log.clone(),
@@ -1082,6 +1085,7 @@ mod tests {
         let p = Plan {
             spec: Some("/a.json".into()),
             stats_secs: 0.0,
+            compile_budget_secs: 10.0,
             ring_frames: 4096,
             flow_table: None,
             command_log: None,

@@ -70,11 +70,13 @@ pub fn resolve_spec(
     }
     if let Some(v) = env.map(str::trim).filter(|v| !v.is_empty()) {
         if v.starts_with('{') {
+            // A directory of our own under an unguessable name (the temporary
+            // directory is everybody's), so nobody can plant a link or a FIFO there.
             let dir =
-                std::env::temp_dir().join(format!("synthnet-takeover-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+                crate::daemon::safefile::private_dir(&std::env::temp_dir(), "synthnet-takeover")
+                    .context("SYNTHNET_SPEC")?;
             let path = dir.join("spec.json");
-            std::fs::write(&path, v)
+            crate::daemon::safefile::write(&path, v.as_bytes())
                 .with_context(|| format!("write SYNTHNET_SPEC to {}", path.display()))?;
             return Ok(Some(path));
         }

@@ -21,8 +21,11 @@
 pub mod board;
 pub mod cmdlog;
 pub mod command;
+pub mod compile;
 pub mod control;
+pub mod safefile;
 pub mod stats;
+pub mod throttle;
 pub mod worker;
 
 use anyhow::{Context, Result};
@@ -117,6 +120,9 @@ pub struct Options {
     pub publish: bool,
     /// Append every command handed to a plugin here ([`cmdlog`]).
     pub command_log: Option<PathBuf>,
+    /// Compile each new or changed plugin file first in a child within this budget
+    /// ([`compile`]); `None`: compile it here, unbounded.
+    pub compile_budget: Option<Duration>,
 }
 
 /// The running bridge.
@@ -152,7 +158,8 @@ pub fn state_dir() -> std::path::PathBuf {
     }
 }
 
-/// [`state_dir`], created if missing.
+/// [`state_dir`], created if missing; refused unless it is a directory of ours that
+/// nobody else may write to ([`safefile::check_private_dir`]).
 pub fn make_state_dir() -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = state_dir();
@@ -160,6 +167,7 @@ pub fn make_state_dir() -> std::io::Result<std::path::PathBuf> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
+    safefile::check_private_dir(&dir)?;
     Ok(dir)
 }
 
@@ -176,18 +184,27 @@ fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     let ns = std::fs::metadata("/proc/thread-self/ns/net")
         .map(|m| m.ino())
         .unwrap_or(0);
-    let Ok(dir) = make_state_dir() else {
-        return Ok(None);
+    let dir = match make_state_dir() {
+        Ok(d) => d,
+        // There, but not a private directory of ours: nothing there can be trusted.
+        Err(e)
+            if std::fs::symlink_metadata(state_dir()).is_ok()
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            anyhow::bail!("cannot claim interface {ifname:?}: {e}")
+        }
+        Err(_) => return Ok(None),
     };
     let path = dir.join(format!("{ns}-{ifname}.lock"));
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-    else {
-        return Ok(None);
+    let file = match safefile::open_lock(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            anyhow::bail!("cannot claim interface {ifname:?}: {e}")
+        }
+        Err(_) => return Ok(None),
     };
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
@@ -245,6 +262,9 @@ impl Bridge {
             .transpose()?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
+        if let Some(budget) = opts.compile_budget {
+            loader.set_compile_check(compile::checker(budget));
+        }
         let pool = PacketPool::with_large(
             plan.limits.pool_packets,
             SMALL_FRAME,

@@ -27,11 +27,11 @@
 use super::cmdlog::{self, Source};
 use super::command::CommandFailure;
 use super::control::Control;
+use super::safefile::Staged;
 use super::EngineClock;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use synthnet_config::plan::{self, Plan, StageCommand, Step};
@@ -367,7 +367,7 @@ impl Worker {
             // change that cannot be saved is refused and changes nothing.
             let staged = save_to
                 .as_deref()
-                .map(|f| Staged::write(f, &value))
+                .map(|f| stage_spec(f, &value))
                 .transpose()
                 .map_err(|e| ApplyError {
                     field: None,
@@ -411,7 +411,9 @@ impl Worker {
             Outcome::Applied(c) => {
                 log::info!("generation {}: applied ({c})", report.generation)
             }
-            Outcome::Refused(e) => log::error!(
+            Outcome::Refused(e) => crate::log_throttled!(
+                log::Level::Error,
+                5,
                 "change refused, generation {} keeps running: {e}",
                 report.generation
             ),
@@ -619,7 +621,8 @@ impl Worker {
             Ok(_) => None,
             Err(f) if f.delivered() => Some(f.message().to_string()),
             Err(f) => {
-                log::warn!("command to {} not delivered: {f}", c.stage);
+                // Any client can send these: at most a few lines a second.
+                crate::warn_throttled!(5, "command to {} not delivered: {f}", c.stage);
                 return;
             }
         };
@@ -639,7 +642,8 @@ impl Worker {
                 at_ns as f64 / 1e9,
                 c.command
             ),
-            Some(m) => log::warn!(
+            Some(m) => crate::warn_throttled!(
+                5,
                 "command to {} at {:.6} s refused: {m}",
                 c.stage,
                 at_ns as f64 / 1e9
@@ -661,48 +665,11 @@ impl Worker {
     }
 }
 
-/// A spec written to a temporary file beside its destination; [`Staged::commit`]
-/// renames it over the destination (atomic on one filesystem), dropping removes it.
-struct Staged {
-    tmp: Option<PathBuf>,
-    dest: PathBuf,
-}
-
-impl Staged {
-    fn write(dest: &Path, value: &Value) -> std::io::Result<Staged> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
-        let tmp = dest.with_file_name(format!(
-            ".{}.synthnet-{}.tmp",
-            name.unwrap_or_default(),
-            std::process::id()
-        ));
-        let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        text.push('\n');
-        let mut f = std::fs::File::create(&tmp)?;
-        let staged = Staged {
-            tmp: Some(tmp),
-            dest: dest.to_path_buf(),
-        };
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        Ok(staged)
-    }
-
-    fn commit(mut self) -> std::io::Result<PathBuf> {
-        let tmp = self.tmp.take().expect("staged once");
-        std::fs::rename(&tmp, &self.dest).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(t) = &self.tmp {
-            let _ = std::fs::remove_file(t);
-        }
-    }
+/// `value` as the spec file's text, staged beside `dest` (see [`super::safefile`]).
+fn stage_spec(dest: &Path, value: &Value) -> std::io::Result<Staged> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    Staged::write(dest, text.as_bytes())
 }
 
 /// Apply JSON merge patch `patch` to `target` (RFC 7396): objects merge key by key,

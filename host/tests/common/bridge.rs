@@ -18,12 +18,31 @@ pub struct BridgeProc {
 
 impl BridgeProc {
     pub fn start(topo: &Topology, spec: &Path, extra: &[&str]) -> BridgeProc {
-        let mut child = topo
-            .middle()
-            .command(env!("CARGO_BIN_EXE_synthnet"))
+        let mut cmd = topo.middle().command(env!("CARGO_BIN_EXE_synthnet"));
+        cmd.args(["bridge", "outer", "inner"]).arg(spec).args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// [`BridgeProc::start`] under `ulimit -n nofile` (soft and hard limits both), as a
+    /// service manager might start it.
+    pub fn start_with_nofile(
+        topo: &Topology,
+        spec: &Path,
+        extra: &[&str],
+        nofile: u32,
+    ) -> BridgeProc {
+        let mut cmd = topo.middle().command("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_synthnet"))
             .args(["bridge", "outer", "inner"])
             .arg(spec)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> BridgeProc {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,265 @@
+//! A real bridge under hostile load on its API (issue 22): the API can never take from
+//! the data path what it needs. **These tests need root** (namespaces, raw sockets);
+//! each says so in its name (`root_…`) and fails — never skips — without it.
+
+mod common;
+
+use common::bridge::{pinned_topology, BridgeProc};
+use common::files::SpecFile;
+use common::http::{request, API};
+use common::serial;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use synthnet_testkit::netns::B_V4;
+use synthnet_testkit::traffic::{self, in_ns};
+
+const SPEC_7MS: &str = r#"{"ingress":[{"plugin":"latency","config":{"delay_ms":7}}],"egress":[]}"#;
+const SPEC_9MS: &str = r#"{"ingress":[{"plugin":"latency","config":{"delay_ms":9}}],"egress":[]}"#;
+
+/// Descriptors the process holds now.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Open `n` connections to the API in namespace `ns`, each sending half a request
+/// (the headers never end), and hold them until `release`; then say how many the
+/// server has closed (end of stream or reset).
+fn hold_half_sent(
+    ns: &str,
+    n: usize,
+    release: Arc<AtomicBool>,
+) -> (
+    mpsc::Receiver<usize>,
+    std::thread::JoinHandle<anyhow::Result<usize>>,
+) {
+    let (held_tx, held_rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let mut socks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut s = TcpStream::connect(API)?;
+            s.write_all(b"GET /api/v1/spec HTTP/1.1\r\nHost: 127.0.0.1\r\n")?;
+            socks.push(s);
+        }
+        held_tx.send(socks.len()).ok();
+        while !release.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut closed = 0;
+        let mut buf = [0u8; 4096];
+        for s in &mut socks {
+            s.set_read_timeout(Some(Duration::from_millis(20)))?;
+            let ended = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break false
+                    }
+                    Err(_) => break true,
+                }
+            };
+            closed += ended as usize;
+        }
+        Ok(closed)
+    });
+    (held_rx, h)
+}
+
+/// N1: under `ulimit -n 1024`, 1,100 connections that never finish their headers. The
+/// API holds at most its cap and answers 503 past it; the held ones time out; the data
+/// path loses nothing; the API and SIGHUP keep answering all along.
+#[test]
+fn root_idle_api_connections_take_nothing_from_the_data_path() {
+    let _s = serial();
+    let t0 = Instant::now();
+    let topo = pinned_topology("ldn1");
+    let spec = SpecFile::new("ldn1", SPEC_7MS);
+    let bridge = BridgeProc::start_with_nofile(&topo, &spec.path, &["--stats", "0"], 1024);
+    let ns = topo.middle().name.clone();
+    let pid = bridge.child.id();
+    let line = bridge.wait_for("API and web UI", Duration::from_secs(5));
+    assert!(
+        line.contains("at most 384 connections; open-file limit 1024"),
+        "{line}"
+    );
+
+    let release = Arc::new(AtomicBool::new(false));
+    let (held, holder) = hold_half_sent(&ns, 1100, release.clone());
+    let opened = held
+        .recv_timeout(Duration::from_secs(15))
+        .expect("1,100 connections opened");
+    assert_eq!(opened, 1100);
+    let held_at = Instant::now();
+
+    // While they are held: the API answers at once (200, or 503 past the cap), the
+    // bridge stays well inside its limit, and SIGHUP applies a new spec.
+    let ns2 = ns.clone();
+    let spec_path = spec.path.clone();
+    let prober = std::thread::spawn(move || {
+        let t = Instant::now();
+        let a = request(&ns2, API, "GET", "/healthz", &[], b"");
+        let first = (a.status, t.elapsed());
+        let fds = open_fds(pid);
+        std::fs::write(&spec_path, SPEC_9MS).expect("rewrite the spec");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        );
+        (first, fds)
+    });
+    let dst = SocketAddr::new(B_V4.parse().unwrap(), 7001);
+    let report = traffic::udp_stream(
+        &topo.a.name,
+        &topo.b.name,
+        dst,
+        traffic::Stream {
+            count: 8000,
+            pps: 1000,
+            size: 100,
+            linger: Duration::from_millis(500),
+        },
+        |_| {},
+    )
+    .expect("UDP stream");
+    let ((status, took), fds) = prober.join().expect("prober");
+    assert!(
+        status == 200 || status == 503,
+        "the API answered {status} under load"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the API took {took:?} to answer under load"
+    );
+    assert!(
+        fds < 1024 - 256,
+        "the bridge holds {fds} descriptors of 1,024"
+    );
+    let applied = bridge.wait_for("generation 2: applied", Duration::from_secs(5));
+    // By now the held connections have passed the header timeout: the API serves.
+    assert!(held_at.elapsed() > Duration::from_secs(6));
+    let a = request(&ns, API, "GET", "/healthz", &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["generation"], 2);
+    release.store(true, Ordering::SeqCst);
+    let closed = holder.join().expect("holder").expect("held connections");
+
+    let log = bridge.lines().join("\n");
+    assert_eq!(
+        report.lost(),
+        0,
+        "{} of {} lost with 1,100 idle API connections; log:\n{log}",
+        report.lost(),
+        report.sent
+    );
+    assert_eq!(closed, 1100, "the server closed {closed} of 1,100");
+    assert!(!log.contains("interface gone"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("answering 503"), "{log}");
+    println!(
+        "1,100 half-sent connections under ulimit -n 1024: {} of {} datagrams arrived; first /healthz {status} in {took:?}; bridge held {fds} fds; {applied}; test took {:.1} s",
+        report.received.len(),
+        report.sent,
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(40));
+}
+
+/// How long until the server closes `s` (end of stream or reset), reading and
+/// discarding whatever comes; `None` if it is still open after `within`.
+fn closed_after(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(t.elapsed()),
+        }
+    }
+    None
+}
+
+/// The API's timeouts: a connection whose headers never end, and a kept-alive one
+/// with no next request, are closed after the header timeout (5 s); the stats stream,
+/// being served, stays open and keeps its events coming.
+#[test]
+fn root_api_times_out_idle_connections_but_not_streams() {
+    let _s = serial();
+    let t0 = Instant::now();
+    let rig = common::rig::Rig::start("ldn2", SPEC_7MS, &[]);
+    let ns = rig.topo.middle().name.clone();
+    let ns2 = ns.clone();
+    let stream = in_ns(&ns, || {
+        let mut s = TcpStream::connect(API)?;
+        s.write_all(
+            format!("GET /api/v1/stats/stream HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes(),
+        )?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let t = Instant::now();
+        let mut text = Vec::new();
+        let mut buf = [0u8; 65536];
+        while t.elapsed() < Duration::from_secs(8) {
+            match s.read(&mut buf) {
+                Ok(0) => anyhow::bail!("the stream was closed after {:?}", t.elapsed()),
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => anyhow::bail!("the stream failed after {:?}: {e}", t.elapsed()),
+            }
+        }
+        Ok(String::from_utf8_lossy(&text)
+            .matches("event: stats")
+            .count())
+    });
+    let idle = in_ns(&ns2, || {
+        // Half a request.
+        let mut half = TcpStream::connect(API)?;
+        half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")?;
+        // A whole one, kept alive, then nothing.
+        let mut kept = TcpStream::connect(API)?;
+        kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes())?;
+        let mut buf = [0u8; 4096];
+        kept.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let n = kept.read(&mut buf)?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "no answer on the kept-alive connection"
+        );
+        let half_closed = closed_after(&mut half, Duration::from_secs(8));
+        let kept_closed = closed_after(&mut kept, Duration::from_secs(3));
+        Ok((half_closed, kept_closed))
+    });
+    let (half, kept) = idle.join().expect("idle thread").expect("idle connections");
+    let events = stream.join().expect("stream thread").expect("stats stream");
+    let half = half.expect("a half-sent request was never timed out");
+    assert!(
+        half >= Duration::from_secs(4) && half <= Duration::from_secs(7),
+        "a half-sent request was closed after {half:?} (timeout 5 s)"
+    );
+    assert!(
+        kept.is_some(),
+        "a kept-alive idle connection was never closed"
+    );
+    assert!(events >= 6, "{events} stats events in 8 s");
+    println!(
+        "header timeout: half-sent closed after {half:?}, kept-alive idle closed too; stream open 8 s with {events} events; test took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
