@@ -148,14 +148,24 @@ pub struct Bridge {
 /// Where synthnet keeps locks, state and crash records: `/run/synthnet` as root,
 /// `$XDG_RUNTIME_DIR/synthnet` otherwise (else `/tmp/synthnet-UID`). Created (mode 0700
 /// for a user's) when asked for.
+///
+/// Root means the machine's root: uid 0 of a user namespace (a rootless `synthnet run`)
+/// may not write `/run`, and uses the user's directory as its owner would.
 pub fn state_dir() -> std::path::PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if nix::unistd::geteuid().is_root() && in_initial_user_namespace() {
         return "/run/synthnet".into();
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => std::path::Path::new(&d).join("synthnet"),
         None => std::env::temp_dir().join(format!("synthnet-{}", nix::unistd::geteuid())),
     }
+}
+
+/// Whether this process is in the machine's own user namespace (its uid map is the
+/// identity over every id).
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// [`state_dir`], created if missing; refused unless it is a directory of ours that
