@@ -382,6 +382,41 @@ pub fn interface_exists(name: &str) -> Result<bool> {
     with_handle(|h| async move { Ok(link_by_name(&h, &name).await?.is_some()) })
 }
 
+/// Refuse when an interface of one of `names` exists already (`why` says what that
+/// means).
+async fn refuse_existing(h: &Handle, names: &[&str], why: &str) -> Result<()> {
+    for name in names {
+        if link_by_name(h, name).await?.is_some() {
+            bail!("an interface named {name} exists already ({why})");
+        }
+    }
+    Ok(())
+}
+
+/// What moves off `outer`: its addresses but the link-local ones (there must be one at
+/// least, or there is nothing to `verb`), and the routes `movable` picks.
+async fn what_moves(
+    h: &Handle,
+    outer: &Interface,
+    movable: fn(&RouteMessage, u32) -> bool,
+    verb: &str,
+) -> Result<(Vec<Address>, Vec<RouteMessage>)> {
+    let moved: Vec<Address> = addresses(h, Some(outer.index))
+        .await?
+        .into_iter()
+        .filter(|a| !is_link_local(&a.addr))
+        .collect();
+    if moved.is_empty() {
+        bail!("{} has no address to {verb}", outer.name);
+    }
+    let routes: Vec<RouteMessage> = routes(h)
+        .await?
+        .into_iter()
+        .filter(|r| movable(r, outer.index))
+        .collect();
+    Ok((moved, routes))
+}
+
 /// Put a veth pair behind `outer`: see the module documentation. `before` sees what
 /// will change before anything does (to write the record a crash is restored from;
 /// its error stops the takeover). On an error part way, what was done is undone
@@ -392,24 +427,13 @@ pub fn take_over(
 ) -> Result<Takeover> {
     let outer = outer.clone();
     with_handle(|h| async move {
-        for name in [APP_END, WIRE_END, HOLD_BRIDGE] {
-            if link_by_name(&h, name).await?.is_some() {
-                bail!("an interface named {name} exists already (a takeover is running, or one was not undone)");
-            }
-        }
-        let moved: Vec<Address> = addresses(&h, Some(outer.index))
-            .await?
-            .into_iter()
-            .filter(|a| !is_link_local(&a.addr))
-            .collect();
-        if moved.is_empty() {
-            bail!("{} has no address to take over", outer.name);
-        }
-        let routes: Vec<RouteMessage> = routes(&h)
-            .await?
-            .into_iter()
-            .filter(|r| movable_route(r, outer.index))
-            .collect();
+        refuse_existing(
+            &h,
+            &[APP_END, WIRE_END, HOLD_BRIDGE],
+            "a takeover is running, or one was not undone",
+        )
+        .await?;
+        let (moved, routes) = what_moves(&h, &outer, movable_route, "take over").await?;
         let t = Takeover {
             outer,
             addresses: moved,
@@ -682,24 +706,13 @@ pub fn attach_plan(name: Option<&str>) -> Result<Takeover> {
             bail!("{} is a port of {by}: already attached or taken over (`synthnet attach --restore` puts a crashed one back)", outer.name);
         }
         let (renamed, wire, hold) = attach_names(outer.index);
-        for n in [&renamed, &wire, &hold] {
-            if link_by_name(&h, n).await?.is_some() {
-                bail!("an interface named {n} exists already in the target (an attach is running, or one was not undone: try `synthnet attach --restore`)");
-            }
-        }
-        let moved: Vec<Address> = addresses(&h, Some(outer.index))
-            .await?
-            .into_iter()
-            .filter(|a| !is_link_local(&a.addr))
-            .collect();
-        if moved.is_empty() {
-            bail!("{} has no address to move", outer.name);
-        }
-        let routes: Vec<RouteMessage> = routes(&h)
-            .await?
-            .into_iter()
-            .filter(|r| attach_movable(r, outer.index))
-            .collect();
+        refuse_existing(
+            &h,
+            &[&renamed, &wire, &hold],
+            "in the target: an attach is running, or one was not undone: try `synthnet attach --restore`",
+        )
+        .await?;
+        let (moved, routes) = what_moves(&h, &outer, attach_movable, "move").await?;
         Ok(Takeover {
             app_end: outer.name.clone(),
             outer,

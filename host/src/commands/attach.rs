@@ -347,29 +347,14 @@ fn lock_path(netns_inode: u64) -> PathBuf {
     state_dir().join(format!("netns-{netns_inode}.lock"))
 }
 
-type Lock = nix::fcntl::Flock<std::fs::File>;
+use crate::daemon::safefile::Lock;
 
 /// Take the namespace's lock, or say who holds it.
 fn lock_namespace(netns_inode: u64) -> Result<std::result::Result<Lock, u32>> {
-    use nix::fcntl::{Flock, FlockArg};
-    use std::io::Seek;
     make_state_dir().with_context(|| format!("create {}", state_dir().display()))?;
     let path = lock_path(netns_inode);
-    let file = crate::daemon::safefile::open_lock(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = write!(lock, "{}", std::process::id());
-            Ok(Ok(lock))
-        }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Ok(Err(pid.trim().parse().unwrap_or(0)))
-        }
-    }
+    crate::daemon::safefile::lock_with_pid(&path)
+        .with_context(|| format!("open {}", path.display()))
 }
 
 /// `synthnet attach …`: run to the end.

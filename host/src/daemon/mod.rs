@@ -187,9 +187,7 @@ pub fn make_state_dir() -> std::io::Result<std::path::PathBuf> {
 /// The kernel drops the lock when the process ends, however it ends, so a crashed
 /// bridge never blocks the next one. `Ok(None)` when claims cannot be made here (no
 /// `/run`, or not allowed to write there): then nothing is checked.
-fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    use nix::fcntl::{Flock, FlockArg};
-    use std::io::{Read, Seek, Write};
+fn claim(ifname: &str) -> Result<Option<safefile::Lock>> {
     use std::os::unix::fs::MetadataExt;
     let ns = std::fs::metadata("/proc/thread-self/ns/net")
         .map(|m| m.ino())
@@ -209,29 +207,16 @@ fn claim(ifname: &str) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
         Err(_) => return Ok(None),
     };
     let path = dir.join(format!("{ns}-{ifname}.lock"));
-    let file = match safefile::open_lock(&path) {
-        Ok(f) => f,
+    match safefile::lock_with_pid(&path) {
+        Ok(Ok(lock)) => Ok(Some(lock)),
+        Ok(Err(pid)) => anyhow::bail!(
+            "interface {ifname:?} is already bridged by another synthnet (pid {pid}; it holds the lock {}): stop that one first",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             anyhow::bail!("cannot claim interface {ifname:?}: {e}")
         }
-        Err(_) => return Ok(None),
-    };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = write!(lock, "{}", std::process::id());
-            Ok(Some(lock))
-        }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            anyhow::bail!(
-                "interface {ifname:?} is already bridged by another synthnet (pid {}; it holds the lock {}): stop that one first",
-                pid.trim(),
-                path.display()
-            )
-        }
+        Err(_) => Ok(None),
     }
 }
 

@@ -214,6 +214,29 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A lock held for the life of the process: the kernel drops it however it ends.
+pub type Lock = nix::fcntl::Flock<File>;
+
+/// Take the exclusive lock on the file at `path` ([`open_lock`]) and write our pid in
+/// it; when another process holds it, `Ok(Err(pid))` with the pid it wrote (0 if none).
+pub fn lock_with_pid(path: &Path) -> io::Result<Result<Lock, u32>> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek};
+    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(Ok(lock))
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Ok(Err(pid.trim().parse().unwrap_or(0)))
+        }
+    }
+}
+
 /// Open (creating, mode 0600) the lock file at `path` for reading and writing: never
 /// through a link, never blocking on a FIFO, and refused unless it is a regular file.
 pub fn open_lock(path: &Path) -> io::Result<File> {
