@@ -10,7 +10,7 @@ mod common;
 use common::bridge::pinned_topology;
 use common::bridge::BridgeProc;
 use common::files::SpecFile;
-use common::serial;
+use common::{ping_rtts, serial};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::net::{IpAddr, SocketAddr};
@@ -47,33 +47,6 @@ fn ping(ns: &netns::Netns, target: &str, count: u32, interval: &str) -> (u32, u3
         .expect("run ping");
     synthnet::commands::demo::parse_ping(&String::from_utf8_lossy(&out.stdout))
         .expect("ping output")
-}
-
-/// Every reply's RTT from `ping` in namespace `ns`: (mean, median) in ms.
-fn ping_rtts(ns: &netns::Netns, target: &str, count: u32, interval: &str) -> (f64, f64) {
-    let out = ns
-        .command("ping")
-        .args([
-            "-n",
-            "-c",
-            &count.to_string(),
-            "-i",
-            interval,
-            "-W",
-            "2",
-            target,
-        ])
-        .output()
-        .expect("run ping");
-    let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert_eq!(rtts.len(), count as usize, "every ping answered");
-    rtts.sort_by(f64::total_cmp);
-    let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
-    (mean, rtts[rtts.len() / 2])
 }
 
 fn a_to_b(port: u16, v6: bool) -> SocketAddr {
@@ -336,9 +309,9 @@ fn root_flood_into_long_delay_stays_under_the_memory_bound() {
             "ingress": [{"plugin": "latency", "config": {"delay_ms": 100}}], "egress": []}"#,
     );
     let bridge = BridgeProc::start(&topo, &spec.path, &["--stats", "0.5"]);
-    let line = bridge.wait_for("memory bound", Duration::from_secs(5));
+    let line = bridge.wait_for("at start, bound", Duration::from_secs(5));
     let bound_mib: u64 = line
-        .split("memory bound ")
+        .split("at start, bound ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())

@@ -312,6 +312,11 @@ pub struct Network {
     /// Where a direction's reverse port leads when not to the opposite direction's
     /// sink (replay, which has one direction, counts it apart).
     reverse: BTreeMap<Direction, AppId>,
+    /// Stages a change removed, emptied of packets, waiting to be dropped a few at a
+    /// time between breaths ([`Network::reap`]): dropping a wasm instance unmaps its
+    /// memory, and ten thousand at once would hold the packet thread for a third of a
+    /// second.
+    graveyard: Vec<Box<dyn synthnet_core::App>>,
 }
 
 /// Of the pool, the packets one direction's delay lines may hold: 45 %, so the other
@@ -333,6 +338,7 @@ impl Network {
             stages: BTreeMap::new(),
             classifiers: BTreeMap::new(),
             retired: BTreeMap::new(),
+            graveyard: Vec::new(),
             dir_shares: BTreeMap::new(),
             chain_shares: BTreeMap::new(),
             reverse: BTreeMap::new(),
@@ -447,7 +453,7 @@ impl Network {
     /// resized for `plan`), so one chain holding packets cannot starve the others.
     fn assign_shares(&mut self, plan: &Plan) {
         let pool = self.engine.pool.capacity();
-        let mut live = Vec::new();
+        let mut live = std::collections::HashSet::new();
         for &dir in self.ports.keys() {
             let dir_limit = pool * DIRECTION_SHARE_PERCENT / 100;
             let d = self
@@ -474,7 +480,7 @@ impl Network {
                         app.set_shares(vec![c.clone(), d.clone()]);
                     }
                 }
-                live.push(chain);
+                live.insert(chain);
             }
         }
         self.chain_shares.retain(|c, _| live.contains(c));
@@ -482,6 +488,13 @@ impl Network {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Drop up to `n` of the stages changes removed; whether more wait.
+    pub fn reap(&mut self, n: usize) -> bool {
+        let keep = self.graveyard.len().saturating_sub(n);
+        self.graveyard.truncate(keep);
+        !self.graveyard.is_empty()
     }
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()
@@ -494,7 +507,7 @@ impl Network {
     pub fn view(&mut self) -> RunningView {
         let mut stages = HashMap::new();
         for (id, r) in &self.stages {
-            if let Some(a) = self.engine.app_mut::<PluginApp>(r.app) {
+            if let Some(a) = self.engine.app_ref::<PluginApp>(r.app) {
                 stages.insert(id.clone(), (a.factory().fingerprint(), a.seed()));
             }
         }
@@ -509,10 +522,12 @@ impl Network {
     /// Prepare and commit `plan` here and now (offline use: replay, tests, tools).
     pub fn apply(&mut self, plan: Plan, loader: &mut Loader) -> Report {
         let view = self.view();
-        match prepare(&view, plan, loader) {
+        let report = match prepare(&view, plan, loader) {
             Ok(p) => self.commit(p),
             Err(e) => Report::refused(self.generation, e),
-        }
+        };
+        self.reap(usize::MAX);
+        report
     }
 
     /// Commit a prepared change between two breaths. Refused only when the network
@@ -634,9 +649,8 @@ impl Network {
         links.sort();
         links.dedup();
         let mut pending: Vec<(Dest, Vec<Packet>)> = Vec::new();
-        for l in links {
-            let to = e.ends(l).map(|(_, to)| to);
-            let ps = e.remove_link(l);
+        let ends: Vec<Option<AppId>> = links.iter().map(|&l| e.ends(l).map(|(_, to)| to)).collect();
+        for (to, ps) in ends.into_iter().zip(e.remove_links(&links)) {
             if ps.is_empty() {
                 continue;
             }
@@ -649,7 +663,7 @@ impl Network {
             pending.push((dest, ps));
         }
         // 2. Remove what the new plan drops; their held packets go on.
-        let keep: Vec<StageId> = plan.stages(dir).map(|(id, _)| id).collect();
+        let keep: std::collections::HashSet<StageId> = plan.stages(dir).map(|(id, _)| id).collect();
         let gone: Vec<StageId> = self
             .stages
             .keys()
@@ -671,6 +685,7 @@ impl Network {
                 let held = app.drain_held();
                 pending.push((Dest::Stage(id.clone()), ps));
                 pending.push((Dest::Stage(id.clone()), held));
+                self.graveyard.push(app);
             }
             changes.removed.push(id);
         }

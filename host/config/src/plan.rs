@@ -187,7 +187,31 @@ pub struct Limits {
     pub hold_packets: usize,
     /// Linear memory cap per plugin instance, MiB.
     pub plugin_memory_mib: usize,
+    /// Flows a spec may have (each direction's classifier tells them apart).
+    pub max_flows: usize,
+    /// Stages (plugin instances) over both directions and every chain: what the
+    /// configuration costs in memory, about [`STAGE_COST_BYTES`] each.
+    pub max_stages: usize,
 }
+
+/// What a stage costs when it starts, measured: its instance's touched linear memory
+/// and wasmtime's store, the host's batch buffers and two links (`check` adds it up).
+/// The plugin may grow its memory later, up to `plugin_memory_mib`.
+pub const STAGE_COST_BYTES: usize = 96 << 10;
+/// What a bridge costs with no stage (code, wasmtime, receive rings, the pool as far
+/// as an idle link touches it): measured 35 MiB, with margin.
+pub const BASE_COST_BYTES: usize = 48 << 20;
+
+impl Plan {
+    /// Resident memory a bridge running this plan takes at start, about (see
+    /// [`STAGE_COST_BYTES`]): what `check` prints.
+    pub fn memory_at_start(&self) -> usize {
+        BASE_COST_BYTES + self.stage_count() * STAGE_COST_BYTES
+    }
+}
+/// The most any spec may raise `max_flows` and `max_stages` to.
+pub const MAX_FLOWS_CEILING: usize = 65_536;
+pub const MAX_STAGES_CEILING: usize = 65_536;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -196,6 +220,8 @@ impl Default for Limits {
             pool_large_packets: 512,
             hold_packets: 65_536,
             plugin_memory_mib: 64,
+            max_flows: 4_096,
+            max_stages: 4_096,
         }
     }
 }
@@ -398,6 +424,14 @@ impl Plan {
                 (id, s)
             })
         })
+    }
+
+    /// Stages over both directions and every chain.
+    pub fn stage_count(&self) -> usize {
+        [&self.ingress, &self.egress]
+            .iter()
+            .map(|d| d.default.len() + d.flows.iter().map(|f| f.chain.len()).sum::<usize>())
+            .sum()
     }
 }
 
@@ -653,8 +687,37 @@ fn check_steps(n: usize) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A spec of one of the three shapes, without a schedule.
+/// A spec of one of the three shapes, without a schedule, within its limits.
 fn shape_plan(value: &Value, base: &Path) -> Result<Plan, SpecError> {
+    let plan = any_shape(value, base)?;
+    let flows = plan.ingress.flows.len();
+    let l = &plan.limits;
+    if flows > l.max_flows {
+        return Err(err(
+            "flows",
+            format!(
+                "{flows} flows, more than the {} a spec of this shape may have",
+                l.max_flows
+            ),
+        ));
+    }
+    let stages = plan.stage_count();
+    if stages > l.max_stages {
+        return Err(err(
+            "(spec)",
+            format!(
+                "{stages} stages (plugin instances, about {} MiB at start), more than \
+                 limits.max_stages = {} (raise it, up to {MAX_STAGES_CEILING}, if this \
+                 machine has the memory)",
+                (stages * STAGE_COST_BYTES) >> 20,
+                l.max_stages
+            ),
+        ));
+    }
+    Ok(plan)
+}
+
+fn any_shape(value: &Value, base: &Path) -> Result<Plan, SpecError> {
     let Value::Object(obj) = value else {
         return Err(err("(spec)", "must be a JSON object"));
     };
@@ -1080,6 +1143,19 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
     in_range("pool_large_packets", l.pool_large_packets, 16, 65_536)?;
     in_range("hold_packets", l.hold_packets, 1, 1 << 24)?;
     in_range("plugin_memory_mib", l.plugin_memory_mib, 1, 4096)?;
+    in_range("max_flows", l.max_flows, 0, MAX_FLOWS_CEILING)?;
+    in_range("max_stages", l.max_stages, 1, MAX_STAGES_CEILING)?;
+    if spec.flows.len() > l.max_flows {
+        return Err(err(
+            "flows",
+            format!(
+                "{} flows, more than limits.max_flows = {} (raise it, up to {MAX_FLOWS_CEILING}, \
+                 if this machine has the memory: see `synthnet check`)",
+                spec.flows.len(),
+                l.max_flows
+            ),
+        ));
+    }
     // A netem line's `seed` is the spec's seed (when the spec gives none).
     let mut seed = (spec.seed != 0).then_some(spec.seed);
     let mut ingress = DirectionPlan {
@@ -1174,8 +1250,17 @@ pub fn describe(plan: &Plan) -> String {
     out.push_str(&format!("shape: {shape}\nseed: {}\n", plan.seed));
     let l = &plan.limits;
     out.push_str(&format!(
-        "limits: pool_packets={} packets (+{} large), hold_packets={} packets per plugin, plugin_memory_mib={} MiB\n",
-        l.pool_packets, l.pool_large_packets, l.hold_packets, l.plugin_memory_mib
+        "limits: pool_packets={} packets (+{} large), hold_packets={} packets per plugin, plugin_memory_mib={} MiB, max_flows={}, max_stages={}\n",
+        l.pool_packets, l.pool_large_packets, l.hold_packets, l.plugin_memory_mib, l.max_flows, l.max_stages
+    ));
+    let stages = plan.stage_count();
+    out.push_str(&format!(
+        "memory: about {} MiB at start ({} MiB + {stages} stages × {} KiB, {} flows); each plugin may grow to {} MiB\n",
+        plan.memory_at_start().div_ceil(1 << 20),
+        BASE_COST_BYTES >> 20,
+        STAGE_COST_BYTES >> 10,
+        plan.ingress.flows.len(),
+        l.plugin_memory_mib
     ));
     for (dir, d, key) in [
         ("ingress (outer → inner)", &plan.ingress, "source"),
@@ -1398,6 +1483,35 @@ mod tests {
         // Native protocol 0 is "any", as in the compat form.
         let plan = p(r#"{"flows": [{"label": "x", "match": {"protocol": 0}}]}"#).unwrap();
         assert_eq!(plan.ingress.flows[0].matcher.protocol, None);
+    }
+
+    #[test]
+    fn flows_and_stages_past_their_limits_are_refused_with_the_numbers() {
+        let e = p(r#"{"limits": {"max_stages": 2},
+            "ingress": [{"plugin": "latency"}, {"plugin": "loss", "name": "l2"}],
+            "egress": [{"plugin": "latency"}]}"#)
+        .unwrap_err();
+        assert!(e.reason.starts_with("3 stages"), "{e}");
+        assert!(e.reason.contains("limits.max_stages = 2"), "{e}");
+        let e = p(r#"{"limits": {"max_flows": 1}, "flows": [
+            {"label": "a", "match": {"protocol": "udp"}},
+            {"label": "b", "match": {"protocol": "tcp"}}]}"#)
+        .unwrap_err();
+        assert_eq!(e.field, "flows");
+        assert!(
+            e.reason.contains("2 flows, more than limits.max_flows = 1"),
+            "{e}"
+        );
+        let ok = p(r#"{"limits": {"max_stages": 3},
+            "ingress": [{"plugin": "latency"}, {"plugin": "loss", "name": "l2"}],
+            "egress": [{"plugin": "latency"}]}"#)
+        .unwrap();
+        assert_eq!(ok.stage_count(), 3);
+        assert!(
+            describe(&ok).contains("3 stages × 96 KiB"),
+            "{}",
+            describe(&ok)
+        );
     }
 
     #[test]

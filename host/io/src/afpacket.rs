@@ -1199,11 +1199,10 @@ impl App for RawTx {
                 self.pending.clear();
                 n
             } else {
-                while port < cx.n_inputs() && cx.pending(port) == 0 {
-                    port += 1;
-                }
-                if port == cx.n_inputs() {
-                    return;
+                // Only the inputs that hold packets, in port order.
+                match cx.next_input(port) {
+                    Some(p) => port = p,
+                    None => return,
                 }
                 cx.receive_into(port, &mut self.batch)
             };

@@ -382,10 +382,12 @@ impl CaptureSink {
 
 impl App for CaptureSink {
     fn breathe(&mut self, cx: &mut Ctx<'_>) {
-        for port in 0..cx.n_inputs() {
-            while let Some(p) = cx.receive(port) {
+        let mut port = 0;
+        while let Some(at) = cx.next_input(port) {
+            while let Some(p) = cx.receive(at) {
                 self.keep(cx, p);
             }
+            port = at + 1;
         }
     }
     fn counters(&self) -> &Counters {

@@ -124,9 +124,11 @@ impl PluginApp {
             delay_rev: DelayLine::new(hold_limit),
             parked: ParkedQueue::default(),
             hold_limit,
-            batch: vec![Packet::default(); abi::MAX_BATCH_LIMIT as usize],
-            refs: vec![0; abi::MAX_BATCH_LIMIT as usize],
-            staged: Vec::with_capacity(4 * abi::MAX_BATCH_LIMIT as usize),
+            // Grown to the batches that come (`run_batch`): an idle stage of ten
+            // thousand costs no batch buffers.
+            batch: Vec::new(),
+            refs: Vec::new(),
+            staged: Vec::new(),
             staged_rev: Vec::new(),
             counters: Counters::default(),
             health: Health::default(),
@@ -291,6 +293,14 @@ impl PluginApp {
         };
         let lay = self.lay.clone();
         let now = cx.now_ns;
+        if self.batch.len() < n {
+            let room = n
+                .next_power_of_two()
+                .min(abi::MAX_BATCH_LIMIT as usize)
+                .max(n);
+            self.batch.resize(room, Packet::default());
+            self.refs.resize(room, 0);
+        }
         let n = cx.receive_into(0, &mut self.batch[..n]);
         self.counters.rx_packets += n as u64;
         self.counters.rx_bytes += self.batch[..n].iter().map(|p| p.len as u64).sum::<u64>();

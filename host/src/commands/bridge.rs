@@ -248,7 +248,8 @@ pub fn forward(
         .collect();
     let (o, i) = b.interfaces();
     log::info!(
-        "bridging {o} (outer) ⇄ {i} (inner); memory bound {} MiB ({})",
+        "bridging {o} (outer) ⇄ {i} (inner); memory about {} MiB at start, bound {} MiB ({})",
+        b.plan().memory_at_start() >> 20,
         total >> 20,
         parts.join(", ")
     );

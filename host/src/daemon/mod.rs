@@ -48,6 +48,9 @@ use worker::{Change, Done, EngineSide, Handle, SpecState, Stepped, Timed, ToEngi
 
 /// How often ports look for vanished interfaces and read the kernel's ring drops.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Removed stages dropped between two breaths (each unmaps a wasm instance's memory,
+/// tens of µs; ten thousand at once would hold the packets for a third of a second).
+const REAP_PER_TURN: usize = 8;
 /// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
 const MAX_EARLY_NS: u64 = 500_000;
 /// Sleeps longer than this pause the wasm epoch ticker (unless a plugin call runs on
@@ -555,7 +558,8 @@ impl Bridge {
             }
             // Commit what the worker prepared, between two breaths.
             self.control();
-            if self.net.engine.links_busy() {
+            // Stages a change removed are dropped a few at a time, between breaths.
+            if self.net.reap(REAP_PER_TURN) || self.net.engine.links_busy() {
                 continue;
             }
             let mut deadline = self

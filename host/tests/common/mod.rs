@@ -33,6 +33,39 @@ pub fn within_budget(t0: std::time::Instant, budget: std::time::Duration) {
     );
 }
 
+/// Every reply's RTT from `ping` in namespace `ns`: (mean, median) in ms. Fails the
+/// test unless every ping is answered.
+pub fn ping_rtts(
+    ns: &synthnet_testkit::netns::Netns,
+    target: &str,
+    count: u32,
+    interval: &str,
+) -> (f64, f64) {
+    let out = ns
+        .command("ping")
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "2",
+            target,
+        ])
+        .output()
+        .expect("run ping");
+    let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(rtts.len(), count as usize, "every ping answered");
+    rtts.sort_by(f64::total_cmp);
+    let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
+    (mean, rtts[rtts.len() / 2])
+}
+
 pub fn runtime() -> Arc<WasmRuntime> {
     static RT: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
     RT.get_or_init(|| WasmRuntime::new().expect("wasmtime starts"))
