@@ -23,7 +23,9 @@
 //! compiled again. So a plugin is compiled once per machine, and a bridge that starts
 //! again loads it without compiling. The directory must be ours and writable by nobody
 //! else; if it is not, nothing is cached, and a module that passed the child's budget
-//! is compiled again in the bridge.
+//! is compiled again in the bridge. The cache is kept to [`CACHE_ENTRIES`] entries and
+//! [`CACHE_BYTES`], least recently used first out (a hit renews an entry), so modules
+//! sent one after another through the API cannot fill the disk.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,10 @@ const REFUSED: u8 = 3;
 
 /// The largest cache entry read back (a compiled module is a few times its wasm).
 const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// The most entries, and bytes, the cache keeps.
+pub const CACHE_ENTRIES: usize = 256;
+pub const CACHE_BYTES: u64 = 1 << 30;
 
 /// Where compiled modules are cached (see the module's documentation).
 pub fn cache_dir() -> Option<PathBuf> {
@@ -95,7 +101,10 @@ pub fn checker(budget: Duration) -> CompileCheck {
             .map(|(dir, tag)| dir.join(format!("{}-{tag}.cwasm", content_key(bytes))));
         if let Some(path) = &entry {
             match cached(path, bytes) {
-                Ok(Some(e)) => return Ok(Some(e)),
+                Ok(Some(e)) => {
+                    renew(path);
+                    return Ok(Some(e));
+                }
                 Ok(None) => {}
                 Err(why) => log::warn!(
                     "{name}: its cache entry {} is {why}: compiling it again",
@@ -104,9 +113,55 @@ pub fn checker(budget: Duration) -> CompileCheck {
             }
         }
         check(name, bytes, budget, entry.as_deref())?;
+        if let Some((dir, _)) = &cache {
+            prune(dir, CACHE_ENTRIES, CACHE_BYTES);
+        }
         // Compiled within the budget: its entry is there now (if it could be written).
         Ok(entry.and_then(|p| cached(&p, bytes).ok().flatten()))
     })
+}
+
+/// Mark the entry at `path` used now (its modification time orders the cache).
+fn renew(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path);
+    if let Ok(f) = file {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Keep the newest `entries` cache entries of `dir` within `bytes` in all; delete the
+/// rest, oldest first. Only regular `.cwasm` files are counted or deleted.
+fn prune(dir: &Path, entries: usize, bytes: u64) {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, u64, PathBuf)> = list
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let entry = meta.is_file() && path.extension().is_some_and(|x| x == "cwasm");
+            entry.then_some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut total = 0u64;
+    for (i, (_, len, path)) in found.iter().enumerate() {
+        total += len;
+        if i >= entries || total > bytes {
+            match std::fs::remove_file(path) {
+                Ok(()) => log::info!(
+                    "module cache: removed {} (least recently used)",
+                    path.display()
+                ),
+                Err(e) => log::warn!("module cache: cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 /// The verified cache entry at `path` for module `wasm`: `Ok(None)` when there is none.
@@ -261,5 +316,50 @@ pub fn child(cpu_secs: u64, name: &str, entry: Option<&Path>) -> ExitCode {
             println!("{}", e.message);
             ExitCode::from(REFUSED)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_within_its_limits() {
+        let dir = std::env::temp_dir().join(format!("synthnet-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(1000);
+        for i in 0..6u64 {
+            let p = dir.join(format!("m{i}-tag.cwasm"));
+            std::fs::write(&p, vec![0u8; 100]).unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_modified(t0 + Duration::from_secs(i * 10)).unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), b"not an entry").unwrap();
+        // m0 was used just now: it stays, whatever its age.
+        renew(&dir.join("m0-tag.cwasm"));
+        prune(&dir, 4, u64::MAX);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "m0-tag.cwasm",
+                "m3-tag.cwasm",
+                "m4-tag.cwasm",
+                "m5-tag.cwasm",
+                "notes.txt"
+            ]
+        );
+        // By size: 250 bytes keep the two newest.
+        prune(&dir, 100, 250);
+        let n = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(n, 3, "two entries and the note");
+        assert!(dir.join("m0-tag.cwasm").exists() && dir.join("m5-tag.cwasm").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
