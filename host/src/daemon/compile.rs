@@ -148,7 +148,7 @@ fn prune(dir: &Path, entries: usize, bytes: u64) {
             entry.then_some((meta.modified().ok()?, meta.len(), path))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut total = 0u64;
     for (i, (_, len, path)) in found.iter().enumerate() {
         total += len;
