@@ -1,12 +1,16 @@
 //! Fuzz target `wire`: any bytes through the SDK's header views. After `new_checked`
 //! accepts a buffer no getter may panic (the module's promise), and the setters keep
 //! their checksum promises: an IPv4 header filled, then given a new TTL, still verifies.
+//! synthnet's one flow parser (`flow::parse`, which the classifier, the flow table and
+//! the plugins share) never panics, points inside the frame, and has ports only for a
+//! protocol that has them.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::hint::black_box;
 use synthnet_sdk::checksum;
+use synthnet_sdk::flow;
 use synthnet_sdk::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpSegment, UdpDatagram};
 
 fn udp(b: &[u8]) {
@@ -65,7 +69,25 @@ fn ipv6(b: &[u8]) {
     }
 }
 
+fn flow_key(data: &[u8]) {
+    if let Ok(p) = flow::parse(data) {
+        assert!(p.l3_offset < data.len(), "the IP header starts inside the frame");
+        if let Some(l4) = p.l4_offset {
+            assert!(l4 <= data.len(), "the transport header starts inside the frame");
+        }
+        if p.ports().is_some() {
+            assert!(flow::PORTED.contains(&p.key.proto));
+        }
+        let (c, side) = p.key.canonical();
+        let (back, other) = p.key.reversed().canonical();
+        assert_eq!(c, back, "both directions share a canonical key");
+        assert!(side != other || p.key == p.key.reversed());
+        black_box(p.key.to_string());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    flow_key(data);
     // Every view over the bytes as they are, at every layer.
     if let Ok(eth) = EthernetFrame::new_checked(data) {
         black_box((eth.dst(), eth.src(), eth.ethertype()));

@@ -3,9 +3,13 @@
 //! maps both directions of a conversation to one key and says which side a packet came
 //! from — what conntrack, a NAT or a load balancer keys by.
 //!
-//! [`parse`] reads an Ethernet frame: up to two VLAN tags (802.1Q `0x8100`, 802.1ad
-//! `0x88A8`), then IPv4 or IPv6 (walking IPv6's hop-by-hop, routing, fragment and
-//! destination-options headers), then the ports of TCP, UDP, UDP-Lite, SCTP and DCCP.
+//! [`parse`] reads an Ethernet frame: up to eight VLAN tags ([`VLAN_TPIDS`]: 802.1Q
+//! `0x8100`, 802.1ad `0x88A8` and the older QinQ `0x9100`), then IPv4 or IPv6 (walking
+//! IPv6's hop-by-hop, routing, fragment, destination-options and authentication
+//! headers), then the ports of the protocols that have them ([`PORTED`]: TCP, UDP,
+//! UDP-Lite, SCTP and DCCP). This is synthnet's one flow parser: the host's classifier
+//! and flow table use it too, so a spec's flow, the API's flow list and a plugin see the
+//! same flow in a packet.
 //! ICMP and ICMPv6 have no ports; their key is built so that an echo request and its
 //! reply share one canonical key (see [`FlowKey`]). A non-first fragment carries no L4
 //! header: its ports are 0 and [`Parsed::fragment`] says so. Nothing here allocates or
@@ -147,6 +151,15 @@ pub struct Parsed {
     pub icmp: Option<(u8, u8)>,
 }
 
+impl Parsed {
+    /// Source and destination port, for a protocol that has them ([`PORTED`]) when the
+    /// transport header was there to read (not in a later fragment or a short packet).
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        (PORTED.contains(&self.key.proto) && self.l4_offset.is_some())
+            .then_some((self.key.src_port, self.key.dst_port))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fragment {
     No,
@@ -163,15 +176,17 @@ pub enum NotFlow {
     Truncated,
 }
 
+#[cfg(test)]
 const QINQ: u16 = 0x88A8;
-/// Protocols whose first 4 bytes are source and destination port.
-const PORTED: [u8; 4] = [
-    ipproto::TCP,
-    ipproto::UDP,
-    33,  /* DCCP */
-    132, /* SCTP */
-];
-const UDPLITE: u8 = 136;
+/// VLAN tag protocol identifiers: 802.1Q, 802.1ad (QinQ outer), and the older QinQ one.
+pub const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
+/// Tags walked at most (a frame with more is not IP as far as a key goes).
+const MAX_TAGS: usize = 8;
+/// Protocols whose first 4 bytes are source and destination port: TCP, UDP, DCCP,
+/// SCTP, UDP-Lite. A spec's `port_min`/`port_max` match these.
+pub const PORTED: [u8; 5] = [ipproto::TCP, ipproto::UDP, 33, 132, 136];
+/// IPv6 authentication header (length in 4-octet units, plus 2).
+const AUTH: u8 = 51;
 /// IPv6 extension headers walked to find the upper layer.
 const HOPOPT: u8 = 0;
 const ROUTING: u8 = 43;
@@ -190,8 +205,8 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, NotFlow> {
     let mut et = eth.ethertype();
     let mut off = EthernetFrame::<&[u8]>::HEADER_LEN;
     let mut vlan = None;
-    for _ in 0..2 {
-        if et != ethertype::VLAN && et != QINQ {
+    for _ in 0..MAX_TAGS {
+        if !VLAN_TPIDS.contains(&et) {
             break;
         }
         let tci = be16(frame, off).ok_or(NotFlow::Truncated)?;
@@ -235,6 +250,11 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, NotFlow> {
                         let len = *l3.get(at + 1).ok_or(NotFlow::Truncated)? as usize;
                         next = *l3.get(at).ok_or(NotFlow::Truncated)?;
                         at += (len + 1) * 8;
+                    }
+                    AUTH => {
+                        let len = *l3.get(at + 1).ok_or(NotFlow::Truncated)? as usize;
+                        next = *l3.get(at).ok_or(NotFlow::Truncated)?;
+                        at += (len + 2) * 4;
                     }
                     FRAGMENT => {
                         let fo = be16(l3, at + 2).ok_or(NotFlow::Truncated)?;
@@ -282,7 +302,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, NotFlow> {
         _ => return Ok(p),
     };
     let proto = p.key.proto;
-    if PORTED.contains(&proto) || proto == UDPLITE {
+    if PORTED.contains(&proto) {
         p.key.src_port = be16(l4.1, 0).unwrap_or(0);
         p.key.dst_port = be16(l4.1, 2).unwrap_or(0);
         p.l4_offset = Some(l4.0);

@@ -1186,12 +1186,15 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
                 "udp" => 17,
                 "icmp" => 1,
                 "icmpv6" => 58,
-                other => {
-                    return Err(err(
-                        format!("{at}.match.protocol"),
-                        format!("{other:?} is not tcp, udp, icmp, icmpv6 or a number"),
-                    ))
-                }
+                "sctp" => 132,
+                "dccp" => 33,
+                "udplite" => 136,
+                other => return Err(err(
+                    format!("{at}.match.protocol"),
+                    format!(
+                        "{other:?} is not tcp, udp, icmp, icmpv6, sctp, dccp, udplite or a number"
+                    ),
+                )),
             }),
         };
         let ports = match (m.port_min, m.port_max) {
@@ -1204,10 +1207,10 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
                         format!("{lo} is above port_max {hi}"),
                     ));
                 }
-                if !matches!(protocol, Some(6) | Some(17)) {
+                if !protocol.is_some_and(|p| synthnet_sdk::flow::PORTED.contains(&p)) {
                     return Err(err(
                         format!("{at}.match.protocol"),
-                        "port ranges need protocol tcp or udp",
+                        "port ranges need a protocol with ports: tcp, udp, udplite, sctp or dccp",
                     ));
                 }
                 Some((lo, hi))

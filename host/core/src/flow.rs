@@ -9,7 +9,6 @@ use crate::engine::{App, Ctx};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use synthnet_sdk::wire::{ethertype, ipproto, Ipv4Packet, Ipv6Packet};
 
 /// Which way packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -86,7 +85,8 @@ impl fmt::Display for Prefix {
     }
 }
 
-/// What a flow matches. `None` fields match anything. Ports apply to TCP and UDP only.
+/// What a flow matches. `None` fields match anything. Ports apply to the protocols
+/// that have them ([`synthnet_sdk::flow::PORTED`]: TCP, UDP, UDP-Lite, SCTP, DCCP).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct FlowMatch {
     pub prefix: Option<Prefix>,
@@ -99,15 +99,9 @@ pub struct FlowMatch {
 pub struct FlowKey {
     pub addr: IpAddr,
     pub protocol: u8,
-    /// Source port (ingress) or destination port (egress), for TCP and UDP.
+    /// Source port (ingress) or destination port (egress), for a protocol with ports.
     pub port: Option<u16>,
 }
-
-/// VLAN tag protocol identifiers: 802.1Q, 802.1ad (QinQ outer), and the older QinQ one.
-const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
-/// Tags and extension headers walked at most (a frame with more is classified by what
-/// was read so far: the default chain).
-const MAX_HEADERS: usize = 8;
 
 /// The addresses, protocol and ports of an IP frame: what per-flow accounting keys on
 /// and what [`flow_key`] picks one side of. Ports are 0 for other protocols and for
@@ -121,84 +115,25 @@ pub struct FiveTuple {
     pub dst_port: u16,
 }
 
-/// Parse the five-tuple of an Ethernet frame. VLAN tags (802.1Q, QinQ) are skipped, and
-/// IPv6 extension headers walked to the transport header; only a first fragment has
-/// ports. `None` for non-IP frames and truncated headers.
+/// Parse the five-tuple of an Ethernet frame with the SDK's parser (the one the
+/// plugins use: VLAN tags skipped, IPv6 extension headers walked, see
+/// [`synthnet_sdk::flow::parse`]); only a first fragment has ports. `None` for non-IP
+/// frames and truncated headers.
 pub fn five_tuple(frame: &[u8]) -> Option<FiveTuple> {
     five_tuple_ports(frame).map(|(t, _)| t)
 }
 
-/// The five-tuple, and whether it has ports (TCP or UDP, first fragment).
+/// The five-tuple, and whether it has ports (TCP, UDP, UDP-Lite, SCTP or DCCP, with
+/// the transport header there).
 fn five_tuple_ports(frame: &[u8]) -> Option<(FiveTuple, bool)> {
-    let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
-    let mut ether = be16(frame, 12)?;
-    let mut at = 14;
-    for _ in 0..MAX_HEADERS {
-        if !VLAN_TPIDS.contains(&ether) {
-            break;
-        }
-        ether = be16(frame, at + 2)?;
-        at += 4;
-    }
-    let l3 = frame.get(at..)?;
-    let (src, dst, protocol, l4, first_fragment) = match ether {
-        ethertype::IPV4 => {
-            let ip = Ipv4Packet::new_checked(l3).ok()?;
-            let frag_off = be16(l3, 6)? & 0x1FFF;
-            (
-                IpAddr::from(ip.src()),
-                IpAddr::from(ip.dst()),
-                ip.protocol(),
-                l3.get(ip.header_len()..)?,
-                frag_off == 0,
-            )
-        }
-        ethertype::IPV6 => {
-            let ip = Ipv6Packet::new_checked(l3).ok()?;
-            let (mut next, mut p, mut first) =
-                (ip.next_header(), Ipv6Packet::<&[u8]>::HEADER_LEN, true);
-            for _ in 0..MAX_HEADERS {
-                let h = match next {
-                    // Hop-by-hop, routing, destination options: 8-octet units after the
-                    // first 8.
-                    0 | 43 | 60 => l3.get(p..p + 2).map(|h| (h[0], 8 + h[1] as usize * 8)),
-                    // Fragment: fixed 8 bytes; ports only in the first fragment.
-                    44 => l3.get(p..p + 8).map(|h| {
-                        first = u16::from_be_bytes([h[2], h[3]]) >> 3 == 0;
-                        (h[0], 8)
-                    }),
-                    // Authentication header: 4-octet units, plus 2.
-                    51 => l3.get(p..p + 2).map(|h| (h[0], (h[1] as usize + 2) * 4)),
-                    _ => break,
-                };
-                let (n, len) = h?;
-                next = n;
-                p += len;
-            }
-            (
-                IpAddr::from(ip.src()),
-                IpAddr::from(ip.dst()),
-                next,
-                l3.get(p..).unwrap_or(&[]),
-                first,
-            )
-        }
-        _ => return None,
-    };
-    let ports = if first_fragment
-        && (protocol == ipproto::TCP || protocol == ipproto::UDP)
-        && l4.len() >= 4
-    {
-        Some((be16(l4, 0)?, be16(l4, 2)?))
-    } else {
-        None
-    };
+    let p = synthnet_sdk::flow::parse(frame).ok()?;
+    let ports = p.ports();
     let (src_port, dst_port) = ports.unwrap_or((0, 0));
     Some((
         FiveTuple {
-            src,
-            dst,
-            protocol,
+            src: p.key.src_ip(),
+            dst: p.key.dst_ip(),
+            protocol: p.key.proto,
             src_port,
             dst_port,
         },
