@@ -13,6 +13,7 @@ use synthnet::commands::{
 };
 use synthnet::daemon::control::Control;
 use synthnet::daemon::load_plan as plan_of;
+use synthnet::daemon::timing::Timing;
 use synthnet_config::plan;
 use synthnet_core::Direction;
 
@@ -78,6 +79,10 @@ enum Command {
         /// spec. Fails if any is invalid, naming it.
         #[arg(required = true, num_args = 1..)]
         spec: Vec<PathBuf>,
+        /// The bridge's `--timing` setting to state the promise of (departure accuracy
+        /// against CPU).
+        #[arg(long, value_enum, default_value_t = Timing::default(), value_name = "SETTING")]
+        timing: Timing,
     },
     /// Run one direction of a spec offline over a capture, on a virtual clock.
     Replay {
@@ -355,7 +360,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { spec: specs } => {
+        Command::Check {
+            spec: specs,
+            timing,
+        } => {
             let many = specs.len() > 1;
             for spec in &specs {
                 if many {
@@ -366,6 +374,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", plan::describe(&plan));
                 println!("ok");
             }
+            // Held packets leave as the timing setting promises (the spec's delays are
+            // the least a packet waits; this is what may come on top).
+            println!("timing {timing}: {}", timing.promise());
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
