@@ -144,6 +144,9 @@ pub struct Bridge {
     /// The sleep's alarm: armed with each sleep's absolute end (`None`: the kernel has
     /// no timerfd, and `ppoll`'s relative timeout serves).
     alarm: Option<nix::sys::timerfd::TimerFd>,
+    /// The least every arriving packet is held ([`timing::min_hold_ns`]) under the plan
+    /// that runs.
+    hold_ns: u64,
 }
 
 /// Where synthnet keeps locks, state and crash records: `/run/synthnet` as root,
@@ -364,7 +367,9 @@ impl Bridge {
                     | nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
             )
             .ok(),
+            hold_ns: 0,
         };
+        bridge.hold_ns = timing::min_hold_ns(bridge.plan());
         if bridge.opts.publish {
             let first = bridge.publication(0);
             bridge.board = Some(Arc::new(Board::new(first)));
@@ -462,6 +467,7 @@ impl Bridge {
                     if report.is_applied() {
                         // A new spec ends the running schedule.
                         self.timed.clear();
+                        self.hold_ns = timing::min_hold_ns(self.plan());
                     }
                     Done::Committed {
                         at_ns,
@@ -502,6 +508,9 @@ impl Bridge {
                 let r = self.net.commit(p);
                 (r, self.net.view())
             });
+            if report.is_some() {
+                self.hold_ns = timing::min_hold_ns(self.plan());
+            }
             let command = command.map(|c| {
                 let r = command::send(&mut self.net, &c.stage, now, &c.command);
                 (c, r)
@@ -593,7 +602,8 @@ impl Bridge {
             if long {
                 self.runtime.pause();
             }
-            let woken = self.sleep(ctl, now, target);
+            let deaf = self.pacer.may_ignore_arrivals(now, target, self.hold_ns);
+            let woken = self.sleep(ctl, now, target, deaf);
             if long {
                 self.runtime.resume();
             }
@@ -605,10 +615,10 @@ impl Bridge {
         Ok(())
     }
 
-    /// Block in `ppoll` on both rings and the control pipe until engine time `until`
-    /// (it is `now`). Returns whether something other than the timer woke us (a signal
-    /// counts as woken).
-    fn sleep(&mut self, ctl: &Control, now: u64, until: u64) -> bool {
+    /// Block in `ppoll` on both rings (unless `deaf`) and the control pipe until engine
+    /// time `until` (it is `now`). Returns whether something other than the timer woke
+    /// us (a signal counts as woken).
+    fn sleep(&mut self, ctl: &Control, now: u64, until: u64, deaf: bool) -> bool {
         use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
         // An absolute time: the moments spent between reading the clock and sleeping
         // are not added to the sleep (as a relative timeout would add them).
@@ -634,6 +644,7 @@ impl Bridge {
                 .rx
                 .iter()
                 .filter_map(|&id| e.app_ref::<RawRx>(id)?.fd())
+                .filter(|_| !deaf)
                 .chain([ctl.wake_fd()])
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();

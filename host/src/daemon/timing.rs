@@ -61,6 +61,44 @@ pub const LEAN_GRID_NS: u64 = 250_000;
 /// lateness seen is breathed towards, never longer than this).
 pub const LEAN_MAX_SPIN_NS: u64 = 50_000;
 
+/// The longest a sleep may leave the receive rings unwatched: a 4096-frame ring holds
+/// 2 ms of 2 Mpps, more than the bridge forwards.
+pub const DEAF_MAX_NS: u64 = 2_000_000;
+/// What an unwatched sleep keeps clear of the least hold: room for the wake-up's own
+/// lateness (its median here is 15–40 µs).
+pub const DEAF_MARGIN_NS: u64 = 100_000;
+
+/// The least time every packet arriving now is held before anything leaves the chains
+/// it enters, over every chain of both directions (ns): the sum of the `latency` stages
+/// a chain starts with (among leading `latency` and `jitter` stages, which time a
+/// packet from its arrival stamp and only ever hold it). 0 when a chain starts with
+/// anything else: then a packet may leave at once.
+pub fn min_hold_ns(plan: &synthnet_config::Plan) -> u64 {
+    use synthnet_runtime::PluginRef;
+    synthnet_core::Direction::BOTH
+        .iter()
+        .flat_map(|&d| plan.chains(d).map(|(_, stages)| stages))
+        .map(|stages| {
+            let mut hold = 0u64;
+            for s in stages {
+                match &s.plugin {
+                    PluginRef::Builtin(n) if n == "latency" => {
+                        let ms = s.config.get("delay_ms").and_then(|v| v.as_f64());
+                        match ms {
+                            Some(ms) if ms >= 0.0 => hold += (ms * 1e6) as u64,
+                            _ => break,
+                        }
+                    }
+                    PluginRef::Builtin(n) if n == "jitter" => {}
+                    _ => break,
+                }
+            }
+            hold
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 /// How hard the engine works to send packets at exactly their time.
 #[derive(
     Clone,
@@ -211,6 +249,16 @@ impl Pacer {
                 Wake::At(deadline.div_ceil(LEAN_GRID_NS).saturating_mul(LEAN_GRID_NS))
             }
         }
+    }
+
+    /// Whether a sleep from `now` until `target` may leave the receive rings unwatched,
+    /// when every arriving packet is held at least `hold_ns` ([`min_hold_ns`]): a packet
+    /// that comes meanwhile is read at the wake-up, before it is due, and timed from its
+    /// arrival stamp as if read at once. One wake-up fewer per packet; `precise` keeps
+    /// watching (today's behaviour).
+    pub fn may_ignore_arrivals(&self, now: u64, target: u64, hold_ns: u64) -> bool {
+        self.timing != Timing::Precise
+            && target.saturating_sub(now) <= hold_ns.saturating_sub(DEAF_MARGIN_NS).min(DEAF_MAX_NS)
     }
 
     /// A sleep set for `target` ended by its timer at `now`: learn how late it came.
