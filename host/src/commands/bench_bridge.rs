@@ -82,8 +82,9 @@ pub struct Row {
     /// The sweep: the sender's own CPU, µs per packet it sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_cpu: Option<f64>,
-    /// The sweep's ping: the idle bridge's mean RTT (ms) in the same run; tcp:
-    /// the kernel bridge's Gbit/s in the same run (synthnet's row).
+    /// The sweep's ping: the idle bridge's mean RTT (ms) in the same run; the sweep's
+    /// rates: datagrams per second the sender sent; tcp: the kernel bridge's Gbit/s in
+    /// the same run (synthnet's row).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<f64>,
 }
@@ -514,6 +515,7 @@ fn thread_cpu_ns() -> u64 {
 struct Sent {
     datagrams: u64,
     cpu_ns: u64,
+    secs: f64,
 }
 
 /// An application sending `pps` datagrams a second from namespace `from` to `dst` for
@@ -553,6 +555,7 @@ fn paced_sender(
         Ok(Sent {
             datagrams: sent - s0,
             cpu_ns: thread_cpu_ns() - c0,
+            secs: secs.as_secs_f64(),
         })
     })
 }
@@ -644,7 +647,7 @@ pub fn sweep(o: &BenchOptions, timings: &[Timing], mut emit: impl FnMut(&Row)) -
                 cpu: Some((c1 - c0) as f64 / 1e3 / forwarded as f64),
                 timing: Some(timing),
                 sender_cpu: Some(sent.cpu_ns as f64 / 1e3 / sent.datagrams.max(1) as f64),
-                reference: None,
+                reference: Some(sent.datagrams as f64 / sent.secs),
             });
         }
         let idle_topo = topology_for(Path::Synthnet)?;
@@ -675,10 +678,11 @@ pub fn format_row(r: &Row) -> String {
     if let Some(timing) = r.timing {
         let what = format!("synthnet --timing {timing}");
         return match (r.sender_cpu, r.cpu, r.reference) {
-            (Some(sender), Some(us), _) => format!(
-                "{:<11} {what:<25} {:>8.0} pps    {us:.1} µs/pkt CPU; the sender's own {sender:.1} µs/pkt: {:.2}×",
+            (Some(sender), Some(us), sent) => format!(
+                "{:<11} {what:<25} {:>8.0} pps (of {:.0} sent)   {us:.1} µs/pkt CPU; the sender's own {sender:.1} µs/pkt: {:.2}×",
                 r.test,
                 r.value,
+                sent.unwrap_or(f64::NAN),
                 us / sender
             ),
             (_, _, Some(idle)) => format!(
