@@ -1,6 +1,7 @@
 //! The `--timing` settings on a live bridge (needs root: namespaces and raw sockets).
 //! Under each, a UDP stream through 5 ms each way arrives complete and in order, no
-//! datagram sooner than 5 ms after it was sent, and the typical one within the
+//! datagram sooner than 5 ms after it was sent (within the clock mapping's error,
+//! [`CLOCK_TOLERANCE_NS`]), and the typical one within the
 //! setting's promise: what the setting adds, plus 1 ms for this machine's wake-ups and
 //! scheduling (a behaviour check, not a benchmark: `bench-bridge --sweep` measures).
 
@@ -17,6 +18,13 @@ use synthnet_testkit::netns;
 use synthnet_testkit::traffic::in_ns;
 
 const DELAY_NS: u64 = 5_000_000;
+/// How much sooner than 5 ms a datagram may arrive. A packet is timed from the
+/// kernel's receive stamp, which is wall-clock time mapped onto the monotonic clock;
+/// on this VM 1–2 datagrams in 3,000 arrived up to 51 µs early by the monotonic clocks
+/// of sender and receiver, under `precise` (the loop before `--timing`) as under the
+/// others: an error of that mapping (or of the VM's clocks), not of the pacing, which
+/// `tests/timing.rs` checks to never send early on the engine's own clock.
+const CLOCK_TOLERANCE_NS: u64 = 100_000;
 const COUNT: u64 = 1_000;
 
 fn monotonic_ns() -> u64 {
@@ -91,9 +99,15 @@ fn root_every_timing_keeps_live_departures_in_order_never_early_and_near_their_t
             got.windows(2).all(|w| w[0].0 < w[1].0),
             "{timing}: datagrams out of order"
         );
-        let early: Vec<_> = got.iter().filter(|&&(_, d)| d < DELAY_NS).collect();
+        let early: Vec<_> = got
+            .iter()
+            .filter(|&&(_, d)| d + CLOCK_TOLERANCE_NS < DELAY_NS)
+            .collect();
         assert!(early.is_empty(), "{timing}: delivered early: {early:?}");
-        let mut late: Vec<u64> = got.iter().map(|&(_, d)| d - DELAY_NS).collect();
+        let mut late: Vec<u64> = got
+            .iter()
+            .map(|&(_, d)| d.saturating_sub(DELAY_NS))
+            .collect();
         late.sort_unstable();
         let median = late[late.len() / 2];
         eprintln!(
