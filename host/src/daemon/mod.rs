@@ -144,6 +144,10 @@ pub struct Bridge {
     /// The sleep's alarm: armed with each sleep's absolute end (`None`: the kernel has
     /// no timerfd, and `ppoll`'s relative timeout serves).
     alarm: Option<nix::sys::timerfd::TimerFd>,
+    /// The engine time the alarm is armed for and has not yet rung at (re-arming it
+    /// for the same time would be a system call per sleep for nothing: a busy bridge
+    /// sleeps between bursts, towards the same housekeeping deadline).
+    armed: Option<u64>,
     /// The least every arriving packet is held ([`timing::min_hold_ns`]) under the plan
     /// that runs.
     hold_ns: u64,
@@ -368,6 +372,7 @@ impl Bridge {
             )
             .ok(),
             hold_ns: 0,
+            armed: None,
         };
         bridge.hold_ns = timing::min_hold_ns(bridge.plan());
         if bridge.opts.publish {
@@ -625,13 +630,16 @@ impl Bridge {
         let at = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(
             self.clock.monotonic_origin_ns.saturating_add(until),
         ));
+        let armed = &mut self.armed;
         let alarm = self.alarm.as_ref().filter(|a| {
-            a.set(
-                Expiration::OneShot(at),
-                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
-            )
-            .is_ok()
+            *armed == Some(until)
+                || a.set(
+                    Expiration::OneShot(at),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                )
+                .is_ok()
         });
+        *armed = alarm.map(|_| until);
         let timeout = match alarm {
             Some(_) => None,
             None => Some(nix::sys::time::TimeSpec::from_duration(
@@ -652,11 +660,16 @@ impl Bridge {
             if let Some(a) = alarm {
                 fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
             }
-            match nix::poll::ppoll(&mut fds, timeout, None) {
+            let rang = match nix::poll::ppoll(&mut fds, timeout, None) {
                 Ok(0) => return false,
                 Err(nix::errno::Errno::EINTR) => return true,
                 Err(_) => return false,
-                Ok(_) => {}
+                Ok(_) => fds[n..]
+                    .iter()
+                    .any(|f| f.revents().is_some_and(|r| !r.is_empty())),
+            };
+            if rang {
+                self.armed = None;
             }
             // Only the alarm: woken by the timer.
             if fds[..n]
