@@ -4,7 +4,8 @@
 //! `synthnet-runtime`, `synthnet-config`, `synthnet-io`) and the test kit (for the demo
 //! and the forwarding benchmark). It has no `unsafe` (forbidden below).
 //!
-//! - [`daemon`]: `synthnet bridge`: the engine thread's run loop and sleep, the
+//! - [`daemon`]: `synthnet bridge`: the engine thread's run loop and sleep (when to wake
+//!   for a deadline is the `--timing` setting's [`daemon::timing::Pacer`]), the
 //!   [`daemon::control`] flags and wake pipe (signals registered once), the
 //!   [`daemon::worker`] thread that prepares every configuration change off the packet
 //!   thread (a schedule's steps ahead of their times) and passes commands on to running

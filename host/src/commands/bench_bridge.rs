@@ -10,6 +10,7 @@
 //! - **TCP**: one verified stream A → B through each path.
 //! - **Idle**: synthnet's CPU use with no traffic, and ping RTT through each path.
 
+use crate::daemon::timing::Timing;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -45,6 +46,9 @@ pub enum Path {
     SynthnetApiOff,
     /// synthnet with the four QoS plugins.
     SynthnetQos,
+    /// synthnet with the sweep's delays (1 ms ± 1 ms, or 10 ms, each way) or none, at
+    /// one `--timing` setting; the API on, unwatched.
+    Synthnet,
     KernelBridge,
     KernelVeth,
 }
@@ -56,6 +60,7 @@ impl Path {
             Path::SynthnetNoFlows => "  …, no flow table",
             Path::SynthnetApiOff => "  …, API off",
             Path::SynthnetQos => "synthnet, 4 QoS plugins",
+            Path::Synthnet => "synthnet",
             Path::KernelBridge => "kernel veth+bridge",
             Path::KernelVeth => "kernel veth",
         }
@@ -69,8 +74,19 @@ pub struct Row {
     /// Packets per second B received (flood), or Gbit/s (tcp), or ms (ping).
     pub value: f64,
     pub unit: &'static str,
-    /// synthnet's CPU: µs per packet received (flood) or % of a core (idle).
+    /// synthnet's CPU: µs per packet received (flood, sweep) or % of a core (idle).
     pub cpu: Option<f64>,
+    /// The sweep: the `--timing` setting synthnet ran with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// The sweep: the sender's own CPU, µs per packet it sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_cpu: Option<f64>,
+    /// The sweep's ping: the idle bridge's mean RTT (ms) in the same run; the sweep's
+    /// rates: datagrams per second the sender sent; tcp: the kernel bridge's Gbit/s in
+    /// the same run (synthnet's row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<f64>,
 }
 
 /// The synthnet process of a path, killed on drop (and what watches its API).
@@ -208,6 +224,7 @@ fn start_synthnet(
     exe: &std::path::Path,
     pin: bool,
     extra: &[&str],
+    watch: bool,
 ) -> Result<Forwarder> {
     // In a directory of our own under an unguessable name: nobody can plant a link there.
     let dir = crate::daemon::safefile::private_dir(&std::env::temp_dir(), "synthnet-bench")?;
@@ -244,7 +261,7 @@ fn start_synthnet(
             .status()?
             .success();
         if ok {
-            if !extra.contains(&"off") {
+            if watch && !extra.contains(&"off") {
                 f._watch = Some(Watcher::start(&topo.middle().name));
             }
             return Ok(f);
@@ -262,7 +279,8 @@ fn topology_for(path: Path) -> Result<Topology> {
             Path::SynthnetEmpty
             | Path::SynthnetNoFlows
             | Path::SynthnetApiOff
-            | Path::SynthnetQos => Middle::Synthnet,
+            | Path::SynthnetQos
+            | Path::Synthnet => Middle::Synthnet,
             Path::KernelBridge => Middle::KernelBridge,
             Path::KernelVeth => Middle::Direct,
         },
@@ -278,13 +296,14 @@ fn forwarder(
     pin: bool,
 ) -> Result<Option<Forwarder>> {
     Ok(match path {
-        Path::SynthnetEmpty => Some(start_synthnet(topo, EMPTY_SPEC, exe, pin, &[])?),
+        Path::SynthnetEmpty => Some(start_synthnet(topo, EMPTY_SPEC, exe, pin, &[], true)?),
         Path::SynthnetNoFlows => Some(start_synthnet(
             topo,
             EMPTY_SPEC,
             exe,
             pin,
             &["--flow-table", "0"],
+            true,
         )?),
         Path::SynthnetApiOff => Some(start_synthnet(
             topo,
@@ -292,8 +311,9 @@ fn forwarder(
             exe,
             pin,
             &["--api", "off", "--flow-table", "0"],
+            true,
         )?),
-        Path::SynthnetQos => Some(start_synthnet(topo, QOS_SPEC, exe, pin, &[])?),
+        Path::SynthnetQos => Some(start_synthnet(topo, QOS_SPEC, exe, pin, &[], true)?),
         _ => None,
     })
 }
@@ -305,12 +325,17 @@ pub struct BenchOptions {
     pub exe: PathBuf,
     /// Only tests whose name contains this (`flood-64`, `flood-1500`, `tcp`, `idle`).
     pub only: String,
+    /// Run the sweep ([`sweep`]) instead, at these timing settings.
+    pub sweep: Option<Vec<Timing>>,
 }
 
 /// Run the whole benchmark; rows come back in the order printed.
 pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
     if !netns::is_root() {
         bail!("bench-bridge needs root (network namespaces, raw sockets)");
+    }
+    if let Some(timings) = &o.sweep {
+        return sweep(o, timings, emit);
     }
     let secs = Duration::from_secs_f64(o.seconds);
     let mut rows = Vec::new();
@@ -373,6 +398,9 @@ pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
                 value: 0.0,
                 unit: "pps",
                 cpu: None,
+                timing: None,
+                sender_cpu: None,
+                reference: None,
             });
             b.value = b.value.max(pps);
             b.cpu = match (b.cpu, cpu) {
@@ -385,21 +413,27 @@ pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
         }
     }
     if "tcp".contains(&o.only) || o.only.is_empty() {
+        let mut tcp = Vec::new();
         for path in [Path::SynthnetEmpty, Path::KernelBridge, Path::KernelVeth] {
             let topo = topology_for(path)?;
             let _fwd = forwarder(path, &topo, &o.exe, false)?;
             let dst: SocketAddr = format!("{}:5201", netns::B_V4).parse()?;
             let r = traffic::tcp_transfer(&topo.a.name, &topo.b.name, dst, 0, Some(secs), false)?;
-            push(
-                Row {
-                    test: "tcp".into(),
-                    path,
-                    value: r.gbit_s(),
-                    unit: "Gbit/s",
-                    cpu: None,
-                },
-                &mut rows,
-            );
+            tcp.push(Row {
+                test: "tcp".into(),
+                path,
+                value: r.gbit_s(),
+                unit: "Gbit/s",
+                cpu: None,
+                timing: None,
+                sender_cpu: None,
+                reference: None,
+            });
+        }
+        // synthnet's row carries the kernel bridge's figure of the same run.
+        tcp[0].reference = Some(tcp[1].value);
+        for r in tcp {
+            push(r, &mut rows);
         }
     }
     if "idle".contains(&o.only) || o.only.is_empty() {
@@ -434,6 +468,9 @@ pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
                     value: avg.unwrap_or(f64::NAN),
                     unit: "ms RTT",
                     cpu,
+                    timing: None,
+                    sender_cpu: None,
+                    reference: None,
                 },
                 &mut rows,
             );
@@ -442,16 +479,230 @@ pub fn run(o: &BenchOptions, mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The sweep's traffic: 200-byte UDP datagrams, as a video call's.
+const SWEEP_DATAGRAM: usize = 200;
+/// The sweep's rates.
+const SWEEP_PPS: [u64; 3] = [1_000, 10_000, 100_000];
+/// 1 ms ± 1 ms each way: every datagram is held, and departures are spread out.
+const SWEEP_SPEC: &str =
+    r#"{"ingress": {"latency": 1, "jitter": 1}, "egress": {"latency": 1, "jitter": 1}}"#;
+/// The ping case: 10 ms each way.
+const PING_SPEC: &str = r#"{"ingress": {"latency": 10}, "egress": {"latency": 10}}"#;
+
+/// CPU time (ns) a process has had, all its threads: precise to the ns (`/proc`'s
+/// per-thread `schedstat`), where `stat`'s ticks are 10 ms.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let s = std::fs::read_to_string(t?.path().join("schedstat")).unwrap_or_default();
+        total += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// This thread's CPU time, ns.
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// Datagrams and CPU (ns) of a sender, between the end of its warm-up and its end.
+struct Sent {
+    datagrams: u64,
+    cpu_ns: u64,
+    secs: f64,
+}
+
+/// An application sending `pps` datagrams a second from namespace `from` to `dst` for
+/// `warm` + `secs`, as a real one would: it sends what is due, then sleeps (with the
+/// default timer slack) until the next is.
+fn paced_sender(
+    from: &str,
+    dst: SocketAddr,
+    pps: u64,
+    warm: Duration,
+    secs: Duration,
+) -> std::thread::JoinHandle<Result<Sent>> {
+    traffic::in_ns(from, move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let payload = [0u8; SWEEP_DATAGRAM];
+        let gap = 1_000_000_000 / pps;
+        let start = Instant::now();
+        let end = (warm + secs).as_nanos() as u64;
+        let mut sent = 0u64;
+        let mut mark: Option<(u64, u64)> = None;
+        loop {
+            let el = start.elapsed().as_nanos() as u64;
+            if el >= end {
+                break;
+            }
+            if mark.is_none() && el >= warm.as_nanos() as u64 {
+                mark = Some((sent, thread_cpu_ns()));
+            }
+            while sent * gap <= el {
+                // A full queue is the network's business, not the sender's.
+                let _ = sock.send_to(&payload, dst);
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_nanos((sent * gap).saturating_sub(el)));
+        }
+        let (s0, c0) = mark.unwrap_or((0, 0));
+        Ok(Sent {
+            datagrams: sent - s0,
+            cpu_ns: thread_cpu_ns() - c0,
+            secs: secs.as_secs_f64(),
+        })
+    })
+}
+
+/// A receiver in namespace `ns` for `dst`, until `stop`.
+fn udp_sink(
+    ns: &str,
+    dst: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64>> {
+    traffic::in_ns(ns, move || {
+        let sock = std::net::UdpSocket::bind(dst)?;
+        sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if sock.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+}
+
+/// Mean ping RTT (ms) from A to B, over IPv4 or IPv6.
+fn mean_rtt(topo: &Topology, v6: bool) -> Result<f64> {
+    let out = topo
+        .a
+        .command("ping")
+        .args(["-q", "-n", "-c", "100", "-i", "0.05"])
+        .arg(if v6 { "-6" } else { "-4" })
+        .arg(if v6 { netns::B_V6 } else { netns::B_V4 })
+        .output()?;
+    let (_, recv, avg) = crate::commands::demo::parse_ping(&String::from_utf8_lossy(&out.stdout))
+        .context("ping output")?;
+    if recv == 0 {
+        bail!("ping got no replies");
+    }
+    avg.context("ping printed no mean")
+}
+
+/// `--sweep`: for each timing setting, synthnet's CPU per datagram at 1, 10 and
+/// 100 kpps of 200-byte UDP through 1 ms ± 1 ms each way, beside the sender's own CPU
+/// per datagram in the same run; then the mean ping RTT through 10 ms each way beside
+/// the idle bridge's (no delay), IPv4 and IPv6: the error is what synthnet's departures
+/// add beyond the 20 ms asked for.
+pub fn sweep(o: &BenchOptions, timings: &[Timing], mut emit: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    let secs = Duration::from_secs_f64(o.seconds);
+    let warm = Duration::from_millis(500);
+    let mut rows = Vec::new();
+    let mut push = |r: Row| {
+        emit(&r);
+        rows.push(r);
+    };
+    for &timing in timings {
+        let flag = ["--timing", timing.name()];
+        for pps in SWEEP_PPS {
+            let topo = topology_for(Path::Synthnet)?;
+            let fwd = start_synthnet(&topo, SWEEP_SPEC, &o.exe, false, &flag, false)?;
+            let dst: SocketAddr = format!("{}:5300", netns::B_V4).parse()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let sink = udp_sink(&topo.b.name, dst, stop.clone());
+            std::thread::sleep(Duration::from_millis(100));
+            let sender = paced_sender(&topo.a.name, dst, pps, warm, secs);
+            std::thread::sleep(warm);
+            let (c0, r0) = (
+                cpu_ns(fwd.child.id())?,
+                if_counter(&topo.b, "eth0", "rx_packets")?,
+            );
+            let t0 = Instant::now();
+            let sent = sender
+                .join()
+                .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+            // What was sent last is still held (up to 2 ms): count it in.
+            std::thread::sleep(Duration::from_millis(5));
+            let (c1, r1) = (
+                cpu_ns(fwd.child.id())?,
+                if_counter(&topo.b, "eth0", "rx_packets")?,
+            );
+            let dt = t0.elapsed().as_secs_f64();
+            stop.store(true, Ordering::Relaxed);
+            let _ = sink.join();
+            let forwarded = r1.saturating_sub(r0).max(1);
+            push(Row {
+                test: format!("sweep-{}k", pps / 1000),
+                path: Path::Synthnet,
+                value: forwarded as f64 / dt,
+                unit: "pps",
+                cpu: Some((c1 - c0) as f64 / 1e3 / forwarded as f64),
+                timing: Some(timing),
+                sender_cpu: Some(sent.cpu_ns as f64 / 1e3 / sent.datagrams.max(1) as f64),
+                reference: Some(sent.datagrams as f64 / sent.secs),
+            });
+        }
+        let idle_topo = topology_for(Path::Synthnet)?;
+        let idle = start_synthnet(&idle_topo, EMPTY_SPEC, &o.exe, false, &flag, false)?;
+        let delayed_topo = topology_for(Path::Synthnet)?;
+        let delayed = start_synthnet(&delayed_topo, PING_SPEC, &o.exe, false, &flag, false)?;
+        for v6 in [false, true] {
+            let base = mean_rtt(&idle_topo, v6)?;
+            let rtt = mean_rtt(&delayed_topo, v6)?;
+            push(Row {
+                test: if v6 { "ping-v6" } else { "ping-v4" }.into(),
+                path: Path::Synthnet,
+                value: rtt,
+                unit: "ms RTT",
+                cpu: None,
+                timing: Some(timing),
+                sender_cpu: None,
+                reference: Some(base),
+            });
+        }
+        drop((idle, delayed));
+    }
+    Ok(rows)
+}
+
 /// One line of the table.
 pub fn format_row(r: &Row) -> String {
+    if let Some(timing) = r.timing {
+        let what = format!("synthnet --timing {timing}");
+        return match (r.sender_cpu, r.cpu, r.reference) {
+            (Some(sender), Some(us), sent) => format!(
+                "{:<11} {what:<25} {:>8.0} pps (of {:.0} sent)   {us:.1} µs/pkt CPU; the sender's own {sender:.1} µs/pkt: {:.2}×",
+                r.test,
+                r.value,
+                sent.unwrap_or(f64::NAN),
+                us / sender
+            ),
+            (_, _, Some(idle)) => format!(
+                "{:<11} {what:<25} {:>8.3} ms RTT through 10 ms each way; idle bridge {idle:.3} ms: error {:+.3} ms",
+                r.test,
+                r.value,
+                r.value - 20.0 - idle
+            ),
+            _ => format!("{:<11} {what:<25} {:>8.3}", r.test, r.value),
+        };
+    }
     let value = match r.unit {
         "pps" => format!("{:>8.3} Mpps", r.value / 1e6),
         "Gbit/s" => format!("{:>8.2} Gbit/s", r.value),
         _ => format!("{:>8.3} ms RTT", r.value),
     };
-    let cpu = match (r.test.as_str(), r.cpu) {
-        ("idle", Some(c)) => format!("{c:.2}% of a core"),
-        (_, Some(us)) => format!("{us:.3} µs/pkt CPU = {:.2} Mpps/core", 1.0 / us),
+    let cpu = match (r.test.as_str(), r.cpu, r.reference) {
+        ("idle", Some(c), _) => format!("{c:.2}% of a core"),
+        ("tcp", _, Some(kb)) => format!("{:.0}% of the kernel bridge's", r.value / kb * 100.0),
+        (_, Some(us), _) => format!("{us:.3} µs/pkt CPU = {:.2} Mpps/core", 1.0 / us),
         _ => String::new(),
     };
     format!("{:<11} {:<25} {value}   {cpu}", r.test, r.path.label())

@@ -203,6 +203,8 @@ pub struct Plan {
     spec: Option<PathBuf>,
     stats_secs: f64,
     compile_budget_secs: f64,
+    #[serde(default)]
+    timing: crate::daemon::timing::Timing,
     ring_frames: usize,
     flow_table: Option<usize>,
     command_log: Option<PathBuf>,
@@ -222,6 +224,7 @@ impl Plan {
         EngineArgs {
             stats: self.stats_secs,
             compile_budget: self.compile_budget_secs,
+            timing: self.timing,
             ring_frames: self.ring_frames,
             flow_table: self.flow_table,
             command_log: self.command_log.clone(),
@@ -350,6 +353,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         spec,
         stats_secs: args.engine.stats,
         compile_budget_secs: args.engine.compile_budget,
+        timing: args.engine.timing,
         ring_frames: args.engine.ring_frames,
         flow_table: args.engine.flow_table,
         command_log: args.engine.command_log.clone(),
@@ -1086,6 +1090,7 @@ mod tests {
             spec: Some("/a.json".into()),
             stats_secs: 0.0,
             compile_budget_secs: 10.0,
+            timing: Default::default(),
             ring_frames: 4096,
             flow_table: None,
             command_log: None,

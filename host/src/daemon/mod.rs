@@ -2,17 +2,19 @@
 //! egress chain on INNER → OUTER, live.
 //!
 //! One thread runs the engine: it breathes while packets flow and, when nothing is due,
-//! sleeps in `ppoll` on both receive rings and the control pipe with a timeout equal to
-//! the next deadline (a held packet, a plugin timer, housekeeping), so an idle bridge
-//! costs nothing and a sleeping bridge adds only the wake-up to a packet's latency.
+//! sleeps in `ppoll` on both receive rings, the control pipe and a `timerfd` armed with
+//! the next deadline's absolute time (a held packet, a plugin timer, housekeeping), so
+//! an idle bridge costs nothing and a sleeping bridge adds only the wake-up to a
+//! packet's latency. How early it wakes, and whether it spins the rest of the way, is
+//! the `--timing` setting ([`timing`]).
 //!
 //! Configuration changes take the one apply path (`synthnet_config::apply`): the first
 //! plan is prepared and committed before the loop starts; afterwards the
 //! [`worker`] thread prepares every change (SIGHUP, the HTTP API, a schedule's steps)
 //! off the packet thread, and the engine thread commits it between two breaths — a
-//! scheduled step at exactly its time: its time is one of the loop's deadlines, and the
-//! loop wakes [`STEP_WAKE_NS`] early and keeps breathing until then, so that a slow
-//! wake-up is not added to the step's time. Commands into plugins are delivered the
+//! scheduled step at exactly its time: its time is one of the loop's deadlines, woken
+//! for like a held packet's ([`timing`]), so that a slow wake-up is not added to the
+//! step's time. Commands into plugins are delivered the
 //! same way ([`command`]), and written to the command log ([`cmdlog`]).
 //!
 //! Counters leave the engine thread only through the [`board`]: at a fixed cadence the
@@ -26,6 +28,7 @@ pub mod control;
 pub mod safefile;
 pub mod stats;
 pub mod throttle;
+pub mod timing;
 pub mod worker;
 
 use anyhow::{Context, Result};
@@ -33,6 +36,7 @@ use board::{Board, DirectionFlows, Published, TableRows};
 use control::Control;
 use nix::poll::{PollFd, PollFlags};
 use std::collections::VecDeque;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,19 +55,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Removed stages dropped between two breaths (each unmaps a wasm instance's memory,
 /// tens of µs; ten thousand at once would hold the packets for a third of a second).
 const REAP_PER_TURN: usize = 8;
-/// The most a wake-up is moved forward (the rest is spent breathing, not sleeping).
-const MAX_EARLY_NS: u64 = 500_000;
 /// Sleeps longer than this pause the wasm epoch ticker (unless a plugin call runs on
 /// another thread). Long enough that a bridge with packets in its delay lines keeps
 /// ticking (waking the ticker costs a context switch, which would land on a held
 /// packet's departure), short enough that an idle bridge does not tick at all.
 const LONG_SLEEP_NS: u64 = 30_000_000;
-/// How long before a scheduled step the engine stops sleeping and breathes until its
-/// time (besides waking early by the timer's measured lateness): a thread that is
-/// already running takes the step on time. Short on purpose: on a busy machine the
-/// scheduler takes the CPU from a thread that spins long (2 ms of spinning made steps
-/// up to 2.8 ms late under a load of 9 on 2 cores; 300 µs kept them under 0.4 ms).
-pub const STEP_WAKE_NS: u64 = 300_000;
 
 /// The engine's clock: nanoseconds of `CLOCK_MONOTONIC` since the bridge started. Its
 /// origin is published (`GET /api/v1/spec`), so other processes on the machine can map
@@ -126,6 +122,8 @@ pub struct Options {
     /// Compile each new or changed plugin file first in a child within this budget
     /// ([`compile`]); `None`: compile it here, unbounded.
     pub compile_budget: Option<Duration>,
+    /// How hard the engine works to send packets at exactly their time.
+    pub timing: timing::Timing,
 }
 
 /// The running bridge.
@@ -144,8 +142,18 @@ pub struct Bridge {
     /// Scheduled steps, in time order, the worker prepared.
     timed: VecDeque<Box<Timed>>,
     board: Option<Arc<Board>>,
-    /// How long before a deadline to wake up: the timer's measured lateness.
-    early_ns: u64,
+    /// When to wake up for a deadline, from the timer's measured lateness.
+    pacer: timing::Pacer,
+    /// The sleep's alarm: armed with each sleep's absolute end (`None`: the kernel has
+    /// no timerfd, and `ppoll`'s relative timeout serves).
+    alarm: Option<nix::sys::timerfd::TimerFd>,
+    /// The engine time the alarm is armed for and has not yet rung at (re-arming it
+    /// for the same time would be a system call per sleep for nothing: a busy bridge
+    /// sleeps between bursts, towards the same housekeeping deadline).
+    armed: Option<u64>,
+    /// The least every arriving packet is held ([`timing::min_hold_ns`]) under the plan
+    /// that runs.
+    hold_ns: u64,
 }
 
 /// Where synthnet keeps locks, state and crash records: `/run/synthnet` as root,
@@ -346,6 +354,7 @@ impl Bridge {
             ctl.clone(),
         )
         .context("cannot start the configuration thread")?;
+        let opts_timing = opts.timing;
         let mut bridge = Bridge {
             _claims: claims,
             opts,
@@ -358,8 +367,17 @@ impl Bridge {
             engine_side,
             timed: VecDeque::new(),
             board: None,
-            early_ns: 50_000,
+            pacer: timing::Pacer::new(opts_timing),
+            alarm: nix::sys::timerfd::TimerFd::new(
+                nix::sys::timerfd::ClockId::CLOCK_MONOTONIC,
+                nix::sys::timerfd::TimerFlags::TFD_CLOEXEC
+                    | nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
+            )
+            .ok(),
+            hold_ns: 0,
+            armed: None,
         };
+        bridge.hold_ns = timing::min_hold_ns(bridge.plan());
         if bridge.opts.publish {
             let first = bridge.publication(0);
             bridge.board = Some(Arc::new(Board::new(first)));
@@ -457,6 +475,7 @@ impl Bridge {
                     if report.is_applied() {
                         // A new spec ends the running schedule.
                         self.timed.clear();
+                        self.hold_ns = timing::min_hold_ns(self.plan());
                     }
                     Done::Committed {
                         at_ns,
@@ -497,6 +516,9 @@ impl Bridge {
                 let r = self.net.commit(p);
                 (r, self.net.view())
             });
+            if report.is_some() {
+                self.hold_ns = timing::min_hold_ns(self.plan());
+            }
             let command = command.map(|c| {
                 let r = command::send(&mut self.net, &c.stage, now, &c.command);
                 (c, r)
@@ -571,55 +593,96 @@ impl Bridge {
             for t in [next_stats, next_publish].into_iter().flatten() {
                 deadline = deadline.min(t);
             }
-            if let Some(t) = self.timed.front() {
-                deadline = deadline.min(t.at_ns.saturating_sub(STEP_WAKE_NS));
-            }
             let now = self.now_ns();
-            // Closer to the deadline than a wake-up takes: stay awake (keep breathing).
-            if deadline <= now + self.early_ns {
-                continue;
+            let mut wake = self.pacer.plan(now, deadline, false);
+            if let Some(t) = self.timed.front() {
+                let step = self.pacer.plan(now, t.at_ns, true);
+                wake = match (wake, step) {
+                    (timing::Wake::At(a), timing::Wake::At(b)) => timing::Wake::At(a.min(b)),
+                    _ => timing::Wake::Now,
+                };
             }
-            let target = deadline - self.early_ns;
+            // Closer to the deadline than a wake-up could make: stay awake (keep breathing).
+            let timing::Wake::At(target) = wake else {
+                continue;
+            };
             // A long sleep: let the wasm epoch ticker sleep too.
             let long = target - now > LONG_SLEEP_NS;
             if long {
                 self.runtime.pause();
             }
-            let woken = self.sleep(ctl, target - now);
+            let deaf = self.pacer.may_ignore_arrivals(now, target, self.hold_ns);
+            let woken = self.sleep(ctl, now, target, deaf);
             if long {
                 self.runtime.resume();
             }
             if !woken {
-                // Woken by the timer: learn how late timer wake-ups come on this machine
-                // (moving average), to wake that much earlier next time.
-                let late = self.now_ns().saturating_sub(target).min(MAX_EARLY_NS);
-                self.early_ns = (self.early_ns * 7 + late) / 8;
+                // Woken by the timer: learn how late timer wake-ups come on this machine.
+                self.pacer.woke(target, self.now_ns());
             }
         }
         Ok(())
     }
 
-    /// Block in `ppoll` on both rings and the control pipe for at most `ns`. Returns
-    /// whether something other than the timeout woke us (a signal counts as woken).
-    fn sleep(&mut self, ctl: &Control, ns: u64) -> bool {
-        let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(ns));
+    /// Block in `ppoll` on both rings (unless `deaf`) and the control pipe until engine
+    /// time `until` (it is `now`). Returns whether something other than the timer woke
+    /// us (a signal counts as woken).
+    fn sleep(&mut self, ctl: &Control, now: u64, until: u64, deaf: bool) -> bool {
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        // An absolute time: the moments spent between reading the clock and sleeping
+        // are not added to the sleep (as a relative timeout would add them).
+        let at = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(
+            self.clock.monotonic_origin_ns.saturating_add(until),
+        ));
+        let armed = &mut self.armed;
+        let alarm = self.alarm.as_ref().filter(|a| {
+            *armed == Some(until)
+                || a.set(
+                    Expiration::OneShot(at),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                )
+                .is_ok()
+        });
+        *armed = alarm.map(|_| until);
+        let timeout = match alarm {
+            Some(_) => None,
+            None => Some(nix::sys::time::TimeSpec::from_duration(
+                Duration::from_nanos(until.saturating_sub(now)),
+            )),
+        };
         let (errors, control) = {
             let e = &self.net.engine;
             let mut fds: Vec<PollFd> = self
                 .rx
                 .iter()
                 .filter_map(|&id| e.app_ref::<RawRx>(id)?.fd())
+                .filter(|_| !deaf)
                 .chain([ctl.wake_fd()])
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
-            match nix::poll::ppoll(&mut fds, Some(ts), None) {
+            let n = fds.len();
+            if let Some(a) = alarm {
+                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+            }
+            let rang = match nix::poll::ppoll(&mut fds, timeout, None) {
                 Ok(0) => return false,
                 Err(nix::errno::Errno::EINTR) => return true,
                 Err(_) => return false,
-                Ok(_) => {}
+                Ok(_) => fds[n..]
+                    .iter()
+                    .any(|f| f.revents().is_some_and(|r| !r.is_empty())),
+            };
+            if rang {
+                self.armed = None;
+            }
+            // Only the alarm: woken by the timer.
+            if fds[..n]
+                .iter()
+                .all(|f| f.revents().is_none_or(|r| r.is_empty()))
+            {
+                return false;
             }
             let bad = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
-            let n = fds.len();
             let errors: Vec<bool> = fds[..n - 1]
                 .iter()
                 .map(|f| f.revents().is_some_and(|r| r.intersects(bad)))
