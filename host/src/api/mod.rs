@@ -287,6 +287,10 @@ async fn get_spec(State(api): State<Shared>) -> Json<Value> {
     Json(json!({
         "generation": s.generation,
         "path": s.path,
+        // The user's file is theirs: changes are written back only with --persist, so
+        // what runs may differ from what the file holds.
+        "persist": s.persist,
+        "differs_from_file": s.differs_from_file(),
         "spec": s.spec,
         "plan": s.plan,
         "schedule": s.schedule,

@@ -141,6 +141,7 @@ pub fn run(opts: &DemoOptions, ctl: &Control) -> Result<()> {
                         publish: false,
                         command_log: None,
                         compile_budget: Some(crate::daemon::compile::DEFAULT_BUDGET),
+                        persist: false,
                     },
                     &bridge_ctl,
                 )

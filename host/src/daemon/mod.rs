@@ -123,12 +123,14 @@ pub struct Options {
     /// Compile each new or changed plugin file first in a child within this budget
     /// ([`compile`]); `None`: compile it here, unbounded.
     pub compile_budget: Option<Duration>,
+    /// Write changes made through the API back to the spec file ([`worker`]).
+    pub persist: bool,
 }
 
 /// The running bridge.
 pub struct Bridge {
     /// Held for the bridge's life: no other synthnet bridges these interfaces meanwhile.
-    _claims: Vec<nix::fcntl::Flock<std::fs::File>>,
+    _claims: Vec<safefile::Lock>,
     opts: Options,
     net: Network,
     /// Receive apps of the outer and inner interfaces; transmit apps likewise.
@@ -329,9 +331,11 @@ impl Bridge {
         let startup = SpecState {
             generation: report.generation,
             path: opts.spec.clone(),
+            file_spec: opts.spec.is_some().then(|| spec.clone()),
             spec,
             plan,
             schedule: None,
+            persist: opts.persist,
         };
         let (worker, engine_side) = worker::spawn(
             loader,
