@@ -545,3 +545,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every visible command says what it is, and every command that
+    /// does something shows examples (`--help`).
+    #[test]
+    fn every_argument_has_a_description_and_every_command_examples() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && !a.is_hide_set() && a.get_help().is_none() {
+                    missing.push(format!(
+                        "{here}: argument {} has no description",
+                        a.get_id()
+                    ));
+                }
+            }
+            let subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+            let is_leaf = subs.is_empty() || cmd.get_name() == "ctl";
+            let examples = cmd
+                .get_after_long_help()
+                .or(cmd.get_after_help())
+                .is_some_and(|h| h.to_string().contains("Examples:"));
+            if !path.is_empty() {
+                if is_leaf && !examples && cmd.get_name() != "help" {
+                    missing.push(format!("{here}: no Examples: section"));
+                }
+            }
+            for s in subs {
+                walk(s, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+}
