@@ -572,10 +572,8 @@ mod tests {
                 .get_after_long_help()
                 .or(cmd.get_after_help())
                 .is_some_and(|h| h.to_string().contains("Examples:"));
-            if !path.is_empty() {
-                if is_leaf && !examples && cmd.get_name() != "help" {
-                    missing.push(format!("{here}: no Examples: section"));
-                }
+            if !path.is_empty() && is_leaf && !examples && cmd.get_name() != "help" {
+                missing.push(format!("{here}: no Examples: section"));
             }
             for s in subs {
                 walk(s, &here, missing);

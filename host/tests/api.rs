@@ -271,6 +271,11 @@ fn root_api_every_route_answers() {
         assert_eq!(d["stages"][0]["plugin"], json!("latency"), "{d}");
     }
     assert!(stats["pool"]["capacity"].as_u64().unwrap() > 0);
+    // The history the UI's charts start with: one sample a second, each the stats' JSON.
+    let history = rig.get("/api/v1/stats/history").json();
+    let samples = history["samples"].as_array().unwrap();
+    assert!(!samples.is_empty() && samples.len() <= 120, "{history}");
+    assert_eq!(samples[0]["directions"].as_array().unwrap().len(), 2);
     // The stream: its first event is the same JSON.
     let sse = request_first_event(rig.ns());
     assert!(sse.starts_with("event: stats\ndata: {"), "{sse}");

@@ -728,6 +728,28 @@ fn root_ui_presets_rates_with_units_and_the_users_file() {
     assert!(text.contains("nothing changed"), "#result: {text}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(api.get("/api/v1/spec")["generation"].as_u64(), Some(g0 + 1));
+    // A page loaded now starts its charts with the seconds the bridge already kept.
+    let kept = api.get("/api/v1/stats/history")["samples"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(kept >= 3, "the bridge kept {kept} s of stats");
+    browser.js("location.reload(); return null;");
+    wait_js(
+        &browser,
+        "document.readyState === 'complete' && typeof samples !== 'undefined' && performance.now() < 3000",
+        "the page reloaded",
+        Duration::from_secs(5),
+    );
+    wait_value(&browser, "#default-ingress-latency", "20");
+    let charted = wait_js(
+        &browser,
+        // The oldest sample charted predates the page's load by over a second.
+        "samples.length >= 3 && Date.now() - samples[0].t > performance.now() + 1000 && String(samples.length)",
+        "the charts start with the kept history",
+        Duration::from_secs(2),
+    );
+    eprintln!("after a reload the charts hold {charted} samples (the bridge kept {kept})");
     // Save is there for downloading what runs.
     assert_eq!(
         browser.js("return document.querySelector('#save').textContent"),
