@@ -750,6 +750,21 @@ fn root_ui_presets_rates_with_units_and_the_users_file() {
         Duration::from_secs(2),
     );
     eprintln!("after a reload the charts hold {charted} samples (the bridge kept {kept})");
+    // A flow's protocol is a dropdown of names (synthetic-network's numbers behind it),
+    // and its address takes CIDR text.
+    browser.click("#add-flow");
+    let proto = browser.js("const s = document.querySelector('#flow1-match-protocol');
+         return s ? [s.tagName, s.options[s.selectedIndex].text] : null;");
+    assert_eq!(proto, json!(["SELECT", "udp"]));
+    browser.js(
+        "document.querySelector('#flow1-match-protocol').value = '6';
+         document.querySelector('#flow1-match-ip').value = '10.77.0.0/24'; return null;",
+    );
+    let flow = browser.js("harvest(); return work.flows[0].flow;");
+    assert_eq!(flow["protocol"], json!(6), "{flow}");
+    assert_eq!(flow["ip"], json!("10.77.0.0/24"), "{flow}");
+    browser.click("#revert");
+
     // Save is there for downloading what runs.
     assert_eq!(
         browser.js("return document.querySelector('#save').textContent"),
