@@ -91,6 +91,9 @@ pub fn line(v: &Value, verbose: bool) -> String {
         }
         for st in d["stages"].as_array().into_iter().flatten() {
             for (k, n) in st["plugin_counters"].as_object().into_iter().flatten() {
+                if n.as_u64() == Some(0) {
+                    continue;
+                }
                 counters.push(format!("{}.{k}={n}", st["id"].as_str().unwrap_or("?")));
             }
         }
