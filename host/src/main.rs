@@ -5,11 +5,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use synthnet::commands::{
-    attach, bench, bench_bridge as fwdbench, bridge, check, demo, replay, run, scaffold, takeover,
+    attach, bench, bench_bridge as fwdbench, bridge, check, ctl, demo, replay, run, scaffold,
+    takeover,
 };
 use synthnet::daemon::control::Control;
 use synthnet::daemon::load_plan as plan_of;
@@ -34,13 +36,17 @@ enum Command {
     /// bridge's compile budget; see `--compile-budget`).
     #[command(name = "__compile-check", hide = true)]
     CompileCheck {
+        /// CPU seconds the compile may take.
         cpu_secs: u64,
+        /// The plugin's name, for messages.
         name: String,
+        /// The module's entry point, if not the default.
         entry: Option<PathBuf>,
     },
     /// Bridge two interfaces: the spec's ingress chain on OUTER → INNER, its egress
     /// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
     /// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
+    #[command(after_long_help = BRIDGE_EXAMPLES)]
     Bridge(bridge::BridgeArgs),
     /// Run a command behind a synthetic link, in namespaces of its own (as Mahimahi's
     /// `mm-delay` does): no root needed, nothing left behind. The exit code is the
@@ -49,10 +55,16 @@ enum Command {
     Run(run::RunArgs),
     /// (internal) The bridge stage of `synthnet run`, in its namespaces.
     #[command(name = "__run-outer", hide = true)]
-    RunOuter { plan: String },
+    RunOuter {
+        /// The run's plan (JSON).
+        plan: String,
+    },
     /// (internal) The init of `synthnet run`'s command namespace.
     #[command(name = "__run-inner", hide = true)]
-    RunInner { plan: String },
+    RunInner {
+        /// The run's plan (JSON).
+        plan: String,
+    },
     /// Impair something already running: put the interface of a process's network
     /// namespace (pid:N), a named namespace (netns:NAME) or a container (docker:NAME)
     /// behind synthnet from the host, without restarting it; established connections
@@ -62,6 +74,9 @@ enum Command {
     /// Two network namespaces joined through synthnet: ping across and compare what the
     /// spec configures with what ping measures; removes everything it made (also on
     /// Ctrl-C). Needs root.
+    #[command(
+        after_long_help = "Examples:\n  sudo synthnet demo\n  sudo synthnet demo specs/synthetic-network-simple.json --count 50"
+    )]
     Demo {
         /// The spec; left out: the built-in default spec.
         spec: Option<PathBuf>,
@@ -74,6 +89,9 @@ enum Command {
         interval: f64,
     },
     /// Validate a spec and print the resolved plan (every chain, setting and unit).
+    #[command(
+        after_long_help = "Examples:\n  synthnet check specs/native.json\n  synthnet check specs/*.json\n  synthnet check -          # the built-in default spec"
+    )]
     Check {
         /// The specs (JSON), checked one after another; `-` for the built-in default
         /// spec. Fails if any is invalid, naming it.
@@ -85,6 +103,9 @@ enum Command {
         timing: Timing,
     },
     /// Run one direction of a spec offline over a capture, on a virtual clock.
+    #[command(
+        after_long_help = "Examples:\n  synthnet replay --spec specs/native.json --direction ingress --in specs/sample.pcap --out out.pcapng\n  synthnet replay --spec - --direction egress --in cap.pcap --out out.pcap --log why.jsonl --seed 7"
+    )]
     Replay {
         /// The spec (JSON); `-` for the built-in default spec.
         #[arg(long)]
@@ -122,6 +143,9 @@ enum Command {
     /// plugins and with the four QoS plugins against the kernel's veth and veth+bridge
     /// paths, measured side by side: 64 B and 1500 B floods (rate and forwarder CPU per
     /// packet), TCP throughput, idle CPU and RTT.
+    #[command(
+        after_long_help = "Examples:\n  sudo synthnet bench-bridge\n  sudo synthnet bench-bridge --only tcp --seconds 5 --json"
+    )]
     BenchBridge {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
@@ -151,6 +175,7 @@ enum Command {
     /// default), run the application (`-- CMD`, else ENTRY, else /opt/bin/entry, else
     /// none: a sidecar) and exit with its code; undone on exit. Exit code 3: the bridge
     /// died (the application was stopped). Needs CAP_NET_ADMIN and CAP_NET_RAW.
+    #[command(after_long_help = TAKEOVER_EXAMPLES)]
     Takeover {
         /// The spec (JSON).
         spec: Option<PathBuf>,
@@ -164,8 +189,13 @@ enum Command {
         #[arg(long)]
         api_host: Vec<String>,
         /// Seconds between the bridge's stats lines on stderr; 0: none.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_name = "SECS")]
         stats: f64,
+        /// Keep the spec file as it is: changes through the API live in memory. By
+        /// default takeover writes them back to the file (--persist), as
+        /// synthetic-network's image did.
+        #[arg(long)]
+        no_persist: bool,
         /// Put back what a killed takeover left in this network namespace (from its
         /// record in /run/synthnet), stop its orphaned bridge, and exit.
         #[arg(long, conflicts_with_all = ["spec", "command"])]
@@ -174,23 +204,18 @@ enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Talk to a running bridge's HTTP API (for scripts and CI).
-    Ctl {
-        /// The API's address (host:port); also from SYNTHNET_API.
-        #[arg(long, env = "SYNTHNET_API", default_value = "127.0.0.1:8080")]
-        api: String,
-        /// A file holding the API's bearer token.
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<PathBuf>,
-        #[command(subcommand)]
-        command: CtlCommand,
-    },
-    /// Plugin authoring.
+    /// Talk to a running bridge's HTTP API: see and change what runs, read the
+    /// counters (tables for people; --json for scripts).
+    Ctl(ctl::CtlArgs),
+    /// Plugin authoring: a new plugin crate, ready to build.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
     /// In-memory engine benchmark (no sockets, virtual clock, one core).
+    #[command(
+        after_long_help = "Examples:\n  synthnet bench\n  synthnet bench --only qos-chain --rounds 5\n  synthnet bench --chain latency,jitter --json"
+    )]
     Bench {
         /// One JSON object per line and case.
         #[arg(long)]
@@ -217,37 +242,11 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum CtlCommand {
-    /// Print the running spec (as written), its plan and generation.
-    Get,
-    /// Replace the spec with SPEC (a file; `-`: standard input).
-    Set { spec: String },
-    /// Merge a JSON merge patch (RFC 7396) into the spec as written.
-    Patch { json: String },
-    /// Would SPEC apply? (a dry run; a file or `-`)
-    Validate { spec: String },
-    /// Back to the spec the bridge started with.
-    Reset,
-    /// Every counter, per direction and stage.
-    Stats,
-    /// The busiest flows (5-tuples, after impairment).
-    Flows {
-        /// `ingress` or `egress`; left out: both.
-        #[arg(long)]
-        direction: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        top: usize,
-    },
-    /// Follow the stats: one line a second.
-    Watch,
-    /// Hand JSON (a command) to a running stage (`ingress/default/NAME`,
-    /// `egress/FLOW/NAME`) and print its reply.
-    Command { stage: String, json: String },
-}
-
-#[derive(Subcommand)]
 enum PluginCommand {
     /// Write a ready-to-build plugin crate that forwards every packet.
+    #[command(
+        after_long_help = "Examples:\n  synthnet plugin new odd-drop\n  cd odd-drop && cargo build --release --target wasm32-unknown-unknown"
+    )]
     New {
         /// The plugin's name: letters, digits, '-' and '_' (the crate is
         /// `NAME`, the wasm file `NAME.wasm` with '-' as '_').
@@ -257,6 +256,24 @@ enum PluginCommand {
         dir: PathBuf,
     },
 }
+
+const BRIDGE_EXAMPLES: &str = "\
+Examples:
+  sudo synthnet bridge veth-out veth-in spec.json
+  sudo synthnet bridge eth1 eth2 spec.json --api 127.0.0.1:9000 --persist
+  sudo synthnet bridge veth-out veth-in --stats 5 2>bridge.log    # a stats line every 5 s
+
+On a terminal the bridge redraws one status line (rates, held packets, drops); -q hides
+it, -v adds drops by cause and plugin counters, --stats SECS logs lines instead.
+Changes through the API and web UI live in memory unless --persist; SIGHUP re-reads the
+spec file.";
+
+const TAKEOVER_EXAMPLES: &str = "\
+Examples:
+  # in a container started with --cap-add NET_ADMIN --cap-add NET_RAW:
+  synthnet takeover --api 0.0.0.0:80 -- /opt/bin/entry
+  synthnet takeover spec.json --no-persist -- ./server
+  synthnet takeover --restore        # put back what a killed takeover left";
 
 /// The spec at `path`; `-` is the built-in default.
 fn load_plan(path: &std::path::Path) -> Result<plan::Plan> {
@@ -270,13 +287,31 @@ fn main() -> ExitCode {
         cli.command,
         Command::Run(_) | Command::RunOuter { .. } | Command::RunInner { .. }
     );
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if quiet {
-        "warn"
-    } else {
-        "info"
-    }))
-    .format_timestamp_millis()
-    .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if quiet {
+            "warn"
+        } else {
+            "info"
+        }));
+    logger.format_timestamp_millis();
+    // The bridge's status line is redrawn in place on a terminal: a log line clears it
+    // first (it comes back at its next second).
+    if matches!(cli.command, Command::Bridge(_)) && std::io::stderr().is_terminal() {
+        logger.format(|buf, record| {
+            use std::io::Write;
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "{}[{} {style}{:<5}{style:#} {}] {}",
+                synthnet::commands::status::CLEAR,
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    logger.init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -290,10 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // What a printing command writes may go to `head`: a closed pipe ends it quietly.
     if matches!(
         cli.command,
-        Command::Check { .. }
-            | Command::Replay { .. }
-            | Command::Bench { .. }
-            | Command::Ctl { .. }
+        Command::Check { .. } | Command::Replay { .. } | Command::Bench { .. } | Command::Ctl(_)
     ) {
         synthnet_io::process::die_on_broken_pipe();
     }
@@ -444,6 +476,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             api_token_file,
             api_host,
             stats,
+            no_persist,
             restore,
             command,
         } => {
@@ -468,31 +501,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 spec,
                 api_args,
                 stats_secs: stats,
+                persist: !no_persist,
                 command,
             })?;
             Ok(ExitCode::from(code))
         }
-        Command::Ctl {
-            api,
-            token_file,
-            command,
-        } => {
-            use synthnet::commands::ctl::{self, Request};
-            let token = token_file
-                .map(|f| ctl::read_token(&f, "--token-file"))
-                .transpose()?;
-            let req = match command {
-                CtlCommand::Get => Request::Get,
-                CtlCommand::Set { spec } => Request::Set(spec),
-                CtlCommand::Patch { json } => Request::Patch(json),
-                CtlCommand::Validate { spec } => Request::Validate(spec),
-                CtlCommand::Reset => Request::Reset,
-                CtlCommand::Stats => Request::Stats,
-                CtlCommand::Flows { direction, top } => Request::Flows { direction, top },
-                CtlCommand::Watch => Request::Watch,
-                CtlCommand::Command { stage, json } => Request::Command { stage, json },
-            };
-            ctl::run(&ctl::Target { api, token }, req)?;
+        Command::Ctl(args) => {
+            ctl::main(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
@@ -556,5 +571,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every visible command says what it is, and every command that
+    /// does something shows examples (`--help`).
+    #[test]
+    fn every_argument_has_a_description_and_every_command_examples() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && !a.is_hide_set() && a.get_help().is_none() {
+                    missing.push(format!(
+                        "{here}: argument {} has no description",
+                        a.get_id()
+                    ));
+                }
+            }
+            let subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+            let is_leaf = subs.is_empty() || cmd.get_name() == "ctl";
+            let examples = cmd
+                .get_after_long_help()
+                .or(cmd.get_after_help())
+                .is_some_and(|h| h.to_string().contains("Examples:"));
+            if !path.is_empty() && is_leaf && !examples && cmd.get_name() != "help" {
+                missing.push(format!("{here}: no Examples: section"));
+            }
+            for s in subs {
+                walk(s, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }

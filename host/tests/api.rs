@@ -73,6 +73,87 @@ fn assert_error(a: &Answer, status: u16) -> Value {
 
 const START: &str = r#"{"ingress": {"latency": 20}, "egress": {"latency": 20}}"#;
 
+/// The SHA-256 of the file at `path`, by coreutils' `sha256sum`.
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn root_api_with_persist_the_file_holds_what_runs_and_sighup_rereads_it() {
+    let _s = serial();
+    // Without --persist first: changes live in memory, SIGHUP puts the file back.
+    let rig = Rig::start("apih", START, &[]);
+    let before = sha256(&rig.spec.path);
+    let put = rig.call(
+        "PUT",
+        "/api/v1/spec",
+        r#"{"ingress": {"latency": 45}, "egress": {}}"#,
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(
+        rig.get("/api/v1/spec").json()["differs_from_file"],
+        json!(true)
+    );
+    rig.bridge.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = rig.get("/api/v1/spec").json();
+        if now["generation"] == json!(3) {
+            assert_eq!(now["spec"], serde_json::from_str::<Value>(START).unwrap());
+            assert_eq!(now["differs_from_file"], json!(false));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP: no reload: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sha256(&rig.spec.path), before);
+    drop(rig);
+
+    // With --persist: every applied change is written to the file, atomically.
+    let rig = Rig::start("apiq", START, &["--persist"]);
+    let spec = rig.get("/api/v1/spec").json();
+    assert_eq!(spec["persist"], json!(true));
+    let put = rig.call(
+        "PUT",
+        "/api/v1/spec",
+        r#"{"ingress": {"latency": 30}, "egress": {"latency": 30}}"#,
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    let pv = put.json();
+    assert_eq!(
+        (pv["persisted"].clone(), pv["path"].clone()),
+        (json!(true), json!(rig.spec.path))
+    );
+    assert_eq!(rig.spec.read()["ingress"]["latency"], json!(30));
+    let patch = rig.call("PATCH", "/api/v1/spec", r#"{"egress": {"loss": 0.25}}"#);
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    let now = rig.get("/api/v1/spec").json();
+    assert_eq!(rig.spec.read(), now["spec"]);
+    assert_eq!(
+        rig.spec.read(),
+        json!({"ingress": {"latency": 30}, "egress": {"latency": 30, "loss": 0.25}})
+    );
+    assert_eq!(now["differs_from_file"], json!(false));
+    let reset = rig.call("POST", "/api/v1/reset", "");
+    assert_eq!(reset.status, 200, "{}", reset.text());
+    assert_eq!(
+        rig.spec.read(),
+        serde_json::from_str::<Value>(START).unwrap()
+    );
+}
+
 #[test]
 fn root_api_every_route_answers() {
     let _s = serial();
@@ -115,7 +196,13 @@ fn root_api_every_route_answers() {
     assert_eq!(assert_error(&bad, 422)["field"], json!("ingress.loss"));
     assert_eq!(rig.generation(), 1);
 
-    // Replace, patch, reset: each answered with its generation, each saved.
+    // Replace, patch, reset: each answered with its generation; the user's file is
+    // theirs (no --persist): not a byte of it changes, and GET says what runs differs.
+    let sha_before = sha256(&rig.spec.path);
+    assert_eq!(
+        (spec["persist"].clone(), spec["differs_from_file"].clone()),
+        (json!(false), json!(false))
+    );
     let put = rig.call(
         "PUT",
         "/api/v1/spec",
@@ -129,22 +216,38 @@ fn root_api_every_route_answers() {
             pv["generation"].clone(),
             pv["persisted"].clone()
         ),
-        (json!("applied"), json!(2), json!(true))
+        (json!("applied"), json!(2), json!(false))
     );
-    assert_eq!(rig.spec.read()["ingress"]["latency"], json!(30));
+    assert_eq!(
+        sha256(&rig.spec.path),
+        sha_before,
+        "a PUT rewrote the spec file"
+    );
+    let now = rig.get("/api/v1/spec").json();
+    assert_eq!(now["spec"]["ingress"]["latency"], json!(30));
+    assert_eq!(now["differs_from_file"], json!(true));
     let patch = rig.call("PATCH", "/api/v1/spec", r#"{"egress": {"loss": 0.25}}"#);
     assert_eq!(patch.status, 200, "{}", patch.text());
     assert_eq!(patch.json()["generation"], json!(3));
     assert_eq!(
-        rig.spec.read(),
+        rig.get("/api/v1/spec").json()["spec"],
         json!({"ingress": {"latency": 30}, "egress": {"latency": 30, "loss": 0.25}})
+    );
+    assert_eq!(
+        sha256(&rig.spec.path),
+        sha_before,
+        "a PATCH rewrote the spec file"
     );
     let reset = rig.call("POST", "/api/v1/reset", "");
     assert_eq!(reset.status, 200, "{}", reset.text());
     assert_eq!(reset.json()["generation"], json!(4));
+    let now = rig.get("/api/v1/spec").json();
+    assert_eq!(now["spec"], serde_json::from_str::<Value>(START).unwrap());
+    assert_eq!(now["differs_from_file"], json!(false));
     assert_eq!(
-        rig.spec.read(),
-        serde_json::from_str::<Value>(START).unwrap()
+        sha256(&rig.spec.path),
+        sha_before,
+        "a reset rewrote the spec file"
     );
 
     // Counters, as published (the first publication comes within a second).
@@ -168,6 +271,11 @@ fn root_api_every_route_answers() {
         assert_eq!(d["stages"][0]["plugin"], json!("latency"), "{d}");
     }
     assert!(stats["pool"]["capacity"].as_u64().unwrap() > 0);
+    // The history the UI's charts start with: one sample a second, each the stats' JSON.
+    let history = rig.get("/api/v1/stats/history").json();
+    let samples = history["samples"].as_array().unwrap();
+    assert!(!samples.is_empty() && samples.len() <= 120, "{history}");
+    assert_eq!(samples[0]["directions"].as_array().unwrap().len(), 2);
     // The stream: its first event is the same JSON.
     let sse = request_first_event(rig.ns());
     assert!(sse.starts_with("event: stats\ndata: {"), "{sse}");
@@ -394,7 +502,7 @@ fn root_api_refuses_bad_requests_and_changes_nothing() {
 #[test]
 fn root_api_concurrent_changes_end_in_one_consistent_spec_and_file() {
     let _s = serial();
-    let rig = Rig::start("apic", START, &[]);
+    let rig = Rig::start("apic", START, &["--persist"]);
     let ns = rig.ns().to_string();
     let threads: Vec<_> = (0..50)
         .map(|i| {
@@ -867,7 +975,7 @@ fn root_api_port_in_use_token_and_off() {
     let _b = BridgeProc::start(
         &topo,
         &spec.path,
-        &["--stats", "0", "--api-token-file", tok],
+        &["--stats", "0", "--api-token-file", tok, "--persist"],
     );
     let ns = topo.middle().name.clone();
     assert_error(&request(&ns, API, "GET", "/api/v1/spec", &[], b""), 401);
@@ -898,7 +1006,7 @@ fn root_api_port_in_use_token_and_off() {
         .command(env!("CARGO_BIN_EXE_synthnet"))
         .args([
             "ctl",
-            "--token-file",
+            "--api-token-file",
             tok,
             "patch",
             r#"{"ingress": {"latency": 33}}"#,

@@ -9,7 +9,14 @@
 //! - `root_ui_changes_latency_and_ping_follows_with_no_loss`: latency 20 → 80 ms each
 //!   way through the page's inputs; ping RTT moves from 40 to 160 ms (median within
 //!   0.5 ms) and a UDP stream running across the change loses nothing. Saves a
-//!   screenshot to `target/artifacts/ui.png`.
+//!   screenshot (`qos-form-live-charts.png`).
+//! - `root_ui_presets_rates_with_units_and_the_users_file`: a preset and a rate typed
+//!   as "20 Mbit/s" apply; the spec file stays byte-identical and the page says what
+//!   runs differs from it; applying an unchanged form says "nothing changed" and makes
+//!   no new generation.
+//!
+//! Screenshots of each view go to `target/artifacts/`, or to `$SYNTHNET_SCREENSHOTS`
+//! (`scripts/screenshots` sets `docs/ui`, where they are committed).
 //! - `root_ui_shows_the_spec_and_names_a_refused_field`: the page shows the running
 //!   spec's values and units, every control has a label and Tab walks the fields, and a
 //!   refused change (loss 5) names `ingress.loss` in `#result` and changes nothing.
@@ -558,13 +565,7 @@ fn root_ui_changes_latency_and_ping_follows_with_no_loss() {
     // The page as it is now (charts with the stream and the pings in them), kept.
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
-    let dir = Path::new(env!("CARGO_BIN_EXE_synthnet"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("the binary lives in target/<profile>/")
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).expect("make target/artifacts");
-    let path = dir.join("ui.png");
+    let path = screenshot_dir().join("qos-form-live-charts.png");
     std::fs::write(&path, &png).expect("write the screenshot");
     eprintln!("screenshot: {} ({} bytes)", path.display(), png.len());
 }
@@ -584,14 +585,18 @@ fn root_ui_shows_the_spec_and_names_a_refused_field() {
         browser.value_of("#default-egress-latency").as_deref(),
         Some("20")
     );
+    // Rates in the unit that fits, picked beside the field; loss in percent.
     assert_eq!(
         browser.value_of("#default-ingress-rate").as_deref(),
-        Some("10000000")
+        Some("10")
     );
-    assert_eq!(browser.text_of("#default-ingress-rate-unit"), "bit/s");
+    assert_eq!(
+        browser.js("const s = document.querySelector('#default-ingress-rate-scale'); return s.options[s.selectedIndex].text"),
+        "Mbit/s"
+    );
     assert_eq!(browser.text_of("#default-ingress-rate-hint"), "= 10 Mbit/s");
     assert_eq!(browser.text_of("#default-ingress-latency-unit"), "ms");
-    assert_eq!(browser.text_of("#default-ingress-loss-unit"), "ratio 0–1");
+    assert_eq!(browser.text_of("#default-ingress-loss-unit"), "%");
     assert_eq!(
         browser.value_of("#default-ingress-loss").as_deref(),
         Some("")
@@ -625,9 +630,9 @@ fn root_ui_shows_the_spec_and_names_a_refused_field() {
         "default-ingress-jitter"
     );
 
-    // Loss 5 is refused; #result names the field and the reason, the field is marked
-    // and focused, and nothing changed.
-    browser.type_into("#default-ingress-loss", &format!("5{ENTER}"));
+    // Loss 500 % is refused; #result names the field and the reason, the field is
+    // marked and focused, and nothing changed.
+    browser.type_into("#default-ingress-loss", &format!("500{ENTER}"));
     let (state, text) = browser.wait_result(Duration::from_secs(10));
     eprintln!("#result: {text:?}");
     assert_eq!(state, "refused", "#result: {text}");
@@ -650,6 +655,120 @@ fn root_ui_shows_the_spec_and_names_a_refused_field() {
     assert_eq!(
         after["spec"], before["spec"],
         "the refused change changed the spec"
+    );
+}
+
+/// Where to save screenshots of each view (`scripts/screenshots` sets it to `docs/ui`);
+/// `target/artifacts` otherwise.
+fn screenshot_dir() -> PathBuf {
+    let d = std::env::var_os("SYNTHNET_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn root_ui_presets_rates_with_units_and_the_users_file() {
+    let _g = serial();
+    let topo = pinned_topology("uip");
+    let spec = SpecFile::new(
+        "spec",
+        r#"{"ingress": {"latency": 20, "rate": 10000000}, "egress": {"latency": 20}}"#,
+    );
+    let file_before = std::fs::read(&spec.path).unwrap();
+    let (_bridge, api, _driver, browser) = start_all(&topo, &spec);
+    wait_value(&browser, "#default-ingress-latency", "20");
+    let g0 = api.get("/api/v1/spec")["generation"].as_u64().unwrap();
+    // A preset on egress, and a rate typed with its unit on ingress.
+    browser.js("const p = document.querySelector('#default-egress-preset');
+         p.value = 'Slow 3G'; p.dispatchEvent(new Event('change')); return null;");
+    assert_eq!(
+        browser.value_of("#default-egress-latency").as_deref(),
+        Some("200")
+    );
+    browser.type_into("#default-ingress-rate", "20 Mbit/s");
+    assert_eq!(browser.text_of("#default-ingress-rate-hint"), "= 20 Mbit/s");
+    browser.keys(ENTER);
+    let (state, text) = browser.wait_result(Duration::from_secs(10));
+    assert_eq!(state, "applied", "#result: {text}");
+    let now = api.get("/api/v1/spec");
+    assert_eq!(now["generation"].as_u64(), Some(g0 + 1), "{now}");
+    assert_eq!(now["spec"]["ingress"]["rate"], json!(20_000_000), "{now}");
+    assert_eq!(now["spec"]["ingress"]["latency"], json!(20), "{now}");
+    assert_eq!(now["spec"]["egress"]["latency"], json!(200), "{now}");
+    assert_eq!(now["spec"]["egress"]["rate"], json!(400_000), "{now}");
+    assert_eq!(
+        now["plan"]["ingress"]["default"][0]["config"]["rate_bps"],
+        json!(20_000_000),
+        "{now}"
+    );
+    // The user's file is untouched, and the page says what runs differs from it.
+    assert_eq!(std::fs::read(&spec.path).unwrap(), file_before);
+    let path_text = wait_js(
+        &browser,
+        "document.querySelector('#spec-path').dataset.differs === 'true' && document.querySelector('#spec-path').textContent",
+        "the page says what runs differs from the file",
+        Duration::from_secs(5),
+    );
+    assert!(
+        path_text.as_str().unwrap_or("").contains("differs"),
+        "{path_text}"
+    );
+    std::fs::write(
+        screenshot_dir().join("qos-form-presets-units.png"),
+        browser.screenshot(),
+    )
+    .unwrap();
+    // Apply again with nothing changed: said so, and no new generation.
+    browser.js("document.querySelector('#result').dataset.state = 'idle'; return null;");
+    browser.click("#apply");
+    let (state, text) = browser.wait_result(Duration::from_secs(10));
+    assert_eq!(state, "applied", "#result: {text}");
+    assert!(text.contains("nothing changed"), "#result: {text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api.get("/api/v1/spec")["generation"].as_u64(), Some(g0 + 1));
+    // A page loaded now starts its charts with the seconds the bridge already kept.
+    let kept = api.get("/api/v1/stats/history")["samples"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(kept >= 3, "the bridge kept {kept} s of stats");
+    browser.js("location.reload(); return null;");
+    wait_js(
+        &browser,
+        "document.readyState === 'complete' && typeof samples !== 'undefined' && performance.now() < 3000",
+        "the page reloaded",
+        Duration::from_secs(5),
+    );
+    wait_value(&browser, "#default-ingress-latency", "20");
+    let charted = wait_js(
+        &browser,
+        // The oldest sample charted predates the page's load by over a second.
+        "samples.length >= 3 && Date.now() - samples[0].t > performance.now() + 1000 && String(samples.length)",
+        "the charts start with the kept history",
+        Duration::from_secs(2),
+    );
+    eprintln!("after a reload the charts hold {charted} samples (the bridge kept {kept})");
+    // A flow's protocol is a dropdown of names (synthetic-network's numbers behind it),
+    // and its address takes CIDR text.
+    browser.click("#add-flow");
+    let proto = browser.js("const s = document.querySelector('#flow1-match-protocol');
+         return s ? [s.tagName, s.options[s.selectedIndex].text] : null;");
+    assert_eq!(proto, json!(["SELECT", "udp"]));
+    browser.js(
+        "document.querySelector('#flow1-match-protocol').value = '6';
+         document.querySelector('#flow1-match-ip').value = '10.77.0.0/24'; return null;",
+    );
+    let flow = browser.js("harvest(); return work.flows[0].flow;");
+    assert_eq!(flow["protocol"], json!(6), "{flow}");
+    assert_eq!(flow["ip"], json!("10.77.0.0/24"), "{flow}");
+    browser.click("#revert");
+
+    // Save is there for downloading what runs.
+    assert_eq!(
+        browser.js("return document.querySelector('#save').textContent"),
+        "Save"
     );
 }
 
@@ -903,14 +1022,9 @@ fn root_ui_sends_stage_commands_and_shows_counters_and_schedule() {
         "tx's command count",
         Duration::from_secs(5),
     );
-    // The page as it is now, kept as target/artifacts/ui-commands.png.
+    // The page as it is now: the native chain editor with commands and counters.
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
-    let dir = Path::new(env!("CARGO_BIN_EXE_synthnet"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("the binary lives in target/<profile>/")
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).expect("make target/artifacts");
-    std::fs::write(dir.join("ui-commands.png"), &png).expect("write the screenshot");
+    std::fs::write(screenshot_dir().join("native-chain-commands.png"), &png)
+        .expect("write the screenshot");
 }

@@ -43,7 +43,7 @@ impl Drop for Planted {
 fn root_api_saves_refuse_links_and_fifos_and_touch_no_victim() {
     let _s = serial();
     let t0 = Instant::now();
-    let rig = Rig::start("wrn1", START, &[]);
+    let rig = Rig::start("wrn1", START, &["--persist"]);
     let pid = rig.bridge.child.id();
     let spec = rig.spec_file.path.clone();
     let dir = spec.parent().unwrap().to_path_buf();

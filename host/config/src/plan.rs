@@ -1189,12 +1189,14 @@ fn native_plan(spec: NativeSpec, base: &Path) -> Result<Plan, SpecError> {
                 "sctp" => 132,
                 "dccp" => 33,
                 "udplite" => 136,
-                other => return Err(err(
-                    format!("{at}.match.protocol"),
-                    format!(
+                other => {
+                    return Err(err(
+                        format!("{at}.match.protocol"),
+                        format!(
                         "{other:?} is not tcp, udp, icmp, icmpv6, sctp, dccp, udplite or a number"
                     ),
-                )),
+                    ))
+                }
             }),
         };
         let ports = match (m.port_min, m.port_max) {

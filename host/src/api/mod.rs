@@ -66,7 +66,13 @@ pub struct Api {
     pub token: Option<String>,
     pub hosts: Vec<String>,
     pub registry: prometheus_client::registry::Registry,
+    /// The stats of the last [`HISTORY_S`] seconds, one a second, oldest first: what a
+    /// page loaded now starts its charts with.
+    pub history: std::sync::Mutex<std::collections::VecDeque<Value>>,
 }
+
+/// Seconds of stats the API keeps for `GET /api/v1/stats/history` (the UI's charts).
+pub const HISTORY_S: usize = 120;
 
 pub type Shared = Arc<Api>;
 
@@ -110,6 +116,7 @@ pub fn spawn(
         token: opts.token,
         hosts: opts.hosts,
         registry,
+        history: Default::default(),
     });
     let listener = opts.listener;
     std::thread::Builder::new()
@@ -134,6 +141,7 @@ pub fn spawn(
                         return;
                     }
                 };
+                tokio::spawn(keep_history(api.clone()));
                 conn::serve(listener, router(api), cap).await;
             });
         })
@@ -159,6 +167,7 @@ pub fn router(api: Shared) -> Router {
         .route("/api/v1/reset", post(reset))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/stats/stream", get(stats_stream))
+        .route("/api/v1/stats/history", get(stats_history))
         .route("/api/v1/flows", get(flows))
         .route(
             "/api/v1/stages/{dir}/{chain}/{name}/command",
@@ -287,6 +296,10 @@ async fn get_spec(State(api): State<Shared>) -> Json<Value> {
     Json(json!({
         "generation": s.generation,
         "path": s.path,
+        // The user's file is theirs: changes are written back only with --persist, so
+        // what runs may differ from what the file holds.
+        "persist": s.persist,
+        "differs_from_file": s.differs_from_file(),
         "spec": s.spec,
         "plan": s.plan,
         "schedule": s.schedule,
@@ -402,6 +415,28 @@ async fn stage_command(
             "the worker answered a command with something else",
         )),
     }
+}
+
+/// Once a second, the stats into the history (at most [`HISTORY_S`] of them), without
+/// what a chart does not draw (schedule, commands).
+async fn keep_history(api: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let v = views::stats(&api.board.read(), api.started.elapsed());
+        let mut h = api.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= HISTORY_S {
+            h.pop_front();
+        }
+        h.push_back(v);
+    }
+}
+
+/// `GET /api/v1/stats/history`: `{"samples": [...]}`, the stats of each of the last
+/// 120 seconds (as `GET /api/v1/stats` answered them), oldest first.
+async fn stats_history(State(api): State<Shared>) -> Json<Value> {
+    let h = api.history.lock().unwrap_or_else(|e| e.into_inner());
+    Json(json!({"samples": h.iter().collect::<Vec<_>>()}))
 }
 
 async fn stats_stream(

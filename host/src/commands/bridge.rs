@@ -7,7 +7,7 @@
 //! say that it is ready, and forward packets until SIGINT/SIGTERM.
 
 use anyhow::{Context, Result};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -52,13 +52,21 @@ pub struct BridgeArgs {
     /// packets (and its API listens), then close it: how a supervisor knows it is up.
     #[arg(long, value_name = "FD")]
     pub ready_fd: Option<i32>,
+    /// No status line on the terminal (log lines still go to stderr).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// A status line with more detail: drops by cause and plugins' own counters.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// The engine's flags, the same for every command that runs a bridge.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// Seconds between one-line stats reports on stderr; 0: none.
-    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+    /// Print a stats line on stderr every SECS seconds (a log, one line each, for files
+    /// and CI); 0: none. On a terminal, `bridge` shows a status line redrawn in place
+    /// instead (see -q, -v).
+    #[arg(long, default_value_t = 0.0, value_parser = seconds, value_name = "SECS")]
     pub stats: f64,
     /// Receive ring frames per interface (2 KiB each).
     #[arg(long, default_value_t = 4096)]
@@ -83,6 +91,11 @@ pub struct EngineArgs {
     /// 250 µs share a wake-up (within 1 ms). `synthnet check` prints each promise.
     #[arg(long, value_enum, default_value_t = Timing::default(), value_name = "SETTING")]
     pub timing: Timing,
+    /// Write every change made through the API or the UI back to the spec file
+    /// (atomically). Without it the file is never written: changes live in memory,
+    /// and SIGHUP re-reads the file.
+    #[arg(long)]
+    pub persist: bool,
 }
 
 impl EngineArgs {
@@ -116,6 +129,7 @@ impl EngineArgs {
             compile_budget: (self.compile_budget > 0.0)
                 .then(|| Duration::from_secs_f64(self.compile_budget)),
             timing: self.timing,
+            persist: self.persist,
         })
     }
 }
@@ -178,7 +192,7 @@ impl ApiArgs {
     /// output belongs to the command a front door runs).
     pub fn announce(&self, addr: SocketAddr) {
         let token = match &self.api_token_file {
-            Some(f) => format!(" --token-file {}", f.display()),
+            Some(f) => format!(" --api-token-file {}", f.display()),
             None => String::new(),
         };
         eprintln!("synthnet: web UI and API on http://{addr}/ — control it with: synthnet ctl --api {addr}{token} patch '{{\"ingress\": {{\"latency\": 100}}}}'");
@@ -191,16 +205,27 @@ pub fn serve(args: BridgeArgs) -> Result<()> {
         .ready_fd
         .map(|fd| synthnet_io::process::inherited_fd(fd).context("--ready-fd"))
         .transpose()?;
-    let opts = args
+    let mut opts = args
         .engine
         .options(args.outer, args.inner, args.spec, args.api.is_on())?;
+    // A status line where a person watches, unless the stats log is asked for.
+    let status =
+        !args.quiet && opts.stats.is_none() && ready.is_none() && std::io::stderr().is_terminal();
+    opts.publish |= status;
     let ctl = Control::new()?;
     ctl.install_reload_handler()?;
     let mut b = Bridge::new(opts, &ctl)?;
     // After the bridge claimed its interfaces (a second bridge on them is told so),
     // before it runs.
     let api = args.api.open()?;
-    run_bridge(&mut b, &ctl, api, |addr| {
+    let line = match b.board() {
+        Some(board) if status => Some(crate::commands::status::StatusLine::start(
+            board,
+            args.verbose,
+        )?),
+        _ => None,
+    };
+    let result = run_bridge(&mut b, &ctl, api, |addr| {
         if let Some(a) = addr {
             if args.api.api == "auto" {
                 args.api.announce(a);
@@ -209,7 +234,9 @@ pub fn serve(args: BridgeArgs) -> Result<()> {
         if let Some(fd) = ready {
             signal_ready(fd);
         }
-    })
+    });
+    drop(line);
+    result
 }
 
 /// Write the one readiness line to `fd` and close it (a supervisor that went away is

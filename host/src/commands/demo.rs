@@ -142,6 +142,7 @@ pub fn run(opts: &DemoOptions, ctl: &Control) -> Result<()> {
                         command_log: None,
                         compile_budget: Some(crate::daemon::compile::DEFAULT_BUDGET),
                         timing: Default::default(),
+                        persist: false,
                     },
                     &bridge_ctl,
                 )

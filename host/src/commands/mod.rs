@@ -12,4 +12,5 @@ pub mod demo;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
+pub mod status;
 pub mod takeover;

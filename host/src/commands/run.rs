@@ -208,6 +208,9 @@ pub struct Plan {
     ring_frames: usize,
     flow_table: Option<usize>,
     command_log: Option<PathBuf>,
+    /// Write API changes back to the spec file (`--persist`).
+    #[serde(default)]
+    persist: bool,
     api_on: bool,
     /// The API's address as CMD reaches it (through the front end's gateway).
     api_for_cmd: Option<SocketAddr>,
@@ -228,6 +231,7 @@ impl Plan {
             ring_frames: self.ring_frames,
             flow_table: self.flow_table,
             command_log: self.command_log.clone(),
+            persist: self.persist,
         }
     }
 }
@@ -357,6 +361,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ring_frames: args.engine.ring_frames,
         flow_table: args.engine.flow_table,
         command_log: args.engine.command_log.clone(),
+        persist: args.engine.persist,
         api_on: listener.is_some(),
         // The front end maps its gateway to this machine's loopback.
         api_for_cmd: api_addr
@@ -1094,6 +1099,7 @@ mod tests {
             ring_frames: 4096,
             flow_table: None,
             command_log: None,
+            persist: false,
             api_on: true,
             api_for_cmd: Some("10.0.2.2:8080".parse().unwrap()),
             command: vec!["ping".into(), "-c1".into()],

@@ -52,6 +52,9 @@ pub struct TakeoverOptions {
     pub api_args: Vec<String>,
     /// Seconds between the bridge's stats lines (0: none).
     pub stats_secs: f64,
+    /// Write API changes back to the spec file (synthetic-network's image did: the
+    /// default here).
+    pub persist: bool,
     /// The application: the command after `--` (empty: `ENTRY`, then `/opt/bin/entry`).
     pub command: Vec<String>,
 }
@@ -152,6 +155,9 @@ fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Res
         cmd.arg(s);
     }
     cmd.arg("--stats").arg(opts.stats_secs.to_string());
+    if opts.persist {
+        cmd.arg("--persist");
+    }
     cmd.args(&opts.api_args);
     cmd.arg("--ready-fd").arg(ready_tx.as_raw_fd().to_string());
     // Its own process group: a Ctrl-C on the terminal is the application's, not the

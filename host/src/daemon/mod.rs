@@ -124,12 +124,14 @@ pub struct Options {
     pub compile_budget: Option<Duration>,
     /// How hard the engine works to send packets at exactly their time.
     pub timing: timing::Timing,
+    /// Write changes made through the API back to the spec file ([`worker`]).
+    pub persist: bool,
 }
 
 /// The running bridge.
 pub struct Bridge {
     /// Held for the bridge's life: no other synthnet bridges these interfaces meanwhile.
-    _claims: Vec<nix::fcntl::Flock<std::fs::File>>,
+    _claims: Vec<safefile::Lock>,
     opts: Options,
     net: Network,
     /// Receive apps of the outer and inner interfaces; transmit apps likewise.
@@ -340,9 +342,11 @@ impl Bridge {
         let startup = SpecState {
             generation: report.generation,
             path: opts.spec.clone(),
+            file_spec: opts.spec.is_some().then(|| spec.clone()),
             spec,
             plan,
             schedule: None,
+            persist: opts.persist,
         };
         let (worker, engine_side) = worker::spawn(
             loader,

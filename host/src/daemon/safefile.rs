@@ -214,25 +214,70 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A lock held for the life of the process: the kernel drops it however it ends.
-pub type Lock = nix::fcntl::Flock<File>;
+/// A lock held for the life of the process: the kernel drops it however it ends, and a
+/// clean end (the value dropped) also removes its file, so a stopped synthnet leaves no
+/// lock files behind.
+///
+/// Removing a lock file races with a process that opened it just before: that one may
+/// then lock the removed file while a third creates a new one at the name. So a lock is
+/// only taken on the file that still is at its name ([`lock_with_pid`] checks the inode
+/// after locking, and tries again otherwise), and the file is removed while held.
+#[derive(Debug)]
+pub struct Lock {
+    flock: nix::fcntl::Flock<File>,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Where the lock file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Only our file: if something else took the name meanwhile, leave it.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .zip(self.flock.metadata().ok())
+            .is_some_and(|(at_name, held)| {
+                at_name.ino() == held.ino() && at_name.dev() == held.dev()
+            });
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
 
 /// Take the exclusive lock on the file at `path` ([`open_lock`]) and write our pid in
 /// it; when another process holds it, `Ok(Err(pid))` with the pid it wrote (0 if none).
 pub fn lock_with_pid(path: &Path) -> io::Result<Result<Lock, u32>> {
     use nix::fcntl::{Flock, FlockArg};
     use std::io::{Read, Seek};
-    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = write!(lock, "{}", std::process::id());
-            Ok(Ok(lock))
-        }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Ok(Err(pid.trim().parse().unwrap_or(0)))
+    loop {
+        match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                // The holder we waited for may have removed the file as it ended: then
+                // this lock is on a file nobody else will look at. Take the new one.
+                let held = lock.metadata()?;
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => {}
+                    _ => continue,
+                }
+                let _ = lock.set_len(0);
+                let _ = lock.rewind();
+                let _ = write!(lock, "{}", std::process::id());
+                return Ok(Ok(Lock {
+                    flock: lock,
+                    path: path.to_path_buf(),
+                }));
+            }
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Ok(Err(pid.trim().parse().unwrap_or(0)));
+            }
         }
     }
 }
@@ -332,6 +377,28 @@ mod tests {
         assert!(staged.commit().is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_lock_excludes_others_and_its_file_goes_when_it_is_dropped() {
+        let d = scratch("p");
+        let path = d.join("x.lock");
+        let lock = lock_with_pid(&path).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            std::process::id().to_string()
+        );
+        // Held (by this process, through another open file): refused, naming our pid.
+        assert_eq!(
+            lock_with_pid(&path).unwrap().unwrap_err(),
+            std::process::id()
+        );
+        drop(lock);
+        assert!(!path.exists(), "the lock file stays after a clean end");
+        let again = lock_with_pid(&path).unwrap().unwrap();
+        assert!(path.exists());
+        drop(again);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

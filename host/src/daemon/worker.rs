@@ -6,9 +6,13 @@
 //! concurrent changes: parse the spec, [`prepare`] it against the running
 //! configuration, hand the prepared change to the engine thread (and wake it), wait for
 //! its [`Report`], and answer the requester with it. The worker also keeps the spec *as
-//! written* ([`SpecState`]): an applied change that came from outside the file (the API)
-//! is written back to the spec file atomically, so a later SIGHUP or restart keeps it; a
-//! refused change leaves the file and the running configuration as they were.
+//! written* ([`SpecState`]). **The user's file is theirs**: a change through the API
+//! lives in memory only, and SIGHUP re-reads the file (replacing what the API changed);
+//! [`SpecState::file_spec`] is what the file held when last read or written, so the API
+//! can say when what runs differs from it. With `persist` (`synthnet bridge --persist`,
+//! the default of `takeover`), an applied change is written back to the spec file
+//! atomically, so a later SIGHUP or restart keeps it. A refused change leaves the file
+//! and the running configuration as they were.
 //!
 //! **Schedules.** A spec's schedule starts when the spec is applied (the engine time of
 //! its commit). The worker prepares each step ahead of its time (compiled and
@@ -112,6 +116,19 @@ pub struct SpecState {
     pub plan: Plan,
     /// The spec's schedule, while it has one.
     pub schedule: Option<Progress>,
+    /// Whether applied changes are written back to `path` (`--persist`).
+    pub persist: bool,
+    /// What `path` held when it was last read (startup, SIGHUP) or written (a persisted
+    /// change), as JSON; `None` without a file.
+    pub file_spec: Option<Value>,
+}
+
+impl SpecState {
+    /// Whether what runs differs from what the spec file held when last read or
+    /// written (`false` without a file: there is nothing to differ from).
+    pub fn differs_from_file(&self) -> bool {
+        self.file_spec.as_ref().is_some_and(|f| f != &self.spec)
+    }
 }
 
 /// A scheduled step, prepared, for the engine to do at `at_ns`.
@@ -308,6 +325,7 @@ impl Worker {
             Ok((v, p))
         };
         // The spec to run, and whether it must be written to the file.
+        let reload = matches!(req.change, Change::Reload);
         let (wanted, save) = match req.change {
             Change::Stepped(s) => {
                 self.stepped(*s);
@@ -361,7 +379,7 @@ impl Worker {
             }
             Change::Reset => (planned(self.startup.spec.clone(), &self.base), true),
         };
-        let save_to = self.path.clone().filter(|_| save);
+        let save_to = self.path.clone().filter(|_| save && self.startup.persist);
         let outcome = wanted.and_then(|(value, p)| {
             // Write the new spec next to the file before committing, so that a
             // change that cannot be saved is refused and changes nothing.
@@ -392,13 +410,23 @@ impl Worker {
                                 .push(format!("applied, but not saved: {e}")),
                         }
                     }
-                    *self.state() = SpecState {
+                    let mut state = self.state();
+                    // The file holds what runs once it was read (SIGHUP) or saved.
+                    let file_spec = if reload || saved.is_some() {
+                        Some(value.clone())
+                    } else {
+                        state.file_spec.take()
+                    };
+                    *state = SpecState {
                         generation: report.generation,
                         path: self.path.clone(),
                         spec: value,
                         plan: p.clone(),
                         schedule: None,
+                        persist: self.startup.persist,
+                        file_spec,
                     };
+                    drop(state);
                     self.start_schedule(&p, at_ns);
                 }
                 (report, saved)
