@@ -58,7 +58,7 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
     };
     cargo_test("as made");
 
-    // The README's tutorial edit (drop every packet of odd length): its own tests keep
+    // The tutorial's edit (docs/more.md: drop every packet of odd length): its own tests keep
     // passing, because they check the contract, not a hard-coded pass-through.
     let lib = root.join("src/lib.rs");
     let src = std::fs::read_to_string(&lib).unwrap();
@@ -69,11 +69,11 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
         "the template's process changed: {src}"
     );
     let odd_drop = "        for i in 0..batch.len() {\n            if batch.wire_len(i) % 2 == 1 {\n                batch.discard(i);\n            } else {\n                batch.forward(i);\n            }\n        }\n";
-    let readme_top =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let tutorial =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/more.md")).unwrap();
     assert!(
-        readme_top.contains("if batch.wire_len(i) % 2 == 1 {"),
-        "the README's tutorial changed: update this test"
+        tutorial.contains("if batch.wire_len(i) % 2 == 1 {"),
+        "the tutorial in docs/more.md changed: update this test"
     );
     std::fs::write(&lib, src.replace(forward_all, odd_drop)).unwrap();
     cargo_test("after the tutorial edit");
