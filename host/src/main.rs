@@ -413,6 +413,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             spec: specs,
             timing,
         } => {
+            // Held packets leave as the timing setting promises (the spec's delays are
+            // the least a packet waits; this is what may come on top).
+            println!("timing {timing}: {}", timing.promise());
             let many = specs.len() > 1;
             for spec in &specs {
                 if many {
@@ -423,9 +426,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", plan::describe(&plan));
                 println!("ok");
             }
-            // Held packets leave as the timing setting promises (the spec's delays are
-            // the least a packet waits; this is what may come on top).
-            println!("timing {timing}: {}", timing.promise());
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
