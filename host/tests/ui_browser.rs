@@ -729,10 +729,18 @@ fn root_ui_presets_rates_with_units_and_the_users_file() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(api.get("/api/v1/spec")["generation"].as_u64(), Some(g0 + 1));
     // A page loaded now starts its charts with the seconds the bridge already kept.
-    let kept = api.get("/api/v1/stats/history")["samples"]
-        .as_array()
-        .unwrap()
-        .len();
+    // (One sample a second: wait until the bridge has run for three.)
+    let kept_since = std::time::Instant::now();
+    let kept = loop {
+        let kept = api.get("/api/v1/stats/history")["samples"]
+            .as_array()
+            .unwrap()
+            .len();
+        if kept >= 3 || kept_since.elapsed() > Duration::from_secs(6) {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(kept >= 3, "the bridge kept {kept} s of stats");
     browser.js("location.reload(); return null;");
     wait_js(
