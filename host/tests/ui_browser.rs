@@ -47,25 +47,6 @@ const DRIVER_PORT: u16 = 19515;
 const ENTER: &str = "\u{E007}";
 const TAB: &str = "\u{E004}";
 
-/// The median RTT, ms, of 100 pings 20 ms apart from `ns`, and their mean. Fails the
-/// test unless every ping is answered.
-fn ping_rtts(ns: &netns::Netns, target: &str) -> (f64, f64) {
-    let out = ns
-        .command("ping")
-        .args(["-n", "-c", "100", "-i", "0.02", "-W", "2", target])
-        .output()
-        .expect("run ping");
-    let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert_eq!(rtts.len(), 100, "every ping answered");
-    rtts.sort_by(f64::total_cmp);
-    let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
-    (mean, rtts[rtts.len() / 2])
-}
-
 /// Sets of 100 pings until one's median RTT is within `tolerance_ms` of `expected_ms`,
 /// at most five (as the bridge's latency accuracy test does: on a shared 2-core VM a
 /// scheduling hiccup can spoil a set; a bridge really off fails them all). Every set's
@@ -78,7 +59,7 @@ fn rtt_sets(
 ) -> (Vec<(f64, f64)>, bool) {
     let mut sets = Vec::new();
     for _ in 0..5 {
-        let (mean, median) = ping_rtts(ns, target);
+        let (mean, median) = common::ping_rtts(ns, target, 100, "0.02");
         sets.push((mean, median));
         if (median - expected_ms).abs() < tolerance_ms {
             return (sets, true);
