@@ -27,19 +27,17 @@ fn on_a_terminal(ns: &Netns, flags: &str, secs: f64) -> String {
     let dir = std::env::temp_dir().join(netns::unique("tty"));
     std::fs::create_dir_all(&dir).unwrap();
     let typescript = dir.join("typescript");
+    // The bridge gets its SIGINT from a `timeout` inside the terminal session, so it
+    // stops as a user's Ctrl-C stops it, and `script` returns only once it has exited
+    // (a signal to `script` itself would leave the bridge to be killed, or outlive it and
+    // still hold the interface's lock when the next run starts). The outer `timeout`
+    // only guards against a hang.
     let status = Command::new("timeout")
-        .args([
-            "--preserve-status",
-            "-s",
-            "INT",
-            &secs.to_string(),
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
-        ])
+        .args(["-s", "KILL", "60", "ip", "netns", "exec", &ns.name])
         .args(["script", "-qfec"])
-        .arg(format!("{SYNTHNET} bridge outer inner --api off {flags}"))
+        .arg(format!(
+            "timeout --preserve-status -s INT {secs} {SYNTHNET} bridge outer inner --api off {flags}"
+        ))
         .arg(&typescript)
         .status()
         .expect("run script");
