@@ -59,9 +59,9 @@ pub fn normal_quantile(p: f64) -> f64 {
             / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     };
     if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
+        tail((-2.0 * libm::log(p)).sqrt())
     } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+        -tail((-2.0 * libm::log(1.0 - p)).sqrt())
     } else {
         let q = p - 0.5;
         let r = q * q;
@@ -77,7 +77,7 @@ fn clamp16(v: f64) -> i16 {
 /// iproute2's pareto generator (a = 3): entry `k` of 4096, before clamping.
 fn pareto_value(k: usize) -> f64 {
     let u = (65536 - 16 * k) as f64 / 65536.0;
-    (1.0 / u.powf(1.0 / 3.0) - 1.5) * (4.0 / 3.0) * DIST_SCALE
+    (1.0 / libm::pow(u, 1.0 / 3.0) - 1.5) * (4.0 / 3.0) * DIST_SCALE
 }
 
 /// netem's normal table: entry `k` is where the CDF reaches (4k + ½)/16384.

@@ -102,18 +102,22 @@ impl Rng {
     }
 }
 
-// f64 transcendental functions come from std on every target we build.
+// The transcendental functions come from the `libm` crate on every target, so a plugin
+// compiled natively (the SDK's harness, the host's native twins) and the same plugin
+// compiled to wasm draw the same values to the last bit: std's `ln`/`cos` call the
+// platform's libm natively (glibc here) and a Rust port of musl's on wasm32, which need
+// not agree in the last ulp. (`sqrt` is correctly rounded by IEEE 754 everywhere.)
 #[inline]
 fn ln(x: f64) -> f64 {
-    x.ln()
+    libm::log(x)
 }
 #[inline]
 fn cos(x: f64) -> f64 {
-    x.cos()
+    libm::cos(x)
 }
 #[inline]
 fn sqrt(x: f64) -> f64 {
-    x.sqrt()
+    libm::sqrt(x)
 }
 
 /// A Bernoulli trial with probability `p`, precomputed as an integer threshold so the

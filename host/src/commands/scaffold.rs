@@ -83,6 +83,7 @@ description = "synthnet plugin SDK (copied by `synthnet plugin new`)"
 [dependencies]
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
+libm = "0.2"
 "#
         ),
     )?;
