@@ -217,7 +217,7 @@ fn tables_are_capped_and_failures_always_say_something() {
     };
     use synthnet_runtime::Factory;
     let e = make(&module(10_000_000, 0)).instantiate(1).err().unwrap();
-    assert!(e.to_string().contains("table"), "{e}");
+    assert!(e.to_string().contains("exceeded its table limit"), "{e}");
     // Within the cap; init fails without a message (0), or with one outside memory.
     let e = make(&module(1_000, 0)).instantiate(1).err().unwrap();
     assert!(e.to_string().contains("failed without a message"), "{e}");
@@ -226,6 +226,58 @@ fn tables_are_capped_and_failures_always_say_something() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("outside its memory"), "{e}");
+}
+
+/// Memory growth past the cap stops the plugin with a message naming the cap (known from
+/// the limiter's own record, whatever wasmtime's wording); growth past the module's own
+/// declared maximum is refused the way the wasm spec says: `memory.grow` answers -1 and
+/// the plugin goes on. The test plugin's init answers 0 (no header: "failed without a
+/// message") when its growth worked, and 1 (a header the host cannot read) when
+/// `memory.grow` answered -1.
+#[test]
+fn memory_past_the_cap_stops_the_plugin_and_says_so() {
+    let module = |max: &str, pages: u32| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1 {max})
+            (func (export "synthnet_abi_v1") (result i32) i32.const 0)
+            (func (export "synthnet_alloc") (param i32) (result i32) i32.const 16)
+            (func (export "synthnet_init") (param i32 i32 i64) (result i32)
+                (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)))
+            (func (export "synthnet_process") (param i32 i64) (result i32) i32.const 0)
+            (func (export "synthnet_error") (result i32) i32.const 0))"#
+        ))
+        .unwrap()
+    };
+    let rt = runtime();
+    use synthnet_runtime::Factory;
+    let make = |bytes: &[u8]| {
+        let m = rt.load("t.wasm", bytes).expect("compiles");
+        synthnet_runtime::WasmFactory::new(m, b"{}", 16 << 20)
+    };
+    // 1,000 pages = 64 MiB, past the 16 MiB cap: a trap that names the cap.
+    let e = make(&module("", 1_000)).instantiate(1).err().unwrap();
+    let e = e.to_string();
+    assert!(
+        e.contains("exceeded its memory limit") && e.contains(&(16u32 << 20).to_string()),
+        "{e}"
+    );
+    // Within the cap: it grew.
+    let e = make(&module("", 10))
+        .instantiate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("failed without a message"), "{e}");
+    // Past the module's own maximum (2 pages) but within the cap: -1, no trap.
+    let e = make(&module("2", 10))
+        .instantiate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        !e.contains("failed without a message") && !e.contains("limit") && !e.contains("trapped"),
+        "{e}"
+    );
 }
 
 /// A compile bomb (many functions, or one huge one) is refused before it is compiled.

@@ -2,7 +2,7 @@
 //! pre-linked (`InstancePre`) off the packet path, typed exports fetched once and kept
 //! in the instance (so a swapped instance can never be called through an old handle).
 //!
-//! Every instance is bounded: linear memory by a `StoreLimits` cap (growing past it
+//! Every instance is bounded: linear memory by a cap (growing past it
 //! traps), CPU by a budget per call ([`DEADLINE_TICKS`] ticks of [`TICK`] for a batch,
 //! [`SETUP_DEADLINE_TICKS`] for the other calls). A ticker thread advances wasmtime's
 //! epoch every tick; when a call reaches its deadline, the CPU time its thread has
@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthnet_sdk::abi::{self, Layout};
 use wasmtime::{
-    Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
+    Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store, Trap, TypedFunc,
+    UpdateDeadline,
 };
 
 /// Epoch tick period. Each tick is a wake-up of the ticker thread (13–35 µs of CPU on
@@ -268,8 +268,97 @@ impl WasmModule {
     }
 }
 
+/// What a store may grow to, and the record of what it refused: a plugin's memory fault
+/// is recognised from this record, not from the wording of wasmtime's error.
+struct Limits {
+    memory_bytes: usize,
+    table_elements: usize,
+    refused: Option<Refused>,
+}
+
+/// A growth the limits refused (the call then traps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    Memory { desired: usize, limit: usize },
+    Table { desired: usize, limit: usize },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Refused::Memory { desired, limit } => write!(
+                f,
+                "exceeded its memory limit (asked for {desired} bytes of linear memory, the limit is {limit})"
+            ),
+            Refused::Table { desired, limit } => write!(
+                f,
+                "exceeded its table limit (asked for a table of {desired} elements, the limit is {limit})"
+            ),
+        }
+    }
+}
+
+impl Limits {
+    /// Growth to `desired`: past the module's own declared `maximum`, refused the way
+    /// the wasm spec says (`memory.grow` answers -1); past our cap `ours`, a trap,
+    /// recorded as `refused`, so the plugin stops with a message naming the cap.
+    fn grow(
+        &mut self,
+        desired: usize,
+        ours: usize,
+        maximum: Option<usize>,
+        refused: fn(usize, usize) -> Refused,
+    ) -> wasmtime::Result<bool> {
+        if desired > ours {
+            let r = refused(desired, ours);
+            self.refused = Some(r);
+            wasmtime::bail!("{r}");
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired, self.memory_bytes, maximum, |desired, limit| {
+            Refused::Memory { desired, limit }
+        })
+    }
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Growth the limits allowed but the system could not back: a trap too.
+        Err(error)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired, self.table_elements, maximum, |desired, limit| {
+            Refused::Table { desired, limit }
+        })
+    }
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
+    }
+    fn instances(&self) -> usize {
+        1
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        4
+    }
+}
+
 struct HostState {
-    limits: StoreLimits,
+    limits: Limits,
     /// This thread's CPU time when the running call began, and the call's budget.
     call_cpu_start: Duration,
     call_budget: Duration,
@@ -357,31 +446,27 @@ fn arm(store: &mut Store<HostState>, ticks: u64) {
 }
 
 /// Why a batch call failed, in words a user can act on.
-fn describe(e: wasmtime::Error) -> String {
-    describe_within(e, DEADLINE_TICKS)
+fn describe(store: &mut Store<HostState>, e: wasmtime::Error) -> String {
+    describe_within(store, e, DEADLINE_TICKS)
 }
 
 /// Why a setup call (alloc, init, snapshot, restore) failed.
-fn describe_setup(e: wasmtime::Error) -> String {
-    describe_within(e, SETUP_DEADLINE_TICKS)
+fn describe_setup(store: &mut Store<HostState>, e: wasmtime::Error) -> String {
+    describe_within(store, e, SETUP_DEADLINE_TICKS)
 }
 
-fn describe_within(e: wasmtime::Error, ticks: u64) -> String {
+fn describe_within(store: &mut Store<HostState>, e: wasmtime::Error, ticks: u64) -> String {
+    if let Some(refused) = store.data_mut().limits.refused.take() {
+        return refused.to_string();
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!(
             "ran past its CPU deadline ({} ms)",
             ticks * TICK.as_millis() as u64
         ),
         Some(t) => format!("trapped: {t}"),
-        // One line: the root cause (e.g. the memory cap), not the wasm backtrace.
-        None => {
-            let root = e.root_cause().to_string();
-            if root.contains("growing memory") {
-                format!("exceeded its memory limit ({root})")
-            } else {
-                root
-            }
-        }
+        // One line: the root cause, not the wasm backtrace.
+        None => e.root_cause().to_string(),
     }
 }
 
@@ -475,16 +560,13 @@ impl WasmInstance {
         seed: u64,
         memory_limit: usize,
     ) -> Result<Self, String> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_limit)
-            .instances(1)
-            .memories(1)
-            .tables(4)
+        let limits = Limits {
+            memory_bytes: memory_limit,
             // Every table's size, not only their number: a table grown by 50 M
             // elements a call took the process to 24 GB.
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
+            table_elements: MAX_TABLE_ELEMENTS,
+            refused: None,
+        };
         let state = HostState {
             limits,
             call_cpu_start: Duration::ZERO,
@@ -509,7 +591,10 @@ impl WasmInstance {
             )
         });
         arm(&mut store, SETUP_DEADLINE_TICKS);
-        let instance = module.pre.instantiate(&mut store).map_err(describe_setup)?;
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| describe_setup(&mut store, e))?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or("exports no memory")?;
@@ -535,7 +620,9 @@ impl WasmInstance {
         let version = instance
             .get_typed_func::<(), u32>(&mut store, abi::EXPORT_VERSION)
             .map_err(f)?;
-        let minor = version.call(&mut store, ()).map_err(describe_setup)?;
+        let minor = version
+            .call(&mut store, ())
+            .map_err(|e| describe_setup(&mut store, e))?;
         if minor > abi::ABI_MINOR as u32 {
             return Err(format!(
                 "built for link ABI {}.{minor}, but this synthnet speaks {}.0 to {}.{}: use a newer synthnet or rebuild it against synthnet-sdk {}",
@@ -570,16 +657,20 @@ impl WasmInstance {
             )),
         };
         let len = u32::try_from(config.len()).map_err(|_| "config too large")?;
-        let ptr = alloc.call(&mut store, len).map_err(describe_setup)?;
+        let ptr = alloc
+            .call(&mut store, len)
+            .map_err(|e| describe_setup(&mut store, e))?;
         memory
             .write(&mut store, ptr as usize, config)
             .map_err(|_| "config buffer lies outside memory")?;
         arm(&mut store, SETUP_DEADLINE_TICKS);
         let hdr = init
             .call(&mut store, (ptr, len, seed))
-            .map_err(describe_setup)?;
+            .map_err(|e| describe_setup(&mut store, e))?;
         if hdr == 0 {
-            let eptr = error.call(&mut store, ()).map_err(describe_setup)?;
+            let eptr = error
+                .call(&mut store, ())
+                .map_err(|e| describe_setup(&mut store, e))?;
             return Err(error_message(blob_at(memory.data(&store), eptr)));
         }
         let lay = Layout::parse(memory.data(&store), hdr).map_err(|e| e.0)?;
@@ -613,7 +704,7 @@ impl Instance for WasmInstance {
         arm(&mut self.store, DEADLINE_TICKS);
         self.process
             .call(&mut self.store, (n, now_ns))
-            .map_err(describe)
+            .map_err(|e| describe(&mut self.store, e))
     }
     fn snapshot(&mut self) -> Result<Vec<u8>, String> {
         let Some(f) = &self.snapshot else {
@@ -621,7 +712,9 @@ impl Instance for WasmInstance {
         };
         let _call = self.ticker.enter();
         arm(&mut self.store, SETUP_DEADLINE_TICKS);
-        let ptr = f.call(&mut self.store, ()).map_err(describe_setup)?;
+        let ptr = f
+            .call(&mut self.store, ())
+            .map_err(|e| describe_setup(&mut self.store, e))?;
         read_blob(self.memory.data(&self.store), ptr)
             .ok_or_else(|| "snapshot lies outside memory".into())
     }
@@ -635,18 +728,18 @@ impl Instance for WasmInstance {
         let ptr = self
             .alloc
             .call(&mut self.store, len)
-            .map_err(describe_setup)?;
+            .map_err(|e| describe_setup(&mut self.store, e))?;
         self.memory
             .write(&mut self.store, ptr as usize, state)
             .map_err(|_| "state buffer lies outside memory")?;
         if f.call(&mut self.store, (ptr, len))
-            .map_err(describe_setup)?
+            .map_err(|e| describe_setup(&mut self.store, e))?
             != 0
         {
             let eptr = self
                 .error
                 .call(&mut self.store, ())
-                .map_err(describe_setup)?;
+                .map_err(|e| describe_setup(&mut self.store, e))?;
             return Err(error_message(blob_at(self.memory.data(&self.store), eptr)));
         }
         Ok(())
@@ -672,20 +765,28 @@ impl WasmInstance {
         now_ns: u64,
     ) -> Result<Answer, String> {
         let len = u32::try_from(cmd.len()).map_err(|_| "command too large")?;
-        let ptr = self.alloc.call(&mut self.store, len).map_err(describe)?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| describe(&mut self.store, e))?;
         self.memory
             .write(&mut self.store, ptr as usize, cmd)
             .map_err(|_| "its command buffer lies outside its memory")?;
         let nv = command
             .call(&mut self.store, (ptr, len, now_ns))
-            .map_err(describe)?;
+            .map_err(|e| describe(&mut self.store, e))?;
         if nv == -1 {
-            let eptr = self.error.call(&mut self.store, ()).map_err(describe)?;
+            let eptr = self
+                .error
+                .call(&mut self.store, ())
+                .map_err(|e| describe(&mut self.store, e))?;
             let msg = error_message(blob_at(self.memory.data(&self.store), eptr));
             return Ok(Answer::Refused(msg));
         }
         let verdicts = u32::try_from(nv).map_err(|_| format!("synthnet_command returned {nv}"))?;
-        let rptr = reply.call(&mut self.store, ()).map_err(describe)?;
+        let rptr = reply
+            .call(&mut self.store, ())
+            .map_err(|e| describe(&mut self.store, e))?;
         let reply = if rptr == 0 {
             b"null".to_vec()
         } else {
