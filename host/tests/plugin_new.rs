@@ -13,13 +13,47 @@ fn scaffolded_plugin_builds_loads_and_passes_all_packets() {
     std::fs::create_dir_all(&dir).unwrap();
     let synthnet = env!("CARGO_BIN_EXE_synthnet");
 
-    let o = Command::new(synthnet)
-        .args(["plugin", "new", "pass-all", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The SDK is unpacked under XDG_DATA_HOME (here the test's own directory), once.
+    let data = dir.join("data");
+    let new = |name: &str| {
+        let o = Command::new(synthnet)
+            .args(["plugin", "new", name, "--dir"])
+            .arg(&dir)
+            .env("XDG_DATA_HOME", &data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    new("pass-all");
+    new("second");
+    let sdks: Vec<_> = std::fs::read_dir(data.join("synthnet/sdk"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(sdks.len(), 1, "one SDK for two plugins: {sdks:?}");
     let root = dir.join("pass-all");
+    assert!(
+        !root.join("vendor").exists(),
+        "the plugin carries its own SDK copy"
+    );
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let second = std::fs::read_to_string(dir.join("second/Cargo.toml")).unwrap();
+    let dep = format!("synthnet-sdk = {{ path = \"{}\" }}", sdks[0].display());
+    assert!(
+        manifest.contains(&dep) && second.contains(&dep),
+        "{manifest}"
+    );
+    let abi = format!(
+        "abi = \"{}.{}\"",
+        synthnet_sdk::abi::ABI_MAJOR,
+        synthnet_sdk::abi::ABI_MINOR
+    );
+    assert!(
+        manifest.contains("[package.metadata.synthnet]")
+            && manifest.contains(&format!("sdk = \"{}\"", env!("CARGO_PKG_VERSION")))
+            && manifest.contains(&abi),
+        "the scaffold records the SDK and ABI versions: {manifest}"
+    );
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let build = "cargo build --release --target wasm32-unknown-unknown";
     assert!(readme.contains(build));

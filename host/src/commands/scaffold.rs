@@ -1,11 +1,15 @@
 //! `synthnet plugin new NAME`: a ready-to-build plugin crate that forwards every packet.
 //!
-//! The crate carries a copy of this synthnet's SDK (under `vendor/synthnet-sdk`), so it
-//! builds anywhere with only crates.io, and always speaks the link ABI of the binary
-//! that made it.
+//! The SDK travels inside this binary. It is unpacked once per SDK version and content
+//! into a shared place (`$XDG_DATA_HOME/synthnet/sdk/`, else `~/.local/share/...`), and
+//! every new plugin depends on that copy by path: it builds with only crates.io, speaks
+//! the link ABI of the binary that made it, and ten plugins share one SDK instead of
+//! carrying ten copies. The plugin's `Cargo.toml` records the SDK and ABI versions.
 
 use anyhow::{bail, Context, Result};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use synthnet_sdk::abi::{ABI_MAJOR, ABI_MINOR};
 
 /// Every source file of the SDK (a test checks none is missing).
 const SDK_FILES: [(&str, &str); 14] = [
@@ -59,6 +63,86 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
+/// The SDK's `Cargo.toml` as unpacked (the workspace's own inherits from the workspace).
+fn sdk_manifest() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        r#"[package]
+name = "synthnet-sdk"
+version = "{version}"
+edition = "2021"
+description = "synthnet plugin SDK (unpacked by `synthnet plugin new`; link ABI {ABI_MAJOR}.{ABI_MINOR})"
+
+[dependencies]
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+libm = "0.2"
+"#
+    )
+}
+
+/// Where this binary's SDK is unpacked: one directory per SDK version and content, so
+/// a changed SDK never overwrites one that plugins already build against.
+fn sdk_dir(data_home: &Path) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sdk_manifest().hash(&mut h);
+    SDK_FILES.hash(&mut h);
+    data_home.join(format!(
+        "synthnet/sdk/synthnet-sdk-{}-{:012x}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish() & 0xffff_ffff_ffff
+    ))
+}
+
+/// `$XDG_DATA_HOME`, else `~/.local/share`.
+fn data_home() -> Result<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set: set one to say where `synthnet plugin new` may unpack its SDK")
+}
+
+/// Whether `dir` holds exactly this binary's SDK.
+fn sdk_is_whole(dir: &Path) -> bool {
+    let same = |f: &Path, text: &str| std::fs::read(f).is_ok_and(|b| b == text.as_bytes());
+    same(&dir.join("Cargo.toml"), &sdk_manifest())
+        && SDK_FILES.iter().all(|(f, text)| same(&dir.join(f), text))
+}
+
+/// The SDK unpacked under `data_home`, once: a whole copy is reused; a missing or
+/// damaged one is written to a temporary directory and renamed into place, so two
+/// `plugin new` at once, or one interrupted, never leave a half SDK behind.
+pub fn unpack_sdk(data_home: &Path) -> Result<PathBuf> {
+    let dir = sdk_dir(data_home);
+    if sdk_is_whole(&dir) {
+        return Ok(dir);
+    }
+    let parent = dir.parent().expect("sdk_dir has a parent");
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".unpacking-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("src"))
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    std::fs::write(tmp.join("Cargo.toml"), sdk_manifest())?;
+    for (file, text) in SDK_FILES {
+        std::fs::write(tmp.join(file), text)?;
+    }
+    // A damaged copy (edited, half-deleted) makes way for a whole one.
+    if dir.exists() && !sdk_is_whole(&dir) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another `plugin new` put a whole copy there first.
+        if !sdk_is_whole(&dir) {
+            return Err(e).with_context(|| format!("cannot unpack the SDK to {}", dir.display()));
+        }
+    }
+    Ok(dir)
+}
+
 /// Write the crate into `dir/NAME`; returns its path.
 pub fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
     check_name(name)?;
@@ -66,30 +150,17 @@ pub fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
     if root.exists() {
         bail!("{} already exists", root.display());
     }
-    let sdk = root.join("vendor/synthnet-sdk");
-    std::fs::create_dir_all(sdk.join("src"))
+    let sdk = unpack_sdk(&data_home()?)?;
+    // TOML basic strings escape `\` and `"`.
+    let sdk_path = sdk
+        .to_str()
+        .with_context(|| format!("the SDK's path {} is not UTF-8", sdk.display()))?
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    std::fs::create_dir_all(root.join("src"))
         .with_context(|| format!("cannot create {}", root.display()))?;
-    std::fs::create_dir_all(root.join("src"))?;
     let version = env!("CARGO_PKG_VERSION");
-    std::fs::write(
-        sdk.join("Cargo.toml"),
-        format!(
-            r#"[package]
-name = "synthnet-sdk"
-version = "{version}"
-edition = "2021"
-description = "synthnet plugin SDK (copied by `synthnet plugin new`)"
-
-[dependencies]
-serde = {{ version = "1", features = ["derive"] }}
-serde_json = "1"
-libm = "0.2"
-"#
-        ),
-    )?;
-    for (file, text) in SDK_FILES {
-        std::fs::write(sdk.join(file), text)?;
-    }
+    let sdk_display = sdk.display();
     let crate_name = name.replace('-', "_");
     let ty = type_name(name);
     std::fs::write(
@@ -104,8 +175,15 @@ edition = "2021"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-synthnet-sdk = {{ path = "vendor/synthnet-sdk" }}
+# This synthnet's SDK, unpacked once and shared by every plugin made with it
+# (`synthnet plugin new` unpacks it again if it is gone).
+synthnet-sdk = {{ path = "{sdk_path}" }}
 serde = {{ version = "1", features = ["derive"] }}
+
+# What made this crate: the SDK it was written against and the link ABI it speaks.
+[package.metadata.synthnet]
+sdk = "{version}"
+abi = "{ABI_MAJOR}.{ABI_MINOR}"
 
 # A crate of its own, even when created inside another workspace.
 [workspace]
@@ -217,6 +295,10 @@ Try it offline on a capture before you touch an interface:
 Unit-test it natively, with the SDK's harness:
 
     cargo test
+
+It builds against synthnet {version}'s SDK (link ABI {ABI_MAJOR}.{ABI_MINOR}), unpacked at
+`{sdk_display}` and shared by every plugin made with it; if that directory is
+gone, any `synthnet plugin new` of the same synthnet puts it back.
 "#
         ),
     )?;
@@ -236,8 +318,39 @@ mod tests {
         assert_eq!(type_name("odd-drop_v2"), "OddDropV2");
     }
 
+    /// The SDK is unpacked once: a second call reuses the copy (same files, untouched),
+    /// and a damaged copy is made whole again.
     #[test]
-    fn the_vendored_sdk_has_every_source_file() {
+    fn the_sdk_is_unpacked_once_and_repaired_when_damaged() {
+        let home = std::env::temp_dir().join(format!("synthnet-sdk-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let a = unpack_sdk(&home).unwrap();
+        assert!(a.starts_with(home.join("synthnet/sdk")), "{}", a.display());
+        assert!(sdk_is_whole(&a));
+        let lib = a.join("src/lib.rs");
+        let t0 = std::fs::metadata(&lib).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(unpack_sdk(&home).unwrap(), a);
+        assert_eq!(
+            std::fs::metadata(&lib).unwrap().modified().unwrap(),
+            t0,
+            "rewritten"
+        );
+        std::fs::write(&lib, "// edited").unwrap();
+        std::fs::remove_file(a.join("src/rng.rs")).unwrap();
+        assert!(!sdk_is_whole(&a));
+        assert_eq!(unpack_sdk(&home).unwrap(), a);
+        assert!(sdk_is_whole(&a));
+        // No temporary directory left behind.
+        let left: Vec<_> = std::fs::read_dir(home.join("synthnet/sdk"))
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1);
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn the_unpacked_sdk_has_every_source_file() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/src");
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
