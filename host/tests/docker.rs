@@ -15,16 +15,12 @@
 //! unique name and is removed when the test ends, passing or failing. They run one at
 //! a time (latency measurements on a 2-core machine, and one 10.77.0.0/16 network).
 
+mod common;
+use common::serial;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -583,31 +579,19 @@ fn root_docker_stop_exits_with_the_apps_code_and_bridge_death_stops_the_app() {
     );
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port` (no client library in the workspace);
+/// One HTTP/1.1 request to 127.0.0.1:`port` (the suite's one client, `common::http`);
 /// returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let a = common::http::try_request(
+        None,
+        &format!("127.0.0.1:{port}"),
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.unwrap_or("").as_bytes(),
+        Duration::from_secs(10),
     )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    Ok((a.status, a.text()))
 }
 
 #[test]

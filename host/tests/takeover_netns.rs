@@ -3,17 +3,12 @@
 //! takeover runs in A as a container's PID 1 would. **These tests need root**
 //! (`root_…`) and fail without it. Namespaces are unique and removed on drop.
 
+mod common;
+use common::serial;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use synthnet_testkit::netns::{self, Netns};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const SYNTHNET: &str = env!("CARGO_BIN_EXE_synthnet");
 

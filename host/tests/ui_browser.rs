@@ -1,6 +1,6 @@
 //! The web UI in a real browser against the real bridge. `synthnet bridge --api` runs in
 //! the middle namespace of a topology; Debian's `chromium`, driven by `chromedriver` over
-//! W3C WebDriver (plain HTTP/JSON, spoken here over a std `TcpStream`), runs in that same
+//! W3C WebDriver (plain HTTP/JSON, spoken here with the suite's one HTTP client, `common::http`), runs in that same
 //! namespace and loads the page from the bridge's loopback API. The test talks to both
 //! from threads that entered the namespace. **These tests need root** (namespaces, raw
 //! sockets) and the `chromium` and `chromium-driver` packages (`scripts/deps` installs
@@ -32,8 +32,7 @@ use common::bridge::BridgeProc;
 use common::files::SpecFile;
 use common::serial;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -68,22 +67,8 @@ fn rtt_sets(
     (sets, false)
 }
 
-// ---- HTTP/1.1 over a socket opened inside a namespace ------------------------------------
-
-/// A TCP connection to `port` on the loopback of namespace `ns`. The socket is made by a
-/// thread that entered the namespace; it stays in that namespace wherever it is used.
-fn connect_in(ns: &str, port: u16) -> Result<TcpStream, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    traffic::in_ns(ns, move || {
-        Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?)
-    })
-    .join()
-    .map_err(|_| "connect thread panicked".to_string())?
-    .map_err(|e| format!("connect to {addr} in {ns}: {e:#}"))
-}
-
-/// One request (`Connection: close`); the status and the body as JSON (`Null` if
-/// empty, a string if not JSON).
+/// One request (`Connection: close`) to `port` on the loopback of namespace `ns`; the
+/// status and the body as JSON (`Null` if empty, a string if not JSON).
 fn http(
     ns: &str,
     port: u16,
@@ -91,88 +76,23 @@ fn http(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
-    let mut s = connect_in(ns, port)?;
-    s.set_read_timeout(Some(Duration::from_secs(90)))
-        .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{method} {path}: {e}"))?;
-    // Read the head, then exactly the body it announces: chromedriver answers
-    // "Connection: close" yet keeps the socket open for a while.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    let fail = |e: std::io::Error| format!("{method} {path}: {e}");
-    let split = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = s.read(&mut buf).map_err(fail)?;
-        if n == 0 {
-            return Err(format!(
-                "{method} {path}: the connection closed before a full header"
-            ));
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let mut payload = raw[split + 4..].to_vec();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
-    let length: Option<usize> = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok());
-    let chunked = head.contains("transfer-encoding: chunked");
-    loop {
-        let complete = match length {
-            Some(n) => payload.len() >= n,
-            None if chunked => dechunk(&payload).is_some(),
-            None => false,
-        };
-        if complete {
-            break;
-        }
-        let n = s.read(&mut buf).map_err(fail)?;
-        if n == 0 {
-            break;
-        }
-        payload.extend_from_slice(&buf[..n]);
-    }
-    if let Some(n) = length {
-        payload.truncate(n);
-    } else if chunked {
-        payload = dechunk(&payload).ok_or_else(|| format!("{method} {path}: bad chunks"))?;
-    }
-    let text = String::from_utf8_lossy(&payload).to_string();
+    let a = common::http::try_request(
+        Some(ns),
+        &format!("127.0.0.1:{port}"),
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+        Duration::from_secs(90),
+    )?;
+    let text = a.text();
     let value = if text.trim().is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Ok((status, value))
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
+    Ok((a.status, value))
 }
 
 /// The bridge's API, in the middle namespace.

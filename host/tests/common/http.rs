@@ -4,7 +4,7 @@
 //! inside the namespace where the API listens.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use synthnet_testkit::traffic::in_ns;
 
@@ -33,7 +33,7 @@ impl Answer {
 }
 
 /// Send `method path` to `addr` (host:port) from inside namespace `ns`, with `headers`
-/// (a `Host` is added unless given) and `body`.
+/// (a `Host` is added unless given) and `body`. Panics if there is no answer.
 pub fn request(
     ns: &str,
     addr: &str,
@@ -42,6 +42,31 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
+    try_request(
+        Some(ns),
+        addr,
+        method,
+        path,
+        headers,
+        body,
+        Duration::from_secs(150),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`request`], from namespace `ns` or (`None`) from this process's own, with a read
+/// timeout; an error says which request failed and how. The answer is read up to the
+/// length its head announces (or its last chunk), not to the end of the connection:
+/// some servers (chromedriver) keep the socket open after `Connection: close`.
+pub fn try_request(
+    ns: Option<&str>,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, String> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
@@ -55,10 +80,14 @@ pub fn request(
     req.push_str("Connection: close\r\n\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    let addr = addr.to_string();
-    let raw = in_ns(ns, move || {
-        let mut s = TcpStream::connect(&addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(150)))?;
+    let target = addr.to_string();
+    let exchange = move || -> anyhow::Result<Vec<u8>> {
+        let sock = target
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no address"))?;
+        let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(10))?;
+        s.set_read_timeout(Some(timeout))?;
         // Write while reading: a server that refuses a large body answers (and closes)
         // before all of it is written.
         let mut w = s.try_clone()?;
@@ -67,7 +96,7 @@ pub fn request(
         });
         let mut out = Vec::new();
         let mut buf = [0u8; 65536];
-        loop {
+        while !is_whole(&out) {
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -79,11 +108,36 @@ pub fn request(
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = writer.join();
         Ok(out)
+    };
+    let raw = match ns {
+        Some(ns) => in_ns(ns, exchange)
+            .join()
+            .map_err(|_| format!("{method} {path}: the HTTP thread panicked"))?,
+        None => exchange(),
+    }
+    .map_err(|e| format!("{method} {path} to {addr}: {e:#}"))?;
+    parse(&raw).ok_or_else(|| {
+        format!(
+            "{method} {path} to {addr}: not an HTTP answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
     })
-    .join()
-    .expect("HTTP thread")
-    .expect("HTTP request");
-    parse(&raw)
+}
+
+/// Whether `raw` holds a whole answer: a head and the body it announces.
+fn is_whole(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return dechunk(body).is_some();
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
 }
 
 /// The bridge's API in the middle namespace of the namespace tests.
@@ -119,18 +173,14 @@ pub fn published_counters(ns: &str, stage: &str) -> serde_json::Value {
     found.unwrap_or_else(|| panic!("no stage {stage} in {stats}"))
 }
 
-fn parse(raw: &[u8]) -> Answer {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+fn parse(raw: &[u8]) -> Option<Answer> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .and_then(|s| s.parse().ok())?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -140,25 +190,33 @@ fn parse(raw: &[u8]) -> Answer {
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     if chunked {
-        body = dechunk(&body);
+        body = dechunk(&body)?;
+    } else if let Some(n) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(n);
     }
-    Answer {
+    Some(Answer {
         status,
         headers,
         body,
-    }
+    })
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
+/// A chunked body decoded, or `None` until its last chunk has arrived.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
         if size == 0 {
-            break;
+            return Some(out);
         }
-        let start = i + 2;
-        out.extend_from_slice(&b[start..(start + size).min(b.len())]);
-        b = &b[(start + size + 2).min(b.len())..];
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
     }
-    out
 }
