@@ -1,5 +1,7 @@
 //! Offline replay on a virtual clock driven by a capture's timestamps.
 
+mod common;
+use common::replay::replay_ingress;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 use std::path::{Path, PathBuf};
@@ -693,22 +695,6 @@ fn drop_head_keeps_the_newest_of_a_burst() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn replay_commands(spec: &Path, input: &Path, out: &Path, commands: Option<&Path>) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synthnet"));
-    cmd.args(["replay", "--direction", "ingress", "--spec"])
-        .arg(spec)
-        .arg("--in")
-        .arg(input)
-        .arg("--out")
-        .arg(out);
-    if let Some(c) = commands {
-        cmd.arg("--commands").arg(c);
-    }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A replay with a command log hands each command to its stage at exactly its `at_ns`:
 /// two runs write byte-identical files, and the commands change the output (the testbed
 /// plugin parks the first 40 packets; the log releases 10 of them at 20 ms, injects a
@@ -746,9 +732,9 @@ fn a_replay_with_a_command_log_is_byte_identical_and_the_commands_count() {
     )
     .unwrap();
     let (a, b, plain) = (dir.join("a.pcap"), dir.join("b.pcap"), dir.join("p.pcap"));
-    let summary = replay_commands(&spec, &pcap, &a, Some(&log));
-    replay_commands(&spec, &pcap, &b, Some(&log));
-    replay_commands(&spec, &pcap, &plain, None);
+    let summary = replay_ingress(&spec, &pcap, &a, Some(&log), None);
+    replay_ingress(&spec, &pcap, &b, Some(&log), None);
+    replay_ingress(&spec, &pcap, &plain, None, None);
     assert_eq!(
         std::fs::read(&a).unwrap(),
         std::fs::read(&b).unwrap(),
@@ -857,7 +843,7 @@ fn a_schedules_commands_run_at_exact_virtual_times() {
     let pcap = dir.join("in.pcap");
     write(&pcap, &input, TsResolution::NanoSecond);
     let out = dir.join("o.pcap");
-    let summary = replay_commands(&spec, &pcap, &out, None);
+    let summary = replay_ingress(&spec, &pcap, &out, None, None);
     assert!(summary.contains("commands: 2 (0 refused)"), "{summary}");
     let got = read(&out);
     let t0 = input[0].0;
