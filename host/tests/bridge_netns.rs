@@ -29,24 +29,10 @@ fn topology(tag: &str) -> Topology {
 }
 
 /// `ping` from namespace `ns`: (sent, received, mean RTT ms).
+/// (sent, received, mean RTT ms) of `count` pings from `ns`.
 fn ping(ns: &netns::Netns, target: &str, count: u32, interval: &str) -> (u32, u32, Option<f64>) {
-    let out = ns
-        .command("ping")
-        .args([
-            "-q",
-            "-n",
-            "-c",
-            &count.to_string(),
-            "-i",
-            interval,
-            "-W",
-            "2",
-            target,
-        ])
-        .output()
-        .expect("run ping");
-    synthnet::commands::demo::parse_ping(&String::from_utf8_lossy(&out.stdout))
-        .expect("ping output")
+    let p = synthnet_testkit::traffic::ping(ns, target, count, interval).expect("ping");
+    (p.sent, p.received(), p.mean_ms())
 }
 
 fn a_to_b(port: u16, v6: bool) -> SocketAddr {

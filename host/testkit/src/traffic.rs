@@ -247,3 +247,54 @@ fn pattern(i: u64) -> u8 {
     let i = i % (1 << 20);
     (i % 251) as u8 ^ (i >> 12) as u8
 }
+
+/// What `ping` in a namespace saw: how many it sent, and the RTT of every reply (ms, in
+/// arrival order).
+#[derive(Debug, Clone)]
+pub struct Pings {
+    pub sent: u32,
+    pub rtts_ms: Vec<f64>,
+}
+
+impl Pings {
+    pub fn received(&self) -> u32 {
+        self.rtts_ms.len() as u32
+    }
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.rtts_ms.is_empty())
+            .then(|| self.rtts_ms.iter().sum::<f64>() / self.rtts_ms.len() as f64)
+    }
+    pub fn median_ms(&self) -> Option<f64> {
+        let mut r = self.rtts_ms.clone();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied()
+    }
+}
+
+/// `ping -n -c COUNT -i INTERVAL -W 2 TARGET` (iputils) in namespace `ns`: one reply line
+/// per answered echo. The suite's one ping.
+pub fn ping(ns: &netns::Netns, target: &str, count: u32, interval: &str) -> Result<Pings> {
+    let out = ns
+        .command("ping")
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "2",
+            target,
+        ])
+        .output()
+        .context("run ping")?;
+    let rtts_ms = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    Ok(Pings {
+        sent: count,
+        rtts_ms,
+    })
+}

@@ -41,29 +41,9 @@ pub fn ping_rtts(
     count: u32,
     interval: &str,
 ) -> (f64, f64) {
-    let out = ns
-        .command("ping")
-        .args([
-            "-n",
-            "-c",
-            &count.to_string(),
-            "-i",
-            interval,
-            "-W",
-            "2",
-            target,
-        ])
-        .output()
-        .expect("run ping");
-    let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert_eq!(rtts.len(), count as usize, "every ping answered");
-    rtts.sort_by(f64::total_cmp);
-    let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
-    (mean, rtts[rtts.len() / 2])
+    let p = synthnet_testkit::traffic::ping(ns, target, count, interval).expect("ping");
+    assert_eq!(p.received(), count, "every ping answered: {p:?}");
+    (p.mean_ms().unwrap(), p.median_ms().unwrap())
 }
 
 pub fn runtime() -> Arc<WasmRuntime> {
