@@ -434,6 +434,48 @@ fn supervise(
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        takeover: TakeoverArgs,
+    }
+
+    #[derive(clap::Parser)]
+    struct BridgeCli {
+        #[command(flatten)]
+        bridge: crate::commands::bridge::BridgeArgs,
+    }
+
+    #[test]
+    fn api_flags_reach_the_bridge_as_given_and_stats_are_seconds() {
+        use clap::Parser;
+        let t = Cli::try_parse_from([
+            "takeover",
+            "--api",
+            "0.0.0.0:80",
+            "--api-host",
+            "h",
+            "--stats",
+            "2",
+            "--",
+            "app",
+        ])
+        .unwrap()
+        .takeover;
+        assert_eq!(t.api.to_args(), ["--api", "0.0.0.0:80", "--api-host", "h"]);
+        assert_eq!((t.stats, t.command), (2.0, vec!["app".to_string()]));
+        // No --api: the bridge gets what it would have taken by itself.
+        let t = Cli::try_parse_from(["takeover"]).unwrap().takeover;
+        let b = BridgeCli::try_parse_from(["bridge", "a", "b"])
+            .unwrap()
+            .bridge;
+        assert_eq!(t.api.to_args(), ["--api", b.api.api.as_str()]);
+        // --stats is parsed as the bridge parses it.
+        for bad in ["--stats=-1", "--stats=nan", "--stats=inf"] {
+            assert!(Cli::try_parse_from(["takeover", bad]).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn spec_comes_from_arg_then_env_then_legacy_file() {
         let none = Path::new("/nonexistent/synthnet.json");
