@@ -30,7 +30,7 @@
 //! its exit pipe (held by main) closes, pasta by its own parent-death signal.
 //!
 //! Main items: [`RunArgs`] and its `run`; the front end (slirp4netns or pasta) in
-//! [`front_end`]; the two hidden stages, outer and inner, in [`stages`].
+//! `front_end.rs`; the two hidden stages, outer and inner, in `stages.rs`.
 
 mod front_end;
 mod stages;
