@@ -15,9 +15,11 @@ FROM ${RUST_IMAGE} AS build
 RUN rustup target add wasm32-unknown-unknown
 WORKDIR /src
 COPY . .
-# No debug line tables and no symbols in the shipped binary (a fraction of its size).
+# No debug line tables and no symbols in the shipped binary (a fraction of its size), and
+# no test tooling (`demo`, `bench`, `bench-bridge` and the test kit: the default feature
+# `tools`).
 ENV CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
-RUN cargo build --release --locked -p synthnet \
+RUN cargo build --release --locked -p synthnet --no-default-features \
  && install -D -m 0755 target/release/synthnet /out/synthnet
 
 FROM ${RUNTIME_IMAGE}

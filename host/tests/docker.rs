@@ -335,6 +335,17 @@ fn root_docker_build_image_size_and_time() {
     ]);
     assert!(out.starts_with("synthnet "), "{out}");
     assert_eq!(out.lines().count(), 1, "tools in the runtime image: {out}");
+    // Built without the test tooling (`--no-default-features`): no demo, no bench.
+    let help = docker_ok(&["run", "--rm", "--network", "none", "synthnet", "--help"]);
+    for tool in ["demo", "bench", "bench-bridge"] {
+        assert!(
+            !help
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(tool)),
+            "the image's synthnet has `{tool}`:\n{help}"
+        );
+    }
+    assert!(help.contains("takeover"), "{help}");
 }
 
 #[test]
@@ -577,6 +588,60 @@ fn root_docker_stop_exits_with_the_apps_code_and_bridge_death_stops_the_app() {
         log.contains("app: TERM"),
         "the application was not stopped: {log}"
     );
+}
+
+/// `RUST_LOG=warn` silences every info line, the bridge's among them: takeover learns
+/// that its bridge is up from the bridge's readiness pipe (`bridge --ready-fd`), not
+/// from a log line, so it starts all the same, runs the application behind the link
+/// and exits with its code.
+#[test]
+#[ignore = "needs root and Docker, builds images for minutes: run by .ci/run's docker step (--ignored)"]
+fn root_docker_takeover_starts_with_rust_log_warn() {
+    let _g = serial();
+    let mut s = Scene::new("quiet");
+    let net = s.network("syn", SUBNET);
+    start_peer(&mut s, &net);
+    let app_img = images().app.clone();
+    let env_net = format!("SYNTHETIC_NETWORK={SUBNET}");
+    let env_spec = format!("SYNTHNET_SPEC={SPEC_40MS}");
+    let script = format!(
+        "ping -n -c 3 -i 0.2 {PEER_IP} >/dev/null; ping -q -n -c 20 -i 0.05 {PEER_IP}; exit 5"
+    );
+    let mut args = vec!["--network", &net, "--ip", APP_IP];
+    args.extend_from_slice(&CAPS);
+    args.extend_from_slice(&[
+        "-e",
+        "RUST_LOG=warn",
+        "-e",
+        &env_net,
+        "-e",
+        &env_spec,
+        "--entrypoint",
+        "/usr/local/bin/synthnet",
+        &app_img,
+    ]);
+    args.extend_from_slice(&["takeover", "--api", "0.0.0.0:80", "--", "sh", "-c", &script]);
+    let app = s.create("app", &args);
+    let t0 = Instant::now();
+    docker_ok(&["start", &app]);
+    let code = exit_code(&app);
+    let secs = t0.elapsed().as_secs_f64();
+    let log = wait_log(&app, "", Duration::ZERO);
+    let (received, avg) = ping_summary(&log);
+    println!(
+        "RUST_LOG=warn takeover: exit code {code} after {secs:.1} s; ping 20 × 50 ms: {received} received, avg {avg:.3} ms"
+    );
+    assert_eq!(code, 5, "{log}");
+    // Behind the link: 40 ms each way.
+    assert!(received >= 19, "{log}");
+    assert!((79.5..95.0).contains(&avg), "avg RTT {avg} ms:\n{log}");
+    // Quiet as asked: no info line (the readiness came through the pipe).
+    assert!(
+        !log.contains(" INFO "),
+        "info lines despite RUST_LOG=warn:\n{log}"
+    );
+    // Far from the 30 s a takeover waiting for a log line would have given up after.
+    assert!(secs < 20.0, "took {secs:.1} s:\n{log}");
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` (the suite's one client, `common::http`);

@@ -148,6 +148,44 @@ fn root_takeover_moves_addresses_routes_and_mac_runs_the_app_and_undoes_it() {
     assert_eq!(state(&a), before, "takeover left A changed");
 }
 
+/// `RUST_LOG=warn` silences every info line, the bridge's among them: takeover learns
+/// that its bridge is up from the bridge's readiness pipe (`bridge --ready-fd`), not
+/// from a log line, so it starts all the same, runs the application behind the link,
+/// exits with its code and puts everything back.
+#[test]
+fn root_takeover_starts_with_rust_log_warn() {
+    let _g = serial();
+    let (a, _b) = pair();
+    let before = state(&a);
+    let spec = spec_file(r#"{"ingress": {"latency": 15}, "egress": {"latency": 15}}"#);
+    let script = "ping -c 3 -i 0.2 10.66.0.1 >/dev/null; ping -q -c 20 -i 0.05 10.66.0.1; exit 5";
+    let t0 = Instant::now();
+    let out = a
+        .command(SYNTHNET)
+        .env("RUST_LOG", "warn")
+        .args(["takeover"])
+        .arg(&spec.0)
+        .args(["--api", "off", "--", "sh", "-c", script])
+        .output()
+        .expect("run synthnet takeover");
+    let secs = t0.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "exit code: {stdout}\n{stderr}");
+    let v4 = ping_avg_ms(&stdout, "4");
+    println!("RUST_LOG=warn takeover: {secs:.1} s in all; through 15 ms each way: avg {v4:.3} ms");
+    // Behind the link (accuracy is the bridge tests' business).
+    assert!((29.8..36.0).contains(&v4), "IPv4 RTT {v4} ms:\n{stdout}");
+    // Quiet as asked: no info line, so the readiness came through the pipe.
+    assert!(
+        !stderr.contains(" INFO "),
+        "info lines despite RUST_LOG=warn:\n{stderr}"
+    );
+    // Far from the 30 s a takeover waiting for a log line would have given up after.
+    assert!(secs < 15.0, "took {secs:.1} s:\n{stderr}");
+    assert_eq!(state(&a), before, "takeover left A changed");
+}
+
 #[test]
 fn root_takeover_exits_3_and_stops_the_app_when_the_bridge_dies() {
     let _g = serial();

@@ -72,7 +72,11 @@ What it changes, and puts back:
   within a second (--fail-closed: it leaves the target cut off instead).
   Records and locks live in /run/synthnet (as root).";
 
-/// `synthnet attach`'s flags.
+/// Impair something already running: put the interface of a process's network
+/// namespace (pid:N), a named namespace (netns:NAME) or a container (docker:NAME)
+/// behind synthnet from the host, without restarting it; established connections
+/// survive. Ctrl-C, SIGTERM or `attach --detach TARGET` put everything back
+/// exactly; if synthnet dies, a watchdog does (unless --fail-closed). Needs root.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = EXAMPLES)]
 pub struct AttachArgs {
@@ -357,8 +361,14 @@ fn lock_namespace(netns_inode: u64) -> Result<std::result::Result<Lock, u32>> {
         .with_context(|| format!("open {}", path.display()))
 }
 
-/// `synthnet attach …`: run to the end.
-pub fn run(args: AttachArgs) -> Result<()> {
+impl AttachArgs {
+    /// `synthnet attach …`: run to the end.
+    pub fn run(self) -> Result<std::process::ExitCode> {
+        run(self).map(|()| std::process::ExitCode::SUCCESS)
+    }
+}
+
+fn run(args: AttachArgs) -> Result<()> {
     if let Some(record) = &args.watchdog {
         return watchdog(record, &args.target);
     }

@@ -402,6 +402,85 @@ pub fn run_all(
     Ok(out)
 }
 
+/// In-memory engine benchmark (no sockets, virtual clock, one core).
+#[derive(clap::Args, Debug)]
+#[command(
+    after_long_help = "Examples:\n  synthnet bench\n  synthnet bench --only qos-chain --rounds 5\n  synthnet bench --chain latency,jitter --json"
+)]
+pub struct BenchArgs {
+    /// One JSON object per line and case.
+    #[arg(long)]
+    pub json: bool,
+    /// Wall-clock seconds per case and round.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Rounds over all cases, interleaved; each case reports its best round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Only cases whose label (`case/runtime/size`, e.g. `qos-chain/wasm/64`)
+    /// contains this.
+    #[arg(long, default_value = "")]
+    pub only: String,
+    /// Instead of the standard cases, time this chain of built-in plugins (with the
+    /// benchmark's settings), e.g. `latency,jitter`, in wasm and native.
+    #[arg(long, value_delimiter = ',')]
+    pub chain: Vec<String>,
+    /// Instead of the standard cases, time every built-in plugin alone, in each of
+    /// its models (distributions, loss models, queues), in wasm and native.
+    #[arg(long)]
+    pub plugins: bool,
+}
+
+impl BenchArgs {
+    /// Run the cases, printing a table (or JSON lines) and the wasm/native ratios.
+    pub fn run(self) -> anyhow::Result<std::process::ExitCode> {
+        use anyhow::Context;
+        // What it prints may go to `head`: a closed pipe ends it quietly.
+        synthnet_io::process::die_on_broken_pipe();
+        anyhow::ensure!(
+            self.seconds > 0.0 && self.seconds.is_finite(),
+            "--seconds must be a positive number"
+        );
+        if !HAS_NATIVE {
+            eprintln!("(this binary has no native builds of the plugins: the native cases are skipped; build with `cargo build --release --features native` for the wasm/native ratio)");
+        }
+        let json = self.json;
+        if !json {
+            println!(
+                "{:<18} {:<7} {:>6} {:>9} {:>9} {:>8}",
+                "case", "runtime", "bytes", "Mpps", "out Mpps", "ns/pkt"
+            );
+        }
+        let results = run_all(
+            Duration::from_secs_f64(self.seconds),
+            self.rounds,
+            &self.only,
+            &self.chain,
+            self.plugins,
+            |r| {
+                if json {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                } else {
+                    println!(
+                        "{:<18} {:<7} {:>6} {:>9.2} {:>9.2} {:>8.1}",
+                        r.case,
+                        format!("{:?}", r.runtime).to_lowercase(),
+                        r.packet_size,
+                        r.mpps,
+                        r.delivered_mpps,
+                        r.ns_per_packet
+                    );
+                }
+            },
+        )
+        .context("benchmark failed")?;
+        if !json {
+            print_ratios(&results);
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    }
+}
+
 /// One line per case and size timed in both runtimes: wasm's throughput over native's.
 pub fn print_ratios(results: &[BenchResult]) {
     for w in results.iter().filter(|r| r.runtime == BenchRuntime::Wasm) {

@@ -11,12 +11,24 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::api::ApiOptions;
 use crate::daemon::control::Control;
 use crate::daemon::timing::Timing;
 use crate::daemon::{Bridge, Options};
+
+const BRIDGE_EXAMPLES: &str = "\
+Examples:
+  sudo synthnet bridge veth-out veth-in spec.json
+  sudo synthnet bridge eth1 eth2 spec.json --api 127.0.0.1:9000 --persist
+  sudo synthnet bridge veth-out veth-in --stats 5 2>bridge.log    # a stats line every 5 s
+
+On a terminal the bridge redraws one status line (rates, held packets, drops); -q hides
+it, -v adds drops by cause and plugin counters, --stats SECS logs lines instead.
+Changes through the API and web UI live in memory unless --persist; SIGHUP re-reads the
+spec file.";
 
 /// Flows per interface's table when none is given: enough for the API's flow list.
 pub const DEFAULT_FLOW_TABLE: usize = 4096;
@@ -35,8 +47,11 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `synthnet bridge`'s flags.
+/// Bridge two interfaces: the spec's ingress chain on OUTER → INNER, its egress
+/// chain on INNER → OUTER. SIGHUP reloads the spec (and changed plugins) without
+/// losing a packet; SIGINT/SIGTERM stop. Needs root or CAP_NET_RAW.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = BRIDGE_EXAMPLES)]
 pub struct BridgeArgs {
     /// The outside interface (towards the network).
     pub outer: String,
@@ -199,44 +214,48 @@ impl ApiArgs {
     }
 }
 
-/// `synthnet bridge`: run to the end.
-pub fn serve(args: BridgeArgs) -> Result<()> {
-    let ready = args
-        .ready_fd
-        .map(|fd| synthnet_io::process::inherited_fd(fd).context("--ready-fd"))
-        .transpose()?;
-    let mut opts = args
-        .engine
-        .options(args.outer, args.inner, args.spec, args.api.is_on())?;
-    // A status line where a person watches, unless the stats log is asked for.
-    let status =
-        !args.quiet && opts.stats.is_none() && ready.is_none() && std::io::stderr().is_terminal();
-    opts.publish |= status;
-    let ctl = Control::new()?;
-    ctl.install_reload_handler()?;
-    let mut b = Bridge::new(opts, &ctl)?;
-    // After the bridge claimed its interfaces (a second bridge on them is told so),
-    // before it runs.
-    let api = args.api.open()?;
-    let line = match b.board() {
-        Some(board) if status => Some(crate::commands::status::StatusLine::start(
-            board,
-            args.verbose,
-        )?),
-        _ => None,
-    };
-    let result = run_bridge(&mut b, &ctl, api, |addr| {
-        if let Some(a) = addr {
-            if args.api.api == "auto" {
-                args.api.announce(a);
+impl BridgeArgs {
+    /// `synthnet bridge`: run to the end.
+    pub fn run(self) -> Result<ExitCode> {
+        let ready = self
+            .ready_fd
+            .map(|fd| synthnet_io::process::inherited_fd(fd).context("--ready-fd"))
+            .transpose()?;
+        let mut opts = self
+            .engine
+            .options(self.outer, self.inner, self.spec, self.api.is_on())?;
+        // A status line where a person watches, unless the stats log is asked for.
+        let status = !self.quiet
+            && opts.stats.is_none()
+            && ready.is_none()
+            && std::io::stderr().is_terminal();
+        opts.publish |= status;
+        let ctl = Control::new()?;
+        ctl.install_reload_handler()?;
+        let mut b = Bridge::new(opts, &ctl)?;
+        // After the bridge claimed its interfaces (a second bridge on them is told so),
+        // before it runs.
+        let api = self.api.open()?;
+        let line = match b.board() {
+            Some(board) if status => Some(crate::commands::status::StatusLine::start(
+                board,
+                self.verbose,
+            )?),
+            _ => None,
+        };
+        let result = run_bridge(&mut b, &ctl, api, |addr| {
+            if let Some(a) = addr {
+                if self.api.api == "auto" {
+                    self.api.announce(a);
+                }
             }
-        }
-        if let Some(fd) = ready {
-            signal_ready(fd);
-        }
-    });
-    drop(line);
-    result
+            if let Some(fd) = ready {
+                signal_ready(fd);
+            }
+        });
+        drop(line);
+        result.map(|()| ExitCode::SUCCESS)
+    }
 }
 
 /// Write the one readiness line to `fd` and close it (a supervisor that went away is
@@ -247,7 +266,7 @@ pub fn signal_ready(fd: OwnedFd) {
 }
 
 /// Serve an opened bridge: start its API on `api` (a listener bound earlier, possibly
-/// in another network namespace), log what runs, call `ready` with the API's address,
+/// in another network namespace), log what runs ([`Bridge::startup_report`]), call `ready` with the API's address,
 /// then forward until SIGINT/SIGTERM.
 pub fn run_bridge(
     b: &mut Bridge,
@@ -275,32 +294,7 @@ pub fn forward(
         (Some(api), Some(board)) => Some(crate::api::spawn(api, b.worker(), board, nofile)?),
         _ => None,
     };
-    let budget = b.memory_budget();
-    let total: usize = budget.iter().map(|(_, n)| n).sum();
-    let parts: Vec<String> = budget
-        .iter()
-        .map(|(k, n)| format!("{k} {} MiB", n >> 20))
-        .collect();
-    let (o, i) = b.interfaces();
-    log::info!(
-        "bridging {o} (outer) ⇄ {i} (inner); memory about {} MiB at start, bound {} MiB ({})",
-        b.plan().memory_at_start() >> 20,
-        total >> 20,
-        parts.join(", ")
-    );
-    for line in b.describe().lines() {
-        log::info!("  {line}");
-    }
-    let shares: Vec<String> = b
-        .network()
-        .share_limits()
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    log::info!(
-        "packets delay lines may hold (shares of the pool): {}",
-        shares.join(", ")
-    );
+    b.startup_report();
     ready(addr);
     b.run(ctl)?;
     log::info!("stopped at generation {}", b.network().generation());

@@ -6,7 +6,7 @@
 //! and an API nobody answers says what to check (a bridge running? in which network
 //! namespace? `--api`, `SYNTHNET_API`).
 //!
-//! [`CtlArgs`] are the command line; [`main`] runs it; [`table`] lays out columns.
+//! [`CtlArgs`] are the command line and run it; [`table`] lays out columns.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use ureq::Agent;
 
-/// `synthnet ctl`'s flags.
+/// Talk to a running bridge's HTTP API: see and change what runs, read the
+/// counters (tables for people; --json for scripts).
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = CTL_EXAMPLES)]
 pub struct CtlArgs {
@@ -134,8 +135,16 @@ pub enum CtlCommand {
     },
 }
 
-/// `synthnet ctl`: run it.
-pub fn main(args: CtlArgs) -> Result<()> {
+impl CtlArgs {
+    /// `synthnet ctl`: one request, its answer printed.
+    pub fn run(self) -> Result<std::process::ExitCode> {
+        // What it prints may go to `head`: a closed pipe ends it quietly.
+        synthnet_io::process::die_on_broken_pipe();
+        main(self).map(|()| std::process::ExitCode::SUCCESS)
+    }
+}
+
+fn main(args: CtlArgs) -> Result<()> {
     let token = args
         .api_token_file
         .as_deref()

@@ -306,6 +306,48 @@ gone, any `synthnet plugin new` of the same synthnet puts it back.
     Ok(root)
 }
 
+/// Plugin authoring: a new plugin crate, ready to build.
+#[derive(clap::Args, Debug)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// `synthnet plugin`'s subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Write a ready-to-build plugin crate that forwards every packet.
+    #[command(
+        after_long_help = "Examples:\n  synthnet plugin new odd-drop\n  cd odd-drop && cargo build --release --target wasm32-unknown-unknown"
+    )]
+    New {
+        /// The plugin's name: letters, digits, '-' and '_' (the crate is
+        /// `NAME`, the wasm file `NAME.wasm` with '-' as '_').
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+impl PluginArgs {
+    /// Write the crate and say how to build it.
+    pub fn run(self) -> Result<std::process::ExitCode> {
+        let PluginCommand::New { name, dir } = self.command;
+        let root = new_plugin(&name, &dir)?;
+        println!("created {}", root.display());
+        println!(
+            "build it:  cd {} && cargo build --release --target wasm32-unknown-unknown",
+            root.display()
+        );
+        println!(
+            "then name target/wasm32-unknown-unknown/release/{}.wasm in a spec (see its README.md)",
+            name.replace('-', "_")
+        );
+        Ok(std::process::ExitCode::SUCCESS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,9 @@
 //! `synthnet takeover --restore` (or `synthnet attach --restore pid:1`) run in the
 //! container, which also stops its orphaned bridge.
 //!
-//! Main items: [`TakeoverOptions`], [`run`], [`resolve_spec`], [`restore_here`].
+//! Main items: [`TakeoverArgs`], [`run`], [`resolve_spec`], [`restore_here`].
 
+use super::bridge::{seconds, ApiArgs};
 use super::child::{exit_code, reap};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -27,7 +28,7 @@ use signal_hook::iterator::Signals;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use synthnet_io::netlink;
@@ -43,20 +44,67 @@ const BRIDGE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// What `synthnet takeover` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct TakeoverOptions {
-    /// The spec file given on the command line (before `SYNTHNET_SPEC` and the rest).
+/// Put this container's application behind a synthetic link: move the interface's
+/// addresses, routes and MAC (SYNTHETIC_NETWORK=CIDR picks it; default: the default
+/// route's) onto a veth pair, bridge the real interface to it with the spec
+/// (SPEC, else SYNTHNET_SPEC, else /opt/etc/synthetic_network.json, else the built-in
+/// default), run the application (`-- CMD`, else ENTRY, else /opt/bin/entry, else
+/// none: a sidecar) and exit with its code; undone on exit. Exit code 3: the bridge
+/// died (the application was stopped). Needs CAP_NET_ADMIN and CAP_NET_RAW.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_long_help = TAKEOVER_EXAMPLES,
+    // The API flags are the bridge's own (`ApiArgs`), handed to it as given.
+    mut_arg("api", |a| a
+        .help("Passed to the bridge: where its API listens (`off`: none)")
+        .value_name("API")
+        .hide_default_value(true)),
+    mut_arg("api_token_file", |a| a
+        .help("Passed to the bridge: the API's bearer token file")
+        .value_name("API_TOKEN_FILE")),
+    mut_arg("api_host", |a| a
+        .help("Passed to the bridge: a host name the API's Host/Origin checks accept")
+        .value_name("API_HOST")),
+)]
+pub struct TakeoverArgs {
+    /// The spec (JSON).
     pub spec: Option<PathBuf>,
-    /// The bridge's API flags, passed through verbatim (`--api ADDR` etc.).
-    pub api_args: Vec<String>,
-    /// Seconds between the bridge's stats lines (0: none).
-    pub stats_secs: f64,
-    /// Write API changes back to the spec file (synthetic-network's image did: the
-    /// default here).
-    pub persist: bool,
-    /// The application: the command after `--` (empty: `ENTRY`, then `/opt/bin/entry`).
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Seconds between the bridge's stats lines on stderr; 0: none.
+    #[arg(long, default_value_t = 0.0, value_parser = seconds, value_name = "SECS")]
+    pub stats: f64,
+    /// Keep the spec file as it is: changes through the API live in memory. By
+    /// default takeover writes them back to the file (--persist), as
+    /// synthetic-network's image did.
+    #[arg(long)]
+    pub no_persist: bool,
+    /// Put back what a killed takeover left in this network namespace (from its
+    /// record in /run/synthnet), stop its orphaned bridge, and exit.
+    #[arg(long, conflicts_with_all = ["spec", "command"])]
+    pub restore: bool,
+    /// The application and its arguments.
+    #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+const TAKEOVER_EXAMPLES: &str = "\
+Examples:
+  # in a container started with --cap-add NET_ADMIN --cap-add NET_RAW:
+  synthnet takeover --api 0.0.0.0:80 -- /opt/bin/entry
+  synthnet takeover spec.json --no-persist -- ./server
+  synthnet takeover --restore        # put back what a killed takeover left";
+
+impl TakeoverArgs {
+    /// `synthnet takeover` (or `--restore`): run to the end; the exit code is the
+    /// application's.
+    pub fn run(self) -> Result<ExitCode> {
+        if self.restore {
+            restore_here()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        run(&self).map(ExitCode::from)
+    }
 }
 
 /// Where the spec comes from, in order: the SPEC argument; `SYNTHNET_SPEC` (a path, or
@@ -142,7 +190,7 @@ fn stop_child(pid: Pid, what: &str) -> Option<u8> {
 /// Start `synthnet bridge OUTER WIRE [SPEC] --stats S [API flags] --ready-fd N` and
 /// wait until it says, on that pipe, that it forwards (not a log line: logs are for
 /// people, and their wording changes).
-fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Result<Pid> {
+fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverArgs) -> Result<Pid> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
     use std::os::fd::AsRawFd;
     let exe = std::env::current_exe().context("locate the synthnet binary")?;
@@ -154,11 +202,11 @@ fn start_bridge(outer: &str, spec: Option<&Path>, opts: &TakeoverOptions) -> Res
     if let Some(s) = spec {
         cmd.arg(s);
     }
-    cmd.arg("--stats").arg(opts.stats_secs.to_string());
-    if opts.persist {
+    cmd.arg("--stats").arg(opts.stats.to_string());
+    if !opts.no_persist {
         cmd.arg("--persist");
     }
-    cmd.args(&opts.api_args);
+    cmd.args(opts.api.to_args());
     cmd.arg("--ready-fd").arg(ready_tx.as_raw_fd().to_string());
     // Its own process group: a Ctrl-C on the terminal is the application's, not the
     // bridge's (the bridge stops when takeover says so).
@@ -246,7 +294,7 @@ pub fn restore_here() -> Result<()> {
 }
 
 /// Run a takeover to its end; returns the process exit code.
-pub fn run(opts: &TakeoverOptions) -> Result<u8> {
+pub fn run(opts: &TakeoverArgs) -> Result<u8> {
     // First, so no child's end or signal is missed.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2])
         .context("install signal handlers")?;
@@ -309,7 +357,7 @@ pub fn run(opts: &TakeoverOptions) -> Result<u8> {
 }
 
 fn supervise(
-    opts: &TakeoverOptions,
+    opts: &TakeoverArgs,
     outer: &netlink::Interface,
     spec: Option<&Path>,
     app_cmd: Option<Vec<String>>,
@@ -385,6 +433,48 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        takeover: TakeoverArgs,
+    }
+
+    #[derive(clap::Parser)]
+    struct BridgeCli {
+        #[command(flatten)]
+        bridge: crate::commands::bridge::BridgeArgs,
+    }
+
+    #[test]
+    fn api_flags_reach_the_bridge_as_given_and_stats_are_seconds() {
+        use clap::Parser;
+        let t = Cli::try_parse_from([
+            "takeover",
+            "--api",
+            "0.0.0.0:80",
+            "--api-host",
+            "h",
+            "--stats",
+            "2",
+            "--",
+            "app",
+        ])
+        .unwrap()
+        .takeover;
+        assert_eq!(t.api.to_args(), ["--api", "0.0.0.0:80", "--api-host", "h"]);
+        assert_eq!((t.stats, t.command), (2.0, vec!["app".to_string()]));
+        // No --api: the bridge gets what it would have taken by itself.
+        let t = Cli::try_parse_from(["takeover"]).unwrap().takeover;
+        let b = BridgeCli::try_parse_from(["bridge", "a", "b"])
+            .unwrap()
+            .bridge;
+        assert_eq!(t.api.to_args(), ["--api", b.api.api.as_str()]);
+        // --stats is parsed as the bridge parses it.
+        for bad in ["--stats=-1", "--stats=nan", "--stats=inf"] {
+            assert!(Cli::try_parse_from(["takeover", bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn spec_comes_from_arg_then_env_then_legacy_file() {

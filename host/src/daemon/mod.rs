@@ -61,6 +61,17 @@ const REAP_PER_TURN: usize = 8;
 /// packet's departure), short enough that an idle bridge does not tick at all.
 const LONG_SLEEP_NS: u64 = 30_000_000;
 
+/// The kernel socket buffer `synthnet_io::afpacket` asks for on each port, receive
+/// (SO_RCVBUF, for super-packets) and send (SO_SNDBUF): 16 MiB each (`set_buffer` in
+/// afpacket.rs). Keep the two in step.
+pub const SOCKET_BUFFER_BYTES: usize = 16 << 20;
+/// Socket buffers a bridge holds: a receive and a send buffer on each of its two
+/// interfaces.
+pub const SOCKET_BUFFERS: usize = 4;
+/// The program itself in the memory budget: code, wasmtime's compiled modules and the
+/// heap, measured at about 40 MiB; with margin.
+pub const PROGRAM_BYTES: usize = 96 << 20;
+
 /// The engine's clock: nanoseconds of `CLOCK_MONOTONIC` since the bridge started. Its
 /// origin is published (`GET /api/v1/spec`), so other processes on the machine can map
 /// their own monotonic times onto it.
@@ -451,7 +462,7 @@ impl Bridge {
             ("packet pool", pool.reserved_bytes()),
             ("receive rings", rings),
             // Socket queues for super-packets (SO_RCVBUF) and transmit buffers.
-            ("socket buffers", 4 * (16 << 20)),
+            ("socket buffers", SOCKET_BUFFERS * SOCKET_BUFFER_BYTES),
             (
                 "plugin memory",
                 stages * (plan.limits.plugin_memory_mib << 20),
@@ -460,9 +471,40 @@ impl Bridge {
                 "delay lines",
                 stages * plan.limits.hold_packets.min(pool.capacity()) * 16,
             ),
-            // Code, wasmtime's compiled modules, heap: measured ~40 MiB; with margin.
-            ("program", 96 << 20),
+            ("program", PROGRAM_BYTES),
         ]
+    }
+
+    /// Log what runs, once, as the bridge starts: its interfaces, the memory it may
+    /// take (at start and at most, by part), every chain with every setting, and how
+    /// many packets each delay line may hold.
+    pub fn startup_report(&mut self) {
+        let budget = self.memory_budget();
+        let total: usize = budget.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = budget
+            .iter()
+            .map(|(k, n)| format!("{k} {} MiB", n >> 20))
+            .collect();
+        let (o, i) = self.interfaces();
+        log::info!(
+            "bridging {o} (outer) ⇄ {i} (inner); memory about {} MiB at start, bound {} MiB ({})",
+            self.plan().memory_at_start() >> 20,
+            total >> 20,
+            parts.join(", ")
+        );
+        for line in self.describe().lines() {
+            log::info!("  {line}");
+        }
+        let shares: Vec<String> = self
+            .network()
+            .share_limits()
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        log::info!(
+            "packets delay lines may hold (shares of the pool): {}",
+            shares.join(", ")
+        );
     }
 
     fn now_ns(&self) -> u64 {
@@ -730,12 +772,12 @@ impl Bridge {
     }
 
     /// The outer interface's name, the inner's.
-    pub fn interfaces(&self) -> (&str, &str) {
+    fn interfaces(&self) -> (&str, &str) {
         (&self.opts.outer, &self.opts.inner)
     }
 
     /// Every chain with every setting, for the startup log.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         plan::describe(self.plan())
     }
 }
