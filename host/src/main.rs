@@ -423,7 +423,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 let plan = load_plan(spec)?;
                 check::check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
-                print!("{}", plan::describe(&plan));
+                print!("{}", synthnet_config::describe(&plan));
                 println!("ok");
             }
             Ok(ExitCode::SUCCESS)
@@ -448,7 +448,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("synthnet: note: {note}");
             }
             let commands = match &commands {
-                Some(f) => synthnet::daemon::cmdlog::read(f)?,
+                Some(f) => synthnet_config::cmdlog::read(f)
+                    .map_err(|e| anyhow::anyhow!("--commands {e}"))?,
                 None => Vec::new(),
             };
             let (_, summary) = replay::replay_and_write(
