@@ -1,5 +1,5 @@
 //! Every config the spec layer writes for a built-in plugin (from a synthetic-network
-//! QoS object or a tc-netem(8) line) is one the plugin accepts: the typed value,
+//! QoS object, a tc-netem(8) line or a Mahimahi trace file) is one the plugin accepts: the typed value,
 //! serialized to the bytes the apply path hands over, parsed and started by the
 //! plugin's own code (its native build, through the SDK's `Harness`, which fails as the
 //! host would on a bad config).
@@ -22,6 +22,7 @@ fn start(plugin: &str, config: &[u8]) -> Result<(), String> {
         "loss" => Harness::<synthnet_plugin_loss::Loss>::new(text, 7).map(drop),
         "rate" => Harness::<synthnet_plugin_rate::Rate>::new(text, 7).map(drop),
         "slot" => Harness::<synthnet_plugin_slot::Slot>::new(text, 7).map(drop),
+        "trace" => Harness::<synthnet_plugin_trace::Trace>::new(text, 7).map(drop),
         other => Err(format!(
             "the spec layer wrote a config for {other:?}, not tested here"
         )),
@@ -138,4 +139,24 @@ fn qos_chains_are_configs_the_plugins_accept() {
     }
     let want = ["jitter", "latency", "loss", "rate"];
     assert_eq!(seen.iter().map(String::as_str).collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn a_trace_files_config_is_one_the_trace_plugin_accepts() {
+    let dir = std::env::temp_dir().join(format!("synthnet-builtins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("link.trace"), "1\n1\n3\n\n7\n").unwrap();
+    std::fs::write(dir.join("down.trace"), "5\n3\n").unwrap();
+    let spec = r#"{"ingress": [{"plugin": "trace", "config": {"trace_file": "link.trace", "queue": "codel", "once": true}}]}"#;
+    let plan = synthnet_config::spec::parse(spec, &dir).unwrap();
+    assert_eq!(all_accepted(&plan.ingress.default, spec), ["trace"]);
+    // What the plugin would refuse is refused when the spec is read, naming the file.
+    let e =
+        synthnet_config::spec::parse(&spec.replace("link.trace", "down.trace"), &dir).unwrap_err();
+    assert_eq!(e.field, "ingress[0].config.trace_file");
+    assert!(e.reason.contains("must not decrease"), "{e}");
+    let e = synthnet_config::spec::parse(&spec.replace("once", "onse"), &dir).unwrap_err();
+    assert_eq!(e.field, "ingress[0].config.onse");
+    assert!(e.reason.contains("unknown field `onse`"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,7 @@ pub mod latency;
 pub mod loss;
 pub mod rate;
 pub mod slot;
+pub mod trace;
 
 /// A built-in plugin's config: the plugin it configures, and its check.
 pub trait Builtin: Serialize + DeserializeOwned + Default + Clone + PartialEq {

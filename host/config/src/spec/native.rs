@@ -3,7 +3,7 @@
 //! expanded by [`super::netem`]), a `seed`, memory and hold limits, and flows matching
 //! IPv4/IPv6 prefixes, protocols and port ranges.
 
-use super::fields::{check_label, parse_prefix};
+use super::fields::{builtin, check_label, parse_prefix, typed};
 use super::netem;
 use crate::plan::{
     check_name, err, is_name_char, DirectionPlan, FlowPlan, Limits, Plan, Shape, SpecError, Stage,
@@ -12,6 +12,7 @@ use crate::plan::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::Path;
+use synthnet_builtins::{trace, Builtin};
 use synthnet_core::flow::FlowMatch;
 use synthnet_runtime::{registry, PluginRef};
 
@@ -187,14 +188,23 @@ fn native_stage(
     };
     if let (PluginRef::Builtin(b), Some(file)) = (&resolved, config.get("trace_file")) {
         if b == "trace" {
-            let file = file
-                .as_str()
-                .ok_or_else(|| err(format!("{here}.config.trace_file"), "must be a path"))?;
-            let trace = read_trace(&base.join(file), &format!("{here}.config.trace_file"))?;
+            // The trace plugin's config, its `trace_ms` read from the file.
+            let field = format!("{here}.config.trace_file");
+            let file = file.as_str().ok_or_else(|| err(&field, "must be a path"))?;
+            let trace_ms = read_trace(&base.join(file), &field)?;
             if let Some(m) = config.as_object_mut() {
                 m.remove("trace_file");
-                m.insert("trace_ms".into(), json!(trace));
             }
+            let mut c: trace::Config = typed(&config).map_err(|e| {
+                let at = match e.field.as_str() {
+                    "(spec)" => format!("{here}.config"),
+                    f => format!("{here}.config.{f}"),
+                };
+                err(at, e.reason)
+            })?;
+            c.trace_ms = trace_ms;
+            c.validate().map_err(|e| err(&field, e))?;
+            return builtin(&name, &c, here);
         }
     }
     Ok(Stage {
