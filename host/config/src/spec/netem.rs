@@ -355,44 +355,39 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                     "gemodel" => (loss::Model::GilbertElliott, &a[1..]),
                     _ => (loss::Model::Random, &a[..]),
                 };
-                let mut m = loss::Config {
-                    model,
-                    ..Default::default()
+                // How many numbers each model takes, in the order netem takes them.
+                let max = match model {
+                    loss::Model::Random => 2,
+                    loss::Model::FourState => 5,
+                    loss::Model::GilbertElliott => 4,
                 };
-                // The model's numbers, in the order netem takes them.
-                let fields: Vec<&mut Option<f64>> = match model {
-                    loss::Model::Random => vec![],
-                    loss::Model::FourState => vec![
-                        &mut m.p13_ratio,
-                        &mut m.p31_ratio,
-                        &mut m.p32_ratio,
-                        &mut m.p23_ratio,
-                        &mut m.p14_ratio,
-                    ],
-                    loss::Model::GilbertElliott => vec![
-                        &mut m.p_ratio,
-                        &mut m.r_ratio,
-                        &mut m.bad_loss_ratio,
-                        &mut m.good_loss_ratio,
-                    ],
-                };
-                let max = if model == loss::Model::Random { 2 } else { fields.len() };
                 if rest.is_empty() {
                     return Err(err(at, format!("loss {}: needs a percentage", a[0])));
                 }
                 if rest.len() > max {
                     return Err(err(at, format!("loss: unexpected {:?}", rest[max])));
                 }
-                let values = rest
+                let v = rest
                     .iter()
                     .map(|v| percent(at, "loss", v))
                     .collect::<Result<Vec<f64>, _>>()?;
-                if model == loss::Model::Random {
-                    m.loss_ratio = values[0];
-                    m.correlation_ratio = values.get(1).copied().unwrap_or(0.0);
-                } else {
-                    for (f, v) in fields.into_iter().zip(values) {
-                        *f = Some(v);
+                let given = |i: usize| v.get(i).copied();
+                let mut m = loss::Config {
+                    model,
+                    ..Default::default()
+                };
+                match model {
+                    loss::Model::Random => {
+                        m.loss_ratio = v[0];
+                        m.correlation_ratio = given(1).unwrap_or(0.0);
+                    }
+                    loss::Model::FourState => {
+                        [m.p13_ratio, m.p31_ratio, m.p32_ratio, m.p23_ratio, m.p14_ratio] =
+                            std::array::from_fn(given);
+                    }
+                    loss::Model::GilbertElliott => {
+                        [m.p_ratio, m.r_ratio, m.bad_loss_ratio, m.good_loss_ratio] =
+                            std::array::from_fn(given);
                     }
                 }
                 n.loss = Some(m);
