@@ -1,4 +1,4 @@
-//! Fuzz target `spec`: any bytes as a spec. `plan::parse` must answer without
+//! Fuzz target `spec`: any bytes as a spec. `spec::parse` must answer without
 //! panicking, `describe` must describe what it accepts, and an accepted plan goes
 //! through the one apply path into a network without interfaces — the graph `synthnet
 //! check` builds, plugins compiled (once, cached) and instantiated with their configs.
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::path::Path;
-use synthnet_config::plan;
+use synthnet_config::spec;
 use synthnet_runtime::{Loader, WasmRuntime};
 
 thread_local! {
@@ -23,10 +23,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Relative plugin paths resolve into a directory that does not exist.
-    let Ok(plan) = plan::parse(text, Path::new("/nonexistent/synthnet-fuzz")) else {
+    let Ok(plan) = spec::parse(text, Path::new("/nonexistent/synthnet-fuzz")) else {
         return;
     };
-    let _ = plan::describe(&plan);
+    let _ = synthnet_config::describe(&plan);
     LOADER.with(|l| {
         let mut l = l.borrow_mut();
         let loader =

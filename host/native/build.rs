@@ -1,8 +1,9 @@
 //! Compiles every built-in plugin's source natively, as a module of this crate: the
 //! names come from `synthnet-runtime`'s build script (which found them by their
 //! `[package.metadata.synthnet] builtin = true`), so no list of plugins is kept here.
-//! A built-in's source may use `synthnet_sdk`, `serde` and `serde_json`, this crate's
-//! dependencies, and refers to its own items by plain paths (not `crate::`).
+//! A built-in's source may use `synthnet_sdk`, `synthnet_builtins`, `serde` and
+//! `serde_json`, this crate's dependencies, and refers to its own items by plain paths
+//! (not `crate::`).
 
 use std::env;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 //!   [`daemon::control`] flags and wake pipe (signals registered once), the
 //!   [`daemon::worker`] thread that prepares every configuration change off the packet
 //!   thread (a schedule's steps ahead of their times) and passes commands on to running
-//!   plugins ([`daemon::command`], logged by [`daemon::cmdlog`]), and the
+//!   plugins (logged by [`synthnet_config::cmdlog`]), and the
 //!   [`daemon::stats`] line.
 //! - [`api`]: the control plane the bridge serves: REST API, web UI, Prometheus
 //!   metrics, synthetic-network's `/qos` and `/top` profiles.

@@ -348,7 +348,7 @@ fn spec(ingress: &[String], egress: &[String]) -> plan::Plan {
         ingress.join(", "),
         egress.join(", ")
     );
-    plan::parse(&s, std::path::Path::new(".")).expect("a valid spec")
+    synthnet_config::spec::parse(&s, std::path::Path::new(".")).expect("a valid spec")
 }
 
 fn stage(dir: Direction, name: &str) -> StageId {
@@ -675,7 +675,7 @@ fn parking_and_both_delay_lines_share_the_hold_limit() {
             tb("tb", cfg)
         );
         let mut t = TwoWay::new(100, 0, &[], &[]);
-        let plan = plan::parse(&s, std::path::Path::new(".")).unwrap();
+        let plan = synthnet_config::spec::parse(&s, std::path::Path::new(".")).unwrap();
         assert!(t.net.apply(plan, &mut t.loader).is_applied());
         t.run(20 * MS);
         assert_eq!(t.held(IN), 40, "{cfg}");

@@ -6,7 +6,8 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use synthnet_config::plan::{self, Plan};
+use synthnet_config::plan::Plan;
+use synthnet_config::spec;
 use synthnet_config::{prepare, Changes, Network, Outcome, Ports, Report, StageId};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::{Direction, Engine, PacketPool};
@@ -18,7 +19,7 @@ const MS: u64 = 1_000_000;
 const INTERVAL: u64 = 100_000;
 
 fn plan_of(json: &str) -> Plan {
-    plan::parse(json, std::path::Path::new(".")).expect("a valid spec")
+    spec::parse(json, std::path::Path::new(".")).expect("a valid spec")
 }
 
 /// A network with an ingress direction from a source of `count` UDP packets to a

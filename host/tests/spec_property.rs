@@ -1,7 +1,7 @@
 //! Property: anything `check` accepts runs. 100,000 specs from a seeded generator — all
 //! three shapes, valid-ish and invalid values, extreme numbers (1e308, -0, 2^64, 8 bits/s,
 //! a day and a day plus one ms), colliding names and labels, up to hundreds of flows —
-//! go through `plan::parse`; each one it accepts is built into the graph `synthnet check`
+//! go through `spec::parse`; each one it accepts is built into the graph `synthnet check`
 //! builds (the one apply path into a network without interfaces, plugins instantiated
 //! with their configs); and a sample of those `check` accepts is replayed over a small
 //! capture (frames of every kind and size, up to a 64 KiB super-packet). Nothing may
@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use synthnet::commands::replay::replay_with;
-use synthnet_config::{plan, Outcome, Plan};
+use synthnet_config::{spec, Outcome, Plan};
 use synthnet_core::Direction;
 use synthnet_runtime::{Loader, WasmRuntime};
 
@@ -442,10 +442,10 @@ fn every_spec_check_accepts_replays_without_a_panic() {
             Direction::Egress
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<[bool; 3], String> {
-            let Ok(plan) = plan::parse(&text, Path::new(&base)) else {
+            let Ok(plan) = spec::parse(&text, Path::new(&base)) else {
                 return Ok([false; 3]);
             };
-            let _ = plan::describe(&plan);
+            let _ = synthnet_config::describe(&plan);
             shapes[plan.shape as usize] += 1;
             if check(&plan, &mut loader).is_err() {
                 return Ok([true, false, false]);

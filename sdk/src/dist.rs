@@ -3,14 +3,14 @@
 //! 4096 entries of an inverse CDF scaled by 8192 and clamped to 16 bits, so a draw is
 //! μ + σ·t/8192 — and tables made from samples the way its `maketable` makes them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// netem's table scale: a table value of 8192 is one σ.
 pub const DIST_SCALE: f64 = 8192.0;
 /// Entries of the shipped tables.
 pub const TABLE_SIZE: usize = 4096;
 
-#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribution {
     #[default]

@@ -22,6 +22,7 @@
 //! - [`flowmap`]: a fixed-capacity per-flow state map with idle expiry and a documented
 //!   eviction rule, for stateful plugins (conntrack, NAT, load balancers);
 //! - [`checksum`]: internet checksum and incremental updates;
+//! - [`config`]: the checks a config's fields share (ratios, durations in ms);
 //! - [`build`]: Ethernet + IPv4/IPv6 + TCP/UDP frames to inject, and the TCP reset
 //!   that answers a segment, written into the caller's buffer;
 //! - [`dist`]: netem's delay distributions (its tables, and tables from samples);
@@ -35,6 +36,7 @@
 pub mod abi;
 pub mod build;
 pub mod checksum;
+pub mod config;
 pub mod dist;
 pub mod export;
 pub mod flow;
@@ -55,30 +57,4 @@ pub use rng::{Chance, Rng};
 /// straight to that interface's transmit side. For a TCP RST or an ICMP error.
 pub use abi::PORT_REVERSE as REVERSE;
 
-/// Nanoseconds per millisecond, for configs given in ms.
-pub const NS_PER_MS: u64 = 1_000_000;
-
-/// The longest delay a built-in accepts, in ms: one day. A longer one is almost surely a
-/// unit mistake, and near `u64::MAX` ns a departure time would wrap.
-pub const MAX_DELAY_MS: f64 = 86_400_000.0;
-
-/// Validate a duration field given in ms — finite, within `0..=max_ms` — and convert it
-/// to ns; the error names `field`.
-pub fn duration_ms(field: &str, ms: f64, max_ms: f64) -> Result<u64, String> {
-    if !(ms >= 0.0 && ms <= max_ms) {
-        return Err(format!(
-            "{field}: must be a number of ms within 0..={max_ms}, got {ms}"
-        ));
-    }
-    Ok(ms_to_ns(ms))
-}
-
-/// Convert a duration in (possibly fractional) milliseconds to whole nanoseconds.
-/// Negative and NaN become 0.
-pub fn ms_to_ns(ms: f64) -> u64 {
-    if ms.is_nan() || ms <= 0.0 {
-        0
-    } else {
-        (ms * NS_PER_MS as f64).round() as u64
-    }
-}
+pub use config::{duration_ms, ms_to_ns, MAX_DELAY_MS, NS_PER_MS};

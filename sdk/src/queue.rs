@@ -32,12 +32,12 @@
 //! Every discipline also honours `queue_packets`/`queue_bytes` as a hard bound.
 
 use crate::rng::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// Which discipline.
-#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     #[default]

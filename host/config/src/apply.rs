@@ -25,6 +25,7 @@
 //! direction takes out only the links that start in it, so the other direction's
 //! reverse links into its sink stay.
 
+pub use crate::errors::{ApplyError, CommandError};
 use crate::plan::{seed_for, ChainId, Plan, StageId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -35,71 +36,6 @@ use synthnet_core::flow::Classifier;
 use synthnet_core::{AppId, Counters, Direction, Drops, Engine, LinkId, Packet};
 use synthnet_runtime::app::check_ports;
 use synthnet_runtime::{Factory, Handover, Health, Instance, Loader, PluginApp, PluginError};
-
-/// Why [`Network::command`] gave no reply. Each names the stage (and plugin); the
-/// running configuration and every packet in flight are untouched by all but `Fault`,
-/// which restarts the stage's instance as a batch's fault does (its held and parked
-/// packets stay).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "error", rename_all = "snake_case")]
-pub enum CommandError {
-    #[error("no stage {stage} runs (running: {running})")]
-    UnknownStage { stage: String, running: String },
-    #[error("a command of {len_bytes} bytes, more than the {max_bytes} a command may have")]
-    TooLarge { len_bytes: usize, max_bytes: usize },
-    #[error("stage {stage} (plugin {plugin}) takes no commands")]
-    NoCommands { stage: String, plugin: String },
-    #[error("stage {stage} (plugin {plugin}) refused the command: {message}")]
-    Refused {
-        stage: String,
-        plugin: String,
-        message: String,
-    },
-    #[error("stage {stage} (plugin {plugin}) faulted on the command: {message}; it restarts")]
-    Fault {
-        stage: String,
-        plugin: String,
-        message: String,
-    },
-    #[error("stage {stage} (plugin {plugin}) is down after a fault ({message}); try again")]
-    Down {
-        stage: String,
-        plugin: String,
-        message: String,
-    },
-    #[error("stage {stage} (plugin {plugin}) answered with a reply that is not JSON: {message}")]
-    BadReply {
-        stage: String,
-        plugin: String,
-        message: String,
-    },
-}
-
-/// A refused change: the field or stage it concerns (when known) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
-pub struct ApplyError {
-    pub field: Option<String>,
-    pub message: String,
-}
-
-impl ApplyError {
-    fn at(field: impl Into<String>, e: impl std::fmt::Display) -> Self {
-        ApplyError {
-            field: Some(field.into()),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<crate::plan::SpecError> for ApplyError {
-    fn from(e: crate::plan::SpecError) -> Self {
-        ApplyError {
-            field: Some(e.field),
-            message: e.reason,
-        }
-    }
-}
 
 /// What an applied change did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -410,29 +346,13 @@ impl Network {
             running: "none".into(),
         })?;
         let stage = stage.to_string();
-        use synthnet_runtime::CommandError as E;
         match answer {
             Ok(reply) => serde_json::from_slice(&reply).map_err(|e| CommandError::BadReply {
                 stage,
                 plugin,
                 message: e.to_string(),
             }),
-            Err(E::NoCommands) => Err(CommandError::NoCommands { stage, plugin }),
-            Err(E::Refused(message)) => Err(CommandError::Refused {
-                stage,
-                plugin,
-                message,
-            }),
-            Err(E::Fault(message)) => Err(CommandError::Fault {
-                stage,
-                plugin,
-                message,
-            }),
-            Err(E::Down(message)) => Err(CommandError::Down {
-                stage,
-                plugin,
-                message,
-            }),
+            Err(e) => Err(CommandError::of_plugin(stage, plugin, e)),
         }
     }
 

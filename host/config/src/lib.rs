@@ -1,14 +1,17 @@
 //! # synthnet-config: from what a user writes to what the engine runs
 //!
 //! The layer above the core and the plugin host (which it uses) and below the binary.
-//! No `unsafe` (forbidden below), no sockets.
+//! No `unsafe` (forbidden below), no sockets. Its modules, bottom up (each uses only
+//! those before it):
 //!
-//! - [`plan`]: the JSON specs users write (synthetic-network's two shapes and the native
-//!   form), validated into a [`plan::Plan`] with typed units, typed stage identities
-//!   ([`plan::StageId`]) and resolved plugins; only a plan reaches the engine. Also the
-//!   `synthnet check` description.
-//! - [`netem`]: tc-netem(8)'s option grammar, expanded into built-in plugins (a native
-//!   chain entry `{"netem": "delay 100ms 10ms loss 1%"}`).
+//! - [`plan`]: what the engine runs: a validated [`plan::Plan`] with typed units, typed
+//!   stage identities ([`plan::StageId`]) and resolved plugins, and [`plan::SpecError`].
+//! - [`cmdlog`]: the command log's file format (one JSON line per command a stage was
+//!   handed), written by the bridge and read by `replay`.
+//! - [`describe`]: the `synthnet check` description of a plan.
+//! - [`spec`]: the JSON specs users write (synthetic-network's two shapes, the native
+//!   form, tc-netem(8) lines, schedules), validated into a plan; only a plan reaches the
+//!   engine.
 //! - [`apply`]: the one path every change takes, startup included: [`apply::prepare`]
 //!   off the packet thread, [`apply::Network::commit`] on it, a typed
 //!   [`apply::Report`] at the end.
@@ -16,11 +19,15 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
-pub mod netem;
+pub mod cmdlog;
+pub mod describe;
+pub mod errors;
 pub mod plan;
+pub mod spec;
 
 pub use apply::{
     dry_run, prepare, ApplyError, Changes, Network, Outcome, Ports, Prepared, Report, RunningView,
     Snapshot,
 };
+pub use describe::describe;
 pub use plan::{ChainId, Plan, SpecError, StageId};

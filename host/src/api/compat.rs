@@ -253,7 +253,7 @@ mod tests {
                                           "egress": {"rate": 0}},
                        "flows": [{"label": "dns", "flow": {"ip": 16777226, "protocol": 17, "port_min": 53, "port_max": 53},
                                   "link": {"ingress": {"latency": 100}, "egress": {}}}]}"#;
-        let plan = synthnet_config::plan::parse(text, FsPath::new(".")).unwrap();
+        let plan = synthnet_config::spec::parse(text, FsPath::new(".")).unwrap();
         let v = qos_of(&plan).unwrap();
         assert_eq!(
             v["default_link"]["ingress"],
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(v["flows"][0]["flow"]["ip"], json!(16777226));
         assert_eq!(v["flows"][0]["link"]["ingress"], json!({"latency": 100.0}));
         // And what it says reads back as the same plan.
-        let again = synthnet_config::plan::parse(&v.to_string(), FsPath::new(".")).unwrap();
+        let again = synthnet_config::spec::parse(&v.to_string(), FsPath::new(".")).unwrap();
         assert_eq!(again.ingress, plan.ingress);
         assert_eq!(again.egress, plan.egress);
     }
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn a_plugin_qos_cannot_say_is_a_conflict_naming_it() {
         let text = r#"{"ingress": [{"plugin": "corrupt", "config": {"ratio": 0.1}}]}"#;
-        let plan = synthnet_config::plan::parse(text, FsPath::new(".")).unwrap();
+        let plan = synthnet_config::spec::parse(text, FsPath::new(".")).unwrap();
         let e = qos_of(&plan).unwrap_err();
         assert_eq!(e.status, StatusCode::CONFLICT);
         assert!(e.message.contains("corrupt"), "{}", e.message);

@@ -337,7 +337,7 @@ async fn validate(State(api): State<Shared>, body: Bytes) -> Result<Json<Value>,
     match ask(&api, Change::Validate(v)).await? {
         Answer::Checked(Ok(plan)) => Ok(Json(json!({
             "ok": true,
-            "description": synthnet_config::plan::describe(&plan),
+            "description": synthnet_config::describe(&plan),
             "plan": plan,
         }))),
         Answer::Checked(Err(e)) => Err(ApiError {
@@ -374,7 +374,7 @@ async fn stage_command(
     Path((dir, chain, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    use crate::daemon::command::CommandFailure;
+    use synthnet_config::apply::CommandError;
     use synthnet_config::plan::{check_command, StageCommand, StageId};
     let id = format!("{dir}/{chain}/{name}");
     let stage: StageId = id.parse().map_err(|e: String| ApiError {
@@ -395,17 +395,19 @@ async fn stage_command(
             }
             Err(f) => {
                 let status = match f {
-                    CommandFailure::UnknownStage(_) => StatusCode::NOT_FOUND,
-                    CommandFailure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                    CommandFailure::TakesNone(_) | CommandFailure::Refused(_) => {
+                    CommandError::UnknownStage { .. } => StatusCode::NOT_FOUND,
+                    CommandError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    CommandError::NoCommands { .. } | CommandError::Refused { .. } => {
                         StatusCode::CONFLICT
                     }
-                    CommandFailure::Down(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    CommandFailure::Failed(_) => StatusCode::BAD_GATEWAY,
+                    CommandError::Down { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    CommandError::Fault { .. } | CommandError::BadReply { .. } => {
+                        StatusCode::BAD_GATEWAY
+                    }
                 };
                 Err(ApiError {
                     status,
-                    message: f.message().to_string(),
+                    message: f.to_string(),
                     field: Some(id),
                 })
             }

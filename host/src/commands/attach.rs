@@ -865,7 +865,7 @@ mod tests {
             "ingress": {"latency": 50, "jitter": 10},
             "egress": {"latency": 20}
         });
-        let plan = synthnet_config::plan::from_value(&spec, Path::new(".")).unwrap();
+        let plan = synthnet_config::spec::from_value(&spec, Path::new(".")).unwrap();
         let d = drain_time(&plan);
         assert!(
             d >= Duration::from_millis(60) && d <= Duration::from_millis(200),

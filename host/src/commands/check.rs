@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use synthnet_config::{dry_run, plan, Outcome, Plan};
+use synthnet_config::{dry_run, Outcome, Plan};
 use synthnet_runtime::{Loader, WasmRuntime};
 
 use crate::daemon::timing::Timing;
@@ -44,7 +44,7 @@ impl CheckArgs {
             }
             let plan = super::load_plan(spec)?;
             check(&plan).with_context(|| format!("invalid spec {}", spec.display()))?;
-            print!("{}", plan::describe(&plan));
+            print!("{}", synthnet_config::describe(&plan));
             println!("ok");
         }
         Ok(ExitCode::SUCCESS)

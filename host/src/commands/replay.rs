@@ -5,9 +5,9 @@
 //! output. What a stage sends back toward the sender (the reverse port, link ABI 1.1)
 //! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
-use crate::daemon::{cmdlog, command};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
+use synthnet_config::cmdlog;
 use synthnet_config::plan::StageCommand;
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
@@ -531,7 +531,7 @@ fn run_timed(
             Event::Command(c, what) => {
                 // Delivered at the step's instant, between two breaths.
                 clock.now_ns = clock.now_ns.max(at);
-                match command::send(net, &c.stage, clock.now_ns, &c.command) {
+                match net.command(&c.stage, clock.now_ns, &c.command) {
                     Ok(_) => sent += 1,
                     Err(f) if f.delivered() => {
                         sent += 1;
@@ -598,7 +598,7 @@ impl ReplayArgs {
             eprintln!("synthnet: note: {note}");
         }
         let commands = match &self.commands {
-            Some(f) => cmdlog::read(f)?,
+            Some(f) => cmdlog::read(f).map_err(|e| anyhow::anyhow!("--commands {e}"))?,
             None => Vec::new(),
         };
         let (_, summary) = replay_and_write(

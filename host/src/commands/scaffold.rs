@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use synthnet_sdk::abi::{ABI_MAJOR, ABI_MINOR};
 
 /// Every source file of the SDK (a test checks none is missing).
-const SDK_FILES: [(&str, &str); 14] = [
+const SDK_FILES: [(&str, &str); 15] = [
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/abi.rs", include_str!("../../../sdk/src/abi.rs")),
     ("src/guest.rs", include_str!("../../../sdk/src/guest.rs")),
@@ -27,6 +27,7 @@ const SDK_FILES: [(&str, &str); 14] = [
         "src/checksum.rs",
         include_str!("../../../sdk/src/checksum.rs"),
     ),
+    ("src/config.rs", include_str!("../../../sdk/src/config.rs")),
     ("src/dist.rs", include_str!("../../../sdk/src/dist.rs")),
     ("src/queue.rs", include_str!("../../../sdk/src/queue.rs")),
     ("src/state.rs", include_str!("../../../sdk/src/state.rs")),

@@ -15,14 +15,13 @@
 //! scheduled step at exactly its time: its time is one of the loop's deadlines, woken
 //! for like a held packet's ([`timing`]), so that a slow wake-up is not added to the
 //! step's time. Commands into plugins are delivered the
-//! same way ([`command`]), and written to the command log ([`cmdlog`]).
+//! same way ([`Network::command`]), and written to the command log
+//! ([`synthnet_config::cmdlog`]).
 //!
 //! Counters leave the engine thread only through the [`board`]: at a fixed cadence the
 //! engine pins a snapshot of every counter and of its flow tables there, for the API.
 
 pub mod board;
-pub mod cmdlog;
-pub mod command;
 pub mod compile;
 pub mod control;
 pub mod safefile;
@@ -41,8 +40,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use synthnet_config::plan::{self, Plan};
-use synthnet_config::{prepare, Network, Ports};
+use synthnet_config::plan::Plan;
+use synthnet_config::spec;
+use synthnet_config::{cmdlog, prepare, Network, Ports};
 use synthnet_core::flowtable::FlowTable;
 use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
 use synthnet_core::{AppId, Direction, Engine, PacketPool};
@@ -252,10 +252,10 @@ pub fn load_plan(path: Option<&std::path::Path>) -> Result<Plan> {
 /// The spec at `path`, or the built-in default: as written, and its plan.
 pub fn load_spec(path: Option<&std::path::Path>) -> Result<(serde_json::Value, Plan)> {
     Ok(match path {
-        Some(p) => plan::load_value(p).with_context(|| format!("invalid spec {}", p.display()))?,
+        Some(p) => spec::load_value(p).with_context(|| format!("invalid spec {}", p.display()))?,
         None => {
-            let v = plan::json_of(plan::DEFAULT_SPEC)?;
-            let p = plan::from_value(&v, std::path::Path::new("."))?;
+            let v = spec::json_of(spec::DEFAULT_SPEC)?;
+            let p = spec::from_value(&v, std::path::Path::new("."))?;
             (v, p)
         }
     })
@@ -277,7 +277,10 @@ impl Bridge {
         let command_log = opts
             .command_log
             .as_deref()
-            .map(cmdlog::Writer::open)
+            .map(|p| {
+                cmdlog::Writer::open(p)
+                    .with_context(|| format!("--command-log {}: cannot open it", p.display()))
+            })
             .transpose()?;
         let runtime = WasmRuntime::new()?;
         let mut loader = Loader::new(runtime.clone());
@@ -536,7 +539,7 @@ impl Bridge {
                 }
                 ToEngine::Command(c) => Done::Commanded {
                     at_ns,
-                    result: command::send(&mut self.net, &c.stage, at_ns, &c.command),
+                    result: self.net.command(&c.stage, at_ns, &c.command),
                 },
             };
             let _ = self.engine_side.answers.send(done);
@@ -566,7 +569,7 @@ impl Bridge {
                 self.hold_ns = timing::min_hold_ns(self.plan());
             }
             let command = command.map(|c| {
-                let r = command::send(&mut self.net, &c.stage, now, &c.command);
+                let r = self.net.command(&c.stage, now, &c.command);
                 (c, r)
             });
             let stepped = Stepped {
@@ -778,6 +781,6 @@ impl Bridge {
 
     /// Every chain with every setting, for the startup log.
     fn describe(&self) -> String {
-        plan::describe(self.plan())
+        synthnet_config::describe(self.plan())
     }
 }

@@ -28,8 +28,6 @@
 //! engine delivers each between two breaths at its `now`; the worker logs it (the
 //! command log) and counts it per stage.
 
-use super::cmdlog::{self, Source};
-use super::command::CommandFailure;
 use super::control::Control;
 use super::safefile::Staged;
 use super::EngineClock;
@@ -38,7 +36,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
-use synthnet_config::plan::{self, Plan, StageCommand, Step};
+use synthnet_config::apply::CommandError;
+use synthnet_config::cmdlog::{self, Source};
+use synthnet_config::plan::{Plan, StageCommand, Step};
+use synthnet_config::spec;
 use synthnet_config::{prepare, ApplyError, Outcome, Prepared, Report, RunningView};
 use synthnet_runtime::Loader;
 
@@ -74,7 +75,7 @@ pub enum Answer {
     /// A command: the plugin's reply or why not, and the engine time it was handed over.
     Commanded {
         at_ns: u64,
-        result: Result<Value, CommandFailure>,
+        result: Result<Value, CommandError>,
     },
 }
 
@@ -150,7 +151,7 @@ pub struct Stepped {
     pub at_ns: u64,
     /// The commit's report and the view afterwards (a step with a plan).
     pub report: Option<(Report, RunningView)>,
-    pub command: Option<(StageCommand, Result<Value, CommandFailure>)>,
+    pub command: Option<(StageCommand, Result<Value, CommandError>)>,
 }
 
 /// What the worker asks of the engine thread.
@@ -173,7 +174,7 @@ pub enum Done {
     },
     Commanded {
         at_ns: u64,
-        result: Result<Value, CommandFailure>,
+        result: Result<Value, CommandError>,
     },
 }
 
@@ -265,7 +266,7 @@ pub fn spawn(
     let path = startup.path.clone();
     let base = path
         .as_deref()
-        .map(plan::base_of)
+        .map(spec::base_of)
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let mut worker = Worker {
@@ -321,7 +322,7 @@ impl Worker {
     /// Handle one request; `false` when the engine is gone.
     fn handle(&mut self, req: Request) -> bool {
         let planned = |v: Value, base: &Path| -> Result<(Value, Plan), ApplyError> {
-            let p = plan::from_value(&v, base)?;
+            let p = spec::from_value(&v, base)?;
             Ok((v, p))
         };
         // The spec to run, and whether it must be written to the file.
@@ -355,7 +356,7 @@ impl Worker {
             Change::Reload => match &self.path {
                 Some(p) => {
                     log::info!("reload: reading {}", p.display());
-                    (plan::load_value(p).map_err(ApplyError::from), false)
+                    (spec::load_value(p).map_err(ApplyError::from), false)
                 }
                 None => (
                     Err(ApplyError {
@@ -642,12 +643,12 @@ impl Worker {
         &mut self,
         at_ns: u64,
         c: &StageCommand,
-        result: &Result<Value, CommandFailure>,
+        result: &Result<Value, CommandError>,
         source: Source,
     ) {
         let refused = match result {
             Ok(_) => None,
-            Err(f) if f.delivered() => Some(f.message().to_string()),
+            Err(f) if f.delivered() => Some(f.to_string()),
             Err(f) => {
                 // Any client can send these: at most a few lines a second.
                 crate::warn_throttled!(5, "command to {} not delivered: {f}", c.stage);

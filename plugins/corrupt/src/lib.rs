@@ -26,29 +26,10 @@
 //!   off on the bridged interfaces (`ethtool -K DEV gro off`); UDP datagrams are single
 //!   frames and are corrupted either way.
 
-use serde::Deserialize;
 use synthnet_sdk::{export_plugin, state, Access, Batch, Plugin, Rng};
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Fraction of packets to damage, 0..=1.
-    pub ratio: f64,
-    /// netem's correlation approximation, 0..=1.
-    pub correlation_ratio: f64,
-    /// Bytes at the start of the frame left intact.
-    pub skip_bytes: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            ratio: 0.0,
-            correlation_ratio: 0.0,
-            skip_bytes: 14,
-        }
-    }
-}
+pub use synthnet_builtins::corrupt::Config;
+use synthnet_builtins::Builtin;
 
 pub struct Corrupt {
     p: f64,
@@ -81,14 +62,7 @@ impl Plugin for Corrupt {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        for (field, v) in [
-            ("ratio", c.ratio),
-            ("correlation_ratio", c.correlation_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{field}: must be within 0..=1, got {v}"));
-            }
-        }
+        c.validate()?;
         Ok(Corrupt {
             p: c.ratio,
             rho: c.correlation_ratio,

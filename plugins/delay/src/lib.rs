@@ -34,54 +34,13 @@
 //!
 //! A draw below zero delays by zero (a packet never leaves before it arrived).
 
-use serde::Deserialize;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use synthnet_sdk::dist::{moments, shipped_table, table_from_samples, Distribution, DIST_SCALE};
-use synthnet_sdk::{duration_ms, export_plugin, state, Batch, Plugin, Rng, MAX_DELAY_MS};
+use synthnet_sdk::{export_plugin, ms_to_ns, state, Batch, Plugin, Rng};
 
-#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Correlation {
-    #[default]
-    Netem,
-    Ar1,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub delay_ms: f64,
-    pub jitter_ms: f64,
-    pub distribution: Distribution,
-    /// For `distribution: table`: the samples the table is made from.
-    pub table_samples: Vec<f64>,
-    pub correlation_ratio: f64,
-    pub correlation: Correlation,
-    pub keep_order: bool,
-    pub reorder_ratio: f64,
-    pub reorder_correlation_ratio: f64,
-    pub reorder_gap_packets: Option<u32>,
-    pub limit_packets: Option<u32>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            delay_ms: 0.0,
-            jitter_ms: 0.0,
-            distribution: Distribution::Uniform,
-            table_samples: Vec::new(),
-            correlation_ratio: 0.0,
-            correlation: Correlation::Netem,
-            keep_order: false,
-            reorder_ratio: 0.0,
-            reorder_correlation_ratio: 0.0,
-            reorder_gap_packets: None,
-            limit_packets: None,
-        }
-    }
-}
+pub use synthnet_builtins::delay::{Config, Correlation};
+use synthnet_builtins::Builtin;
 
 pub struct Delay {
     mu_ns: f64,
@@ -171,48 +130,15 @@ impl Plugin for Delay {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        let mu = duration_ms("delay_ms", c.delay_ms, MAX_DELAY_MS)? as f64;
-        let sigma = duration_ms("jitter_ms", c.jitter_ms, MAX_DELAY_MS)? as f64;
-        if !(0.0..1.0).contains(&c.correlation_ratio) {
-            return Err(format!(
-                "correlation_ratio: must be within 0..1, got {}",
-                c.correlation_ratio
-            ));
-        }
+        c.validate()?;
+        let mu = ms_to_ns(c.delay_ms) as f64;
+        let sigma = ms_to_ns(c.jitter_ms) as f64;
         let table = match c.distribution {
             Distribution::Table => Some(table_from_samples(&c.table_samples)?),
-            d => {
-                if !c.table_samples.is_empty() {
-                    return Err("table_samples: only for distribution \"table\"".into());
-                }
-                shipped_table(d)
-            }
+            d => shipped_table(d),
         };
         let (table_mean, table_sd) = moments(table.as_deref());
-        for (field, v) in [
-            ("reorder_ratio", c.reorder_ratio),
-            ("reorder_correlation_ratio", c.reorder_correlation_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{field}: must be within 0..=1, got {v}"));
-            }
-        }
-        let gap = match (c.reorder_ratio > 0.0, c.reorder_gap_packets) {
-            (_, Some(0)) => return Err("reorder_gap_packets: must be at least 1".into()),
-            (false, Some(_)) => {
-                return Err(
-                    "reorder_gap_packets: needs reorder_ratio (netem: gap without reorder)".into(),
-                )
-            }
-            (true, g) => g.unwrap_or(1),
-            (false, None) => 0,
-        };
-        if gap > 0 && mu == 0.0 {
-            return Err(
-                "reorder_ratio: needs delay_ms (netem: reordering not possible without some delay)"
-                    .into(),
-            );
-        }
+        let gap = c.reorder_gap()?;
         Ok(Delay {
             mu_ns: mu,
             sigma_ns: sigma,
@@ -227,10 +153,7 @@ impl Plugin for Delay {
             gap,
             counter: 0,
             reorder_last: 0.0,
-            limit: match c.limit_packets {
-                Some(0) => return Err("limit_packets: must be at least 1".into()),
-                l => l.map(|l| l as usize),
-            },
+            limit: c.limit_packets.map(|l| l as usize),
             waiting: BinaryHeap::new(),
             rng: Rng::new(seed),
             last: 0.0,

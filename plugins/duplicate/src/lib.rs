@@ -6,17 +6,10 @@
 //! the copy may arrive before or after the original. A copy is never duplicated again
 //! here (each packet is looked at once).
 
-use serde::Deserialize;
 use synthnet_sdk::{export_plugin, state, Batch, Plugin, Rng};
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Probability that a packet is sent twice, 0..=1.
-    pub duplicate_ratio: f64,
-    /// netem's correlation approximation, 0..=1.
-    pub correlation_ratio: f64,
-}
+pub use synthnet_builtins::duplicate::Config;
+use synthnet_builtins::Builtin;
 
 pub struct Duplicate {
     p: f64,
@@ -31,14 +24,7 @@ impl Plugin for Duplicate {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        for (field, v) in [
-            ("duplicate_ratio", c.duplicate_ratio),
-            ("correlation_ratio", c.correlation_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{field}: must be within 0..=1, got {v}"));
-            }
-        }
+        c.validate()?;
         Ok(Duplicate {
             p: c.duplicate_ratio,
             rho: c.correlation_ratio,

@@ -3,29 +3,10 @@
 //! `reorder`, packets leave in the order they came (a delayed packet holds back the ones
 //! behind it, as in a FIFO); with `reorder`, undelayed packets overtake delayed ones.
 
-use serde::Deserialize;
-use synthnet_sdk::{duration_ms, export_plugin, state, Batch, Chance, Plugin, Rng, MAX_DELAY_MS};
+use synthnet_sdk::{export_plugin, ms_to_ns, state, Batch, Chance, Plugin, Rng};
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Largest extra delay, milliseconds.
-    pub jitter_ms: f64,
-    /// Fraction of packets that get extra delay, 0..=1.
-    pub strength: f64,
-    /// Let packets overtake each other.
-    pub reorder: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            jitter_ms: 0.0,
-            strength: 1.0,
-            reorder: false,
-        }
-    }
-}
+pub use synthnet_builtins::jitter::Config;
+use synthnet_builtins::Builtin;
 
 pub struct Jitter {
     max_ns: u64,
@@ -41,13 +22,8 @@ impl Plugin for Jitter {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        let max_ns = duration_ms("jitter_ms", c.jitter_ms, MAX_DELAY_MS)?;
-        if !(0.0..=1.0).contains(&c.strength) {
-            return Err(format!(
-                "strength: must be within 0..=1, got {}",
-                c.strength
-            ));
-        }
+        c.validate()?;
+        let max_ns = ms_to_ns(c.jitter_ms);
         Ok(Jitter {
             max_ns,
             chance: Chance::new(c.strength),

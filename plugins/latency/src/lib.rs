@@ -2,15 +2,10 @@
 //! stage; order is kept (a delay lowered by a reload never lets a packet overtake one
 //! that is already held).
 
-use serde::Deserialize;
-use synthnet_sdk::{duration_ms, export_plugin, Batch, Plugin, MAX_DELAY_MS};
+use synthnet_sdk::{export_plugin, ms_to_ns, Batch, Plugin};
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// One-way delay, milliseconds (fractions allowed).
-    pub delay_ms: f64,
-}
+pub use synthnet_builtins::latency::Config;
+use synthnet_builtins::Builtin;
 
 pub struct Latency {
     delay_ns: u64,
@@ -23,7 +18,8 @@ impl Plugin for Latency {
     const STATE_VERSION: u32 = 1;
 
     fn new(config: Config, _seed: u64) -> Result<Self, String> {
-        let delay_ns = duration_ms("delay_ms", config.delay_ms, MAX_DELAY_MS)?;
+        config.validate()?;
+        let delay_ns = ms_to_ns(config.delay_ms);
         Ok(Latency {
             delay_ns,
             last_departure_ns: 0,

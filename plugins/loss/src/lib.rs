@@ -29,44 +29,11 @@
 //! checksum); without it, it sees descriptors only (copying headers cost ~4 ns a
 //! packet, a fifth of the plugin).
 
-use serde::Deserialize;
 use synthnet_sdk::wire::{self, Ecn};
 use synthnet_sdk::{export_plugin, state, Access, Batch, Plugin, Rng};
 
-#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    #[default]
-    Random,
-    GilbertElliott,
-    FourState,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub model: Model,
-    /// random: probability that a packet is lost, 0..=1.
-    pub loss_ratio: f64,
-    /// random: netem's correlation approximation, 0..=1.
-    pub correlation_ratio: f64,
-    /// gilbert_elliott: P(good → bad) per packet (netem's p).
-    pub p_ratio: Option<f64>,
-    /// gilbert_elliott: P(bad → good) per packet (netem's r; default 1 − p).
-    pub r_ratio: Option<f64>,
-    /// gilbert_elliott: loss probability in the bad state (netem's 1-h; default 1).
-    pub bad_loss_ratio: Option<f64>,
-    /// gilbert_elliott: loss probability in the good state (netem's 1-k; default 0).
-    pub good_loss_ratio: Option<f64>,
-    /// four_state: the transition probabilities of netem's `loss state`.
-    pub p13_ratio: Option<f64>,
-    pub p31_ratio: Option<f64>,
-    pub p32_ratio: Option<f64>,
-    pub p23_ratio: Option<f64>,
-    pub p14_ratio: Option<f64>,
-    /// Mark ECN-capable packets CE instead of dropping them (netem's `ecn`).
-    pub ecn: bool,
-}
+use synthnet_builtins::loss::Resolved;
+pub use synthnet_builtins::loss::{Config, Model};
 
 /// A validated model with its state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -170,104 +137,37 @@ impl Chain {
     }
 }
 
-fn ratio(field: &str, v: f64) -> Result<f64, String> {
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{field}: must be within 0..=1, got {v}"))
-    }
-}
-
-impl Config {
-    fn chain(&self) -> Result<Chain, String> {
-        let model_fields: [(&str, Model, bool); 11] = [
-            ("loss_ratio", Model::Random, self.loss_ratio != 0.0),
-            (
-                "correlation_ratio",
-                Model::Random,
-                self.correlation_ratio != 0.0,
-            ),
-            ("p_ratio", Model::GilbertElliott, self.p_ratio.is_some()),
-            ("r_ratio", Model::GilbertElliott, self.r_ratio.is_some()),
-            (
-                "bad_loss_ratio",
-                Model::GilbertElliott,
-                self.bad_loss_ratio.is_some(),
-            ),
-            (
-                "good_loss_ratio",
-                Model::GilbertElliott,
-                self.good_loss_ratio.is_some(),
-            ),
-            ("p13_ratio", Model::FourState, self.p13_ratio.is_some()),
-            ("p31_ratio", Model::FourState, self.p31_ratio.is_some()),
-            ("p32_ratio", Model::FourState, self.p32_ratio.is_some()),
-            ("p23_ratio", Model::FourState, self.p23_ratio.is_some()),
-            ("p14_ratio", Model::FourState, self.p14_ratio.is_some()),
-        ];
-        for (field, model, given) in model_fields {
-            if given && model != self.model {
-                return Err(format!(
-                    "{field}: belongs to model {model:?}, not to {:?}",
-                    self.model
-                ));
-            }
-        }
-        Ok(match self.model {
-            Model::Random => Chain::Random {
-                p: ratio("loss_ratio", self.loss_ratio)?,
-                rho: ratio("correlation_ratio", self.correlation_ratio)?,
-                last: 0.0,
-            },
-            Model::GilbertElliott => {
-                let p = ratio(
-                    "p_ratio",
-                    self.p_ratio
-                        .ok_or("p_ratio: the gilbert_elliott model needs it")?,
-                )?;
-                Chain::GilbertElliott {
-                    p,
-                    r: ratio("r_ratio", self.r_ratio.unwrap_or(1.0 - p))?,
-                    bad_loss: ratio("bad_loss_ratio", self.bad_loss_ratio.unwrap_or(1.0))?,
-                    good_loss: ratio("good_loss_ratio", self.good_loss_ratio.unwrap_or(0.0))?,
-                    bad: false,
-                }
-            }
-            Model::FourState => {
-                let p13 = ratio(
-                    "p13_ratio",
-                    self.p13_ratio
-                        .ok_or("p13_ratio: the four_state model needs it")?,
-                )?;
-                let c = Chain::FourState {
-                    p13,
-                    p31: ratio("p31_ratio", self.p31_ratio.unwrap_or(1.0 - p13))?,
-                    p32: ratio("p32_ratio", self.p32_ratio.unwrap_or(0.0))?,
-                    p23: ratio("p23_ratio", self.p23_ratio.unwrap_or(1.0))?,
-                    p14: ratio("p14_ratio", self.p14_ratio.unwrap_or(0.0))?,
-                    state: 1,
-                };
-                if let Chain::FourState {
-                    p13, p31, p32, p14, ..
-                } = c
-                {
-                    if p13 + p14 > 1.0 {
-                        return Err(format!(
-                            "p14_ratio: p13 + p14 must be at most 1, got {}",
-                            p13 + p14
-                        ));
-                    }
-                    if p31 + p32 > 1.0 {
-                        return Err(format!(
-                            "p32_ratio: p31 + p32 must be at most 1, got {}",
-                            p31 + p32
-                        ));
-                    }
-                }
-                c
-            }
-        })
-    }
+/// The model's state machine, from its checked probabilities.
+fn chain(c: &Config) -> Result<Chain, String> {
+    Ok(match c.resolve()? {
+        Resolved::Random { p, rho } => Chain::Random { p, rho, last: 0.0 },
+        Resolved::GilbertElliott {
+            p,
+            r,
+            bad_loss,
+            good_loss,
+        } => Chain::GilbertElliott {
+            p,
+            r,
+            bad_loss,
+            good_loss,
+            bad: false,
+        },
+        Resolved::FourState {
+            p13,
+            p31,
+            p32,
+            p23,
+            p14,
+        } => Chain::FourState {
+            p13,
+            p31,
+            p32,
+            p23,
+            p14,
+            state: 1,
+        },
+    })
 }
 
 pub struct Loss {
@@ -283,7 +183,7 @@ impl Plugin for Loss {
 
     fn new(config: Config, seed: u64) -> Result<Self, String> {
         Ok(Loss {
-            chain: config.chain()?,
+            chain: chain(&config)?,
             rng: Rng::new(seed),
             ecn: config.ecn,
         })

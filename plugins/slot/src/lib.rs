@@ -9,21 +9,11 @@
 //! slot is drawn. As in netem's dequeue, a packet that becomes due after the open
 //! slot's time has passed waits for a fresh draw from its own time.
 
-use serde::Deserialize;
-use synthnet_sdk::dist::{shipped_table, Distribution, DIST_SCALE};
-use synthnet_sdk::{duration_ms, export_plugin, Batch, Plugin, Rng, MAX_DELAY_MS};
+use synthnet_sdk::dist::{shipped_table, DIST_SCALE};
+use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub min_delay_ms: f64,
-    pub max_delay_ms: Option<f64>,
-    pub distribution: Option<Distribution>,
-    pub delay_ms: f64,
-    pub jitter_ms: f64,
-    pub packets: Option<u32>,
-    pub bytes: Option<u64>,
-}
+pub use synthnet_builtins::slot::Config;
+use synthnet_builtins::{slot, Builtin};
 
 /// How the gap to the next slot is drawn, ns.
 enum Gap {
@@ -73,31 +63,21 @@ impl Plugin for Slot {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        let gap = match c.distribution {
-            None | Some(Distribution::Uniform) => {
-                let min = duration_ms("min_delay_ms", c.min_delay_ms, MAX_DELAY_MS)?;
-                let max = duration_ms(
-                    "max_delay_ms",
-                    c.max_delay_ms.unwrap_or(c.min_delay_ms),
-                    MAX_DELAY_MS,
-                )?;
-                if max < min {
-                    return Err("max_delay_ms: must not be below min_delay_ms".into());
-                }
-                Gap::Uniform { min, max }
-            }
-            Some(d) => Gap::Table {
-                mu: duration_ms("delay_ms", c.delay_ms, MAX_DELAY_MS)? as f64,
-                sigma: duration_ms("jitter_ms", c.jitter_ms, MAX_DELAY_MS)? as f64,
-                table: shipped_table(d).ok_or("distribution: a table distribution needs table_samples, which slot does not take")?,
+        c.validate()?;
+        let gap = match c.gap()? {
+            slot::Gap::Uniform { min, max } => Gap::Uniform { min, max },
+            slot::Gap::Table {
+                mu,
+                sigma,
+                distribution,
+            } => Gap::Table {
+                mu,
+                sigma,
+                table: shipped_table(distribution).ok_or(
+                    "distribution: a table distribution needs table_samples, which slot does not take",
+                )?,
             },
         };
-        if c.packets == Some(0) {
-            return Err("packets: must be at least 1".into());
-        }
-        if c.bytes == Some(0) {
-            return Err("bytes: must be at least 1".into());
-        }
         Ok(Slot {
             gap,
             packets: c.packets,

@@ -18,46 +18,15 @@
 //!
 //! The trace starts with the first packet the stage sees.
 
-use serde::Deserialize;
 use synthnet_sdk::queue::{self, Fate, Queue};
 use synthnet_sdk::{export_plugin, Batch, Plugin, Rng};
 
+pub use synthnet_builtins::trace::{Config, MAX_TRACE_LEN};
+use synthnet_builtins::Builtin;
+
 /// Bytes one opportunity delivers (Mahimahi's `PACKET_SIZE`).
 pub const OPPORTUNITY_BYTES: u32 = 1504;
-/// Most opportunities a trace may list.
-pub const MAX_TRACE_LEN: usize = 4_000_000;
 const MS: u64 = 1_000_000;
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub trace_ms: Vec<u64>,
-    pub once: bool,
-    pub queue: queue::Kind,
-    pub queue_packets: Option<u64>,
-    pub queue_bytes: Option<u64>,
-    pub target_ms: f64,
-    pub interval_ms: f64,
-    pub qdelay_ref_ms: f64,
-    pub max_burst_ms: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let q = queue::Params::default();
-        Config {
-            trace_ms: Vec::new(),
-            once: false,
-            queue: queue::Kind::Infinite,
-            queue_packets: None,
-            queue_bytes: None,
-            target_ms: q.target_ms,
-            interval_ms: q.interval_ms,
-            qdelay_ref_ms: q.qdelay_ref_ms,
-            max_burst_ms: q.max_burst_ms,
-        }
-    }
-}
 
 /// Where the link is in the trace: opportunity `k` (counting across loops) with
 /// `left` bytes of it unused.
@@ -139,27 +108,9 @@ impl Plugin for Trace {
     const STATE_VERSION: u32 = 1;
 
     fn new(c: Config, seed: u64) -> Result<Self, String> {
-        if c.trace_ms.is_empty() || c.trace_ms.len() > MAX_TRACE_LEN {
-            return Err(format!(
-                "trace_ms: needs 1 to {MAX_TRACE_LEN} opportunities (ms), got {}",
-                c.trace_ms.len()
-            ));
-        }
-        if let Some(i) = c.trace_ms.windows(2).position(|w| w[1] < w[0]) {
-            return Err(format!(
-                "trace_ms: times must not decrease, but line {} ({}) comes after {}",
-                i + 2,
-                c.trace_ms[i + 1],
-                c.trace_ms[i]
-            ));
-        }
+        c.validate()?;
+        // The period: the last time (validate checked it is above 0).
         let last = *c.trace_ms.last().unwrap_or(&0);
-        if last == 0 {
-            return Err("trace_ms: the last time must be above 0 ms (it is the period)".into());
-        }
-        if last > 86_400_000 {
-            return Err(format!("trace_ms: a trace longer than a day ({last} ms)"));
-        }
         let queue = Queue::new(queue::Params {
             kind: c.queue,
             packets: c.queue_packets,

@@ -7,12 +7,11 @@
 //! such lines), `"unix_ns"` (the wall clock then, to line a log up with a capture) and
 //! `"refused"` (the plugin's message, when it refused; it was delivered all the same).
 
-use anyhow::{Context, Result};
+use crate::plan::{check_command, StageId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
-use std::path::Path;
-use synthnet_config::plan::{check_command, StageId};
+use std::path::{Path, PathBuf};
 
 /// Who sent a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -55,12 +54,11 @@ pub struct Writer {
 
 impl Writer {
     /// Open `path` for appending (created if missing).
-    pub fn open(path: &Path) -> Result<Writer> {
+    pub fn open(path: &Path) -> std::io::Result<Writer> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
-            .with_context(|| format!("--command-log {}: cannot open it", path.display()))?;
+            .open(path)?;
         Ok(Writer { file })
     }
 
@@ -75,14 +73,28 @@ impl Writer {
 /// The largest command log read.
 pub const MAX_LOG_BYTES: u64 = 256 << 20;
 
+/// Why a command log could not be read: the file, the line (from 1) when one is bad,
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {reason}", path.display(), line.map(|n| format!(" line {n}")).unwrap_or_default())]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
 /// Read a command log: its entries in time order (equal times in file order). A bad
 /// line is an error naming the file and the line number; blank lines are skipped.
-pub fn read(path: &Path) -> Result<Vec<Entry>> {
+pub fn read(path: &Path) -> Result<Vec<Entry>, ReadError> {
+    let fail = |line, reason: String| ReadError {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
     let bytes = synthnet_runtime::loader::read_file(path, MAX_LOG_BYTES)
-        .map_err(|e| anyhow::anyhow!("--commands {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("--commands {}: not UTF-8 text", path.display()))?;
-    parse(&text).map_err(|(n, e)| anyhow::anyhow!("--commands {} line {n}: {e}", path.display()))
+        .map_err(|e| fail(None, e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail(None, "not UTF-8 text".into()))?;
+    parse(&text).map_err(|(n, e)| fail(Some(n), e))
 }
 
 /// [`read`] of text already read: the entries, or the line number (from 1) and why.

@@ -36,9 +36,10 @@
 //! packets CE instead of dropping them (`"ecn": true` on `loss`); without a loss model
 //! it is refused, as tc refuses it.
 
+use super::fields::builtin;
 use crate::plan::{SpecError, Stage};
-use serde_json::{json, Map, Value};
-use synthnet_runtime::PluginRef;
+use synthnet_builtins::{corrupt, delay, duplicate, loss, rate, slot};
+use synthnet_sdk::dist::Distribution;
 
 fn err(at: &str, msg: impl Into<String>) -> SpecError {
     SpecError {
@@ -162,8 +163,8 @@ fn size_bytes(at: &str, s: &str) -> Result<u64, SpecError> {
 
 /// `slot`'s arguments: `MIN [MAX]` or `distribution D DELAY JITTER`, then `packets N`
 /// and `bytes SIZE` in any order.
-fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
-    let mut m = Map::new();
+fn slot(at: &str, a: &[&str]) -> Result<slot::Config, SpecError> {
+    let mut m = slot::Config::default();
     let mut rest: &[&str] = if a.first() == Some(&"distribution") {
         if a.len() < 4 {
             return Err(err(
@@ -171,7 +172,7 @@ fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
                 "slot distribution: needs a name, a delay and a jitter",
             ));
         }
-        if !["normal", "pareto", "paretonormal", "uniform"].contains(&a[1]) {
+        let Some(d) = distribution(a[1]) else {
             return Err(err(
                 at,
                 format!(
@@ -179,19 +180,19 @@ fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
                     a[1]
                 ),
             ));
-        }
-        m.insert("distribution".into(), json!(a[1]));
-        m.insert("delay_ms".into(), json!(time_ms(at, "slot delay", a[2])?));
-        m.insert("jitter_ms".into(), json!(time_ms(at, "slot jitter", a[3])?));
+        };
+        m.distribution = Some(d);
+        m.delay_ms = time_ms(at, "slot delay", a[2])?;
+        m.jitter_ms = time_ms(at, "slot jitter", a[3])?;
         &a[4..]
     } else {
         let Some(min) = a.first() else {
             return Err(err(at, "slot: needs a delay (e.g. slot 800us 10ms)"));
         };
-        m.insert("min_delay_ms".into(), json!(time_ms(at, "slot", min)?));
+        m.min_delay_ms = time_ms(at, "slot", min)?;
         match a.get(1) {
             Some(max) if !["packets", "bytes"].contains(max) => {
-                m.insert("max_delay_ms".into(), json!(time_ms(at, "slot", max)?));
+                m.max_delay_ms = Some(time_ms(at, "slot", max)?);
                 &a[2..]
             }
             _ => &a[1..],
@@ -199,11 +200,8 @@ fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
     };
     while let [word, value, more @ ..] = rest {
         match *word {
-            "packets" => m.insert(
-                "packets".into(),
-                json!(integer::<u32>(at, "slot packets", value)?),
-            ),
-            "bytes" => m.insert("bytes".into(), json!(size_bytes(at, value)?)),
+            "packets" => m.packets = Some(integer::<u32>(at, "slot packets", value)?),
+            "bytes" => m.bytes = Some(size_bytes(at, value)?),
             other => return Err(err(at, format!("slot: unexpected {other:?}"))),
         };
         rest = more;
@@ -212,6 +210,17 @@ fn slot(at: &str, a: &[&str]) -> Result<Map<String, Value>, SpecError> {
         return Err(err(at, format!("slot: {w:?} needs a value")));
     }
     Ok(m)
+}
+
+/// One of netem's four distribution names.
+fn distribution(name: &str) -> Option<Distribution> {
+    Some(match name {
+        "uniform" => Distribution::Uniform,
+        "normal" => Distribution::Normal,
+        "pareto" => Distribution::Pareto,
+        "paretonormal" => Distribution::Paretonormal,
+        _ => return None,
+    })
 }
 
 /// The words netem options start with.
@@ -236,14 +245,16 @@ const KEYWORDS: &[&str] = &[
 #[derive(Debug, Default)]
 struct Netem {
     limit: Option<u32>,
-    delay: Option<Map<String, Value>>,
-    loss: Option<Map<String, Value>>,
-    corrupt: Option<Map<String, Value>>,
-    duplicate: Option<Map<String, Value>>,
+    delay: Option<delay::Config>,
+    /// Whether the delay gave a jitter (a distribution needs one).
+    jitter: bool,
+    loss: Option<loss::Config>,
+    corrupt: Option<corrupt::Config>,
+    duplicate: Option<duplicate::Config>,
     reorder: Option<(f64, f64, Option<u32>)>,
-    distribution: Option<String>,
-    rate: Option<Map<String, Value>>,
-    slot: Option<Map<String, Value>>,
+    distribution: Option<Distribution>,
+    rate: Option<rate::Config>,
+    slot: Option<slot::Config>,
     seed: Option<u64>,
     ecn: bool,
 }
@@ -306,99 +317,106 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
             "delay" | "latency" => {
                 need(1, "a time (e.g. delay 100ms)")?;
                 too_many(3)?;
-                let mut m = Map::new();
-                m.insert("delay_ms".into(), json!(time_ms(at, "delay", a[0])?));
+                let mut m = delay::Config {
+                    delay_ms: time_ms(at, "delay", a[0])?,
+                    ..Default::default()
+                };
+                n.jitter = false;
                 if let Some(j) = a.get(1) {
-                    m.insert("jitter_ms".into(), json!(time_ms(at, "jitter", j)?));
+                    m.jitter_ms = time_ms(at, "jitter", j)?;
+                    n.jitter = true;
                 }
                 if let Some(c) = a.get(2) {
                     let c = percent(at, "delay correlation", c)?;
                     // netem: a correlation of 100% would freeze the draw; our plugin
                     // takes ρ < 1.
-                    m.insert("correlation_ratio".into(), json!(c.min(0.999)));
+                    m.correlation_ratio = c.min(0.999);
                 }
                 n.delay = Some(m);
             }
             "distribution" => {
                 need(1, "a name: uniform, normal, pareto or paretonormal")?;
                 too_many(1)?;
-                match a[0] {
-                    "uniform" | "normal" | "pareto" | "paretonormal" => {
-                        n.distribution = Some(a[0].to_string())
-                    }
-                    other => {
+                match distribution(a[0]) {
+                    Some(d) => n.distribution = Some(d),
+                    None => {
                         return Err(err(
                             at,
-                            format!("distribution: {other:?} is not one of uniform, normal, pareto, paretonormal (a table of your own: the delay plugin's \"table_samples\")"),
+                            format!("distribution: {:?} is not one of uniform, normal, pareto, paretonormal (a table of your own: the delay plugin's \"table_samples\")", a[0]),
                         ))
                     }
                 }
             }
             "loss" | "drop" => {
                 need(1, "a percentage or a model (random, state, gemodel)")?;
-                let mut m = Map::new();
                 let (model, rest) = match a[0] {
-                    "random" => ("random", &a[1..]),
-                    "state" => ("four_state", &a[1..]),
-                    "gemodel" => ("gilbert_elliott", &a[1..]),
-                    _ => ("random", &a[..]),
+                    "random" => (loss::Model::Random, &a[1..]),
+                    "state" => (loss::Model::FourState, &a[1..]),
+                    "gemodel" => (loss::Model::GilbertElliott, &a[1..]),
+                    _ => (loss::Model::Random, &a[..]),
                 };
-                m.insert("model".into(), json!(model));
-                let fields: &[&str] = match model {
-                    "random" => &["loss_ratio", "correlation_ratio"],
-                    "four_state" => &[
-                        "p13_ratio",
-                        "p31_ratio",
-                        "p32_ratio",
-                        "p23_ratio",
-                        "p14_ratio",
-                    ],
-                    _ => &["p_ratio", "r_ratio", "bad_loss_ratio", "good_loss_ratio"],
+                // How many numbers each model takes, in the order netem takes them.
+                let max = match model {
+                    loss::Model::Random => 2,
+                    loss::Model::FourState => 5,
+                    loss::Model::GilbertElliott => 4,
                 };
                 if rest.is_empty() {
                     return Err(err(at, format!("loss {}: needs a percentage", a[0])));
                 }
-                if rest.len() > fields.len() {
-                    return Err(err(
-                        at,
-                        format!("loss: unexpected {:?}", rest[fields.len()]),
-                    ));
+                if rest.len() > max {
+                    return Err(err(at, format!("loss: unexpected {:?}", rest[max])));
                 }
-                for (f, v) in fields.iter().zip(rest) {
-                    m.insert((*f).into(), json!(percent(at, "loss", v)?));
+                let v = rest
+                    .iter()
+                    .map(|v| percent(at, "loss", v))
+                    .collect::<Result<Vec<f64>, _>>()?;
+                let given = |i: usize| v.get(i).copied();
+                let mut m = loss::Config {
+                    model,
+                    ..Default::default()
+                };
+                match model {
+                    loss::Model::Random => {
+                        m.loss_ratio = v[0];
+                        m.correlation_ratio = given(1).unwrap_or(0.0);
+                    }
+                    loss::Model::FourState => {
+                        [m.p13_ratio, m.p31_ratio, m.p32_ratio, m.p23_ratio, m.p14_ratio] =
+                            std::array::from_fn(given);
+                    }
+                    loss::Model::GilbertElliott => {
+                        [m.p_ratio, m.r_ratio, m.bad_loss_ratio, m.good_loss_ratio] =
+                            std::array::from_fn(given);
+                    }
                 }
                 n.loss = Some(m);
             }
             "corrupt" => {
                 need(1, "a percentage")?;
                 too_many(2)?;
-                let mut m = Map::new();
-                m.insert("ratio".into(), json!(percent(at, "corrupt", a[0])?));
-                if let Some(c) = a.get(1) {
-                    m.insert(
-                        "correlation_ratio".into(),
-                        json!(percent(at, "corrupt correlation", c)?),
-                    );
-                }
-                // netem flips a bit anywhere in the frame, headers included.
-                m.insert("skip_bytes".into(), json!(0));
-                n.corrupt = Some(m);
+                n.corrupt = Some(corrupt::Config {
+                    ratio: percent(at, "corrupt", a[0])?,
+                    correlation_ratio: a
+                        .get(1)
+                        .map(|c| percent(at, "corrupt correlation", c))
+                        .transpose()?
+                        .unwrap_or(0.0),
+                    // netem flips a bit anywhere in the frame, headers included.
+                    skip_bytes: 0,
+                });
             }
             "duplicate" => {
                 need(1, "a percentage")?;
                 too_many(2)?;
-                let mut m = Map::new();
-                m.insert(
-                    "duplicate_ratio".into(),
-                    json!(percent(at, "duplicate", a[0])?),
-                );
-                if let Some(c) = a.get(1) {
-                    m.insert(
-                        "correlation_ratio".into(),
-                        json!(percent(at, "duplicate correlation", c)?),
-                    );
-                }
-                n.duplicate = Some(m);
+                n.duplicate = Some(duplicate::Config {
+                    duplicate_ratio: percent(at, "duplicate", a[0])?,
+                    correlation_ratio: a
+                        .get(1)
+                        .map(|c| percent(at, "duplicate correlation", c))
+                        .transpose()?
+                        .unwrap_or(0.0),
+                });
             }
             "reorder" => {
                 need(1, "a percentage")?;
@@ -422,27 +440,20 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
             "rate" => {
                 need(1, "a rate (e.g. rate 10mbit)")?;
                 too_many(4)?;
-                let mut m = Map::new();
-                m.insert("rate_bps".into(), json!(rate_bps(at, a[0])?));
-                // netem has no bucket: every packet takes its own serialisation time.
-                m.insert("burst_bytes".into(), json!(1));
+                let mut m = rate::Config {
+                    rate_bps: rate_bps(at, a[0])?,
+                    // netem has no bucket: every packet takes its own serialisation time.
+                    burst_bytes: 1,
+                    ..Default::default()
+                };
                 if let Some(o) = a.get(1) {
-                    m.insert(
-                        "overhead_bytes".into(),
-                        json!(integer::<i64>(at, "rate PACKETOVERHEAD", o)?),
-                    );
+                    m.overhead_bytes = integer(at, "rate PACKETOVERHEAD", o)?;
                 }
                 if let Some(c) = a.get(2) {
-                    m.insert(
-                        "cell_bytes".into(),
-                        json!(integer::<u32>(at, "rate CELLSIZE", c)?),
-                    );
+                    m.cell_bytes = integer(at, "rate CELLSIZE", c)?;
                 }
                 if let Some(c) = a.get(3) {
-                    m.insert(
-                        "cell_overhead_bytes".into(),
-                        json!(integer::<i32>(at, "rate CELLOVERHEAD", c)?),
-                    );
+                    m.cell_overhead_bytes = integer(at, "rate CELLOVERHEAD", c)?;
                 }
                 n.rate = Some(m);
             }
@@ -466,12 +477,7 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
         i += 1 + a.len();
     }
     // netem's own consistency rules.
-    if n.distribution.is_some()
-        && !n
-            .delay
-            .as_ref()
-            .is_some_and(|d| d.contains_key("jitter_ms"))
-    {
+    if n.distribution.is_some() && !(n.delay.is_some() && n.jitter) {
         return Err(err(at, "distribution: needs a delay with a jitter (netem: distribution specified but no latency and jitter values)"));
     }
     if n.ecn {
@@ -481,7 +487,7 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                 "ecn: needs a loss model (netem: ecn requested without loss model)",
             )
         })?;
-        l.insert("ecn".into(), json!(true));
+        l.ecn = true;
     }
     let mut delay = n.delay.take();
     if let Some((p, c, gap)) = n.reorder {
@@ -491,49 +497,52 @@ pub fn expand(text: &str, prefix: &str, at: &str) -> Result<(Vec<Stage>, Option<
                 "gap: needs reorder (netem: gap specified without reorder probability)",
             ));
         }
-        let d = delay.as_mut().filter(|d| d["delay_ms"] != json!(0.0)).ok_or_else(|| {
+        let d = delay.as_mut().filter(|d| d.delay_ms != 0.0).ok_or_else(|| {
             err(at, "reorder: needs a delay (netem: reordering not possible without specifying some delay)")
         })?;
-        d.insert("reorder_ratio".into(), json!(p));
-        if c > 0.0 {
-            d.insert("reorder_correlation_ratio".into(), json!(c));
-        }
-        d.insert("reorder_gap_packets".into(), json!(gap.unwrap_or(1).max(1)));
+        d.reorder_ratio = p;
+        d.reorder_correlation_ratio = c;
+        d.reorder_gap_packets = Some(gap.unwrap_or(1).max(1));
     }
     // tc sets a limit of 1000 packets when none is given.
     let limit = n.limit.unwrap_or(1000);
-    if let (Some(d), Some(dist)) = (delay.as_mut(), &n.distribution) {
-        d.insert("distribution".into(), json!(dist));
-    }
     if let Some(d) = delay.as_mut() {
-        d.insert("limit_packets".into(), json!(limit));
+        if let Some(dist) = n.distribution {
+            d.distribution = dist;
+        }
+        d.limit_packets = Some(limit);
     }
     if let Some(r) = n.rate.as_mut() {
-        r.insert("queue_bytes".into(), json!(u64::from(limit) * 1514));
+        r.queue_bytes = u64::from(limit) * 1514;
     }
-    let stages = [
-        ("duplicate", n.duplicate),
-        ("loss", n.loss),
-        ("corrupt", n.corrupt),
-        ("delay", delay),
-        ("rate", n.rate),
-        ("slot", n.slot),
-    ]
-    .into_iter()
-    .filter_map(|(plugin, m)| {
-        m.map(|m| Stage {
-            name: format!("{prefix}-{plugin}"),
-            plugin: PluginRef::Builtin(plugin.into()),
-            config: Value::Object(m),
-        })
-    })
-    .collect();
+    // In the order a packet meets them.
+    let mut stages = Vec::new();
+    let name = |plugin: &str| format!("{prefix}-{plugin}");
+    if let Some(c) = &n.duplicate {
+        stages.push(builtin(&name("duplicate"), c, at)?);
+    }
+    if let Some(c) = &n.loss {
+        stages.push(builtin(&name("loss"), c, at)?);
+    }
+    if let Some(c) = &n.corrupt {
+        stages.push(builtin(&name("corrupt"), c, at)?);
+    }
+    if let Some(c) = &delay {
+        stages.push(builtin(&name("delay"), c, at)?);
+    }
+    if let Some(c) = &n.rate {
+        stages.push(builtin(&name("rate"), c, at)?);
+    }
+    if let Some(c) = &n.slot {
+        stages.push(builtin(&name("slot"), c, at)?);
+    }
     Ok((stages, n.seed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn configs(line: &str) -> Vec<(String, Value)> {
         expand(line, "netem", "ingress[0]")
@@ -580,16 +589,13 @@ mod tests {
             ),
             (
                 "netem loss 0.1%",
-                vec![(
-                    "netem-loss",
-                    json!({"model": "random", "loss_ratio": 0.001}),
-                )],
+                vec![("netem-loss", json!({"loss_ratio": 0.001}))],
             ),
             (
                 "netem loss 0.3% 25%",
                 vec![(
                     "netem-loss",
-                    json!({"model": "random", "loss_ratio": 0.003, "correlation_ratio": 0.25}),
+                    json!({"loss_ratio": 0.003, "correlation_ratio": 0.25}),
                 )],
             ),
             (
@@ -609,10 +615,7 @@ mod tests {
             ),
             (
                 "netem loss 1% ecn",
-                vec![(
-                    "netem-loss",
-                    json!({"model": "random", "loss_ratio": 0.01, "ecn": true}),
-                )],
+                vec![("netem-loss", json!({"loss_ratio": 0.01, "ecn": true}))],
             ),
             (
                 "netem ecn loss gemodel 1% 10%",
