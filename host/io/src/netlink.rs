@@ -1230,6 +1230,33 @@ pub fn veth_into(name: &str, peer: &str, mtu: u32, pid: u32) -> Result<()> {
     })
 }
 
+/// Make the veth pair `name` ⇄ `peer` in this namespace, both ends down.
+pub fn add_veth(name: &str, peer: &str) -> Result<()> {
+    let (name, peer) = (name.to_string(), peer.to_string());
+    with_handle(|h| async move {
+        h.link()
+            .add(LinkVeth::new(&name, &peer).build())
+            .execute()
+            .await
+            .with_context(|| format!("create veth pair {name}/{peer}"))
+    })
+}
+
+/// Delete interface `name` (a veth end takes its peer with it).
+pub fn delete_link(name: &str) -> Result<()> {
+    let name = name.to_string();
+    with_handle(|h| async move {
+        let link = link_by_name(&h, &name)
+            .await?
+            .ok_or_else(|| anyhow!("no interface named {name:?}"))?;
+        h.link()
+            .del(link.index)
+            .execute()
+            .await
+            .with_context(|| format!("delete {name}"))
+    })
+}
+
 /// Every network this namespace has an address in or a route to (not the default
 /// route): where a new link's address plan must not land.
 pub fn networks_in_use() -> Result<Vec<(IpAddr, u8)>> {
