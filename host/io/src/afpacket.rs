@@ -42,9 +42,7 @@ mod tx;
 
 #[cfg(feature = "bench")]
 pub use flood::Flood;
-pub use iface::{ifindex, lookup, probe_socket, Presence};
 pub use rx::RawRx;
-pub use sys::wall_minus_monotonic_ns;
 pub use tx::RawTx;
 
 /// Faults a test can inject into the ring's setup, compiled only with the crate's

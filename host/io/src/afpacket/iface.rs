@@ -21,18 +21,9 @@ pub(super) fn existing(name: &str) -> io::Result<i32> {
     }
 }
 
-/// The interface index of `name`, if it exists (`None` also when it cannot be told: see
-/// [`lookup`] for the answer that tells the two apart).
-pub fn ifindex(name: &str) -> Option<i32> {
-    match lookup(None, name) {
-        Presence::Index(i) => Some(i),
-        Presence::Gone | Presence::Unknown(_) => None,
-    }
-}
-
 /// What a look-up of an interface by name found.
 #[derive(Debug)]
-pub enum Presence {
+pub(super) enum Presence {
     /// It is there, with this index.
     Index(i32),
     /// The kernel says there is no such device (`ENODEV`, `ENXIO`).
@@ -46,7 +37,7 @@ pub enum Presence {
 /// look-up needs no new descriptor), or on a socket opened for the call when there is
 /// none — which fails with `EMFILE` when the process is out of descriptors: that is
 /// [`Presence::Unknown`], never [`Presence::Gone`].
-pub fn lookup(probe: Option<RawFd>, name: &str) -> Presence {
+pub(super) fn lookup(probe: Option<RawFd>, name: &str) -> Presence {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Presence::Gone;
@@ -80,7 +71,7 @@ pub fn lookup(probe: Option<RawFd>, name: &str) -> Presence {
 
 /// A datagram socket for interface look-ups (any socket serves `SIOCGIFINDEX`, for
 /// the network namespace it was opened in).
-pub fn probe_socket() -> io::Result<OwnedFd> {
+pub(super) fn probe_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -156,7 +156,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// reads taken together: the wall clock between two monotonic reads, taking the
 /// tightest of a few tries, so a preemption between the reads does not skew the pair
 /// by however long it lasted.
-pub fn wall_minus_monotonic_ns() -> u64 {
+pub(super) fn wall_minus_monotonic_ns() -> u64 {
     let mut best = (u64::MAX, 0);
     for _ in 0..4 {
         let a = clock_ns(libc::CLOCK_MONOTONIC);
