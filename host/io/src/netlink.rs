@@ -48,7 +48,9 @@ mod takeover;
 
 pub use addr::{cidr_contains, parse_cidr};
 pub use attach::{attach_make, attach_plan, attach_switch};
-pub use link::{add_veth, delete_link, set_up};
+pub use link::{
+    add_bridge, add_veth, delete_link, interface, set_controller, set_neighbour, set_up,
+};
 pub use restore::{restore, restore_paths, undo};
 pub use run::{configure_guest, networks_in_use, veth_into};
 pub use takeover::{default_route_interface, interface_in, take_over};

@@ -74,7 +74,7 @@ const PORT: &str = "rx0";
 const PEER: &str = "rx0peer";
 
 fn make_pair() {
-    netlink::add_veth(PORT, PEER).expect("a veth pair");
+    netlink::add_veth(PORT, PEER, None).expect("a veth pair");
     netlink::set_up(PORT, None).expect("port up");
     netlink::set_up(PEER, None).expect("peer up");
 }
