@@ -1,6 +1,6 @@
 //! Network namespaces and veth pairs, for `synthnet demo`, the integration tests and the
 //! forwarding benchmark. Links, addresses, neighbours and sysctls are set over netlink and
-//! `/proc/sys` (synthnet-io's [`netlink`](synthnet_io::netlink)), from a thread inside the
+//! `/proc/sys` (synthnet-io's [`synthnet_io::netlink`]), from a thread inside the
 //! namespace; only the namespaces themselves are made and deleted with iproute2's `ip`
 //! (`ip netns add` mounts them under /run/netns, where every test tool finds them).
 //! Everything is removed on drop, so a failing test or a Ctrl-C'd demo leaves nothing

@@ -175,7 +175,7 @@ pub(super) async fn restore_all(h: &Handle, t: &Takeover) -> Result<()> {
     }
 }
 
-/// Put back what [`take_over`] or an attach changed, in this thread's namespace, make
+/// Put back what [`take_over`](super::take_over) or an attach changed, in this thread's namespace, make
 /// before break: the addresses and routes back on the real interface first, then the
 /// veth pair and hold bridge deleted, the name, MTU, MAC and link state given back.
 /// Works on a partial or already restored state; goes on past errors and reports
@@ -201,7 +201,7 @@ pub fn restore_paths(t: &Takeover) -> Result<()> {
     })
 }
 
-/// Undo [`take_over`]: see [`restore`].
+/// Undo [`take_over`](super::take_over): see [`restore`].
 pub fn undo(t: &Takeover) -> Result<()> {
     restore(t)
 }
