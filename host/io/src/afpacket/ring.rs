@@ -267,4 +267,67 @@ mod tests {
         });
         assert!(!mapped(ptr), "still mapped after the guard dropped");
     }
+
+    /// A ring over an anonymous mapping of `frames` frames (no kernel behind it): enough
+    /// to check what the accessors let through.
+    fn fake_ring(frames: usize) -> RxRing {
+        let len = frames * FRAME_SIZE;
+        // SAFETY: a fresh anonymous mapping, handed to the guard at once.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let map = Mapping {
+            ptr: ptr as *mut u8,
+            len,
+        };
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+        RxRing {
+            map,
+            fd,
+            frames,
+            next: 0,
+        }
+    }
+
+    /// Bytes are handed out only inside one frame; a status word, once released, says
+    /// the kernel owns the frame, and the ring moves on (wrapping at the end).
+    #[test]
+    fn accessors_stay_inside_the_ring() {
+        let mut ring = fake_ring(4);
+        assert_eq!(
+            ring.bytes(3, 0, FRAME_SIZE).map(<[u8]>::len),
+            Some(FRAME_SIZE)
+        );
+        assert!(
+            ring.bytes(3, 1, FRAME_SIZE).is_none(),
+            "past the frame's end"
+        );
+        assert!(
+            ring.bytes(0, usize::MAX, 2).is_none(),
+            "an overflowing range"
+        );
+        assert_eq!(ring.header(2).tp_len, 0);
+        assert!(!ring.ready());
+        for i in 0..4 {
+            assert_eq!(ring.next(), i);
+            ring.release(i);
+            assert_eq!(ring.status(i), libc::TP_STATUS_KERNEL);
+        }
+        assert_eq!(ring.next(), 0, "wraps after the last frame");
+    }
+
+    /// An index past the last frame is refused, never turned into a pointer.
+    #[test]
+    #[should_panic(expected = "frame 4 of a ring of 4")]
+    fn a_frame_past_the_end_panics() {
+        fake_ring(4).status(4);
+    }
 }
