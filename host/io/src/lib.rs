@@ -16,8 +16,13 @@
 //!   `exec`), a file bound over a path, the terminal's foreground group.
 //! - [`heap`]: freed heap memory given back to the system (after compiling plugins).
 //! - [`process`]: process-wide settings (a closed pipe ends a printing command quietly).
+//!
+//! Features: `bench` adds `afpacket::Flood`, the raw generator of `synthnet bench-bridge`
+//! (turned on by synthnet-testkit, its one user); `test-hooks` adds faults the crate's
+//! own tests inject (`afpacket::test_hooks`). The bridge needs neither.
 
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
 #[allow(unsafe_code)]
 pub mod afpacket;

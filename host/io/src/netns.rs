@@ -66,6 +66,12 @@ impl Namespace {
     }
 }
 
+impl AsFd for Namespace {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// `NS_GET_NSTYPE` (linux/nsfs.h: `_IO(0xb7, 0x3)`), not in the libc crate.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 

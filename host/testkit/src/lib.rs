@@ -2,7 +2,8 @@
 //!
 //! Not part of the packet path. It may use the core and the I/O layer; it has no
 //! `unsafe` (forbidden below): system calls go through `nix` and `socket2`, raw frames
-//! through `synthnet-io`.
+//! (its `bench` feature) and links, addresses and neighbours (its netlink code) through
+//! `synthnet-io`.
 //!
 //! - [`apps`]: a packet source and a recording sink (engine apps for benchmarks and
 //!   virtual-clock tests).

@@ -1,6 +1,10 @@
 //! Network namespaces and veth pairs, for `synthnet demo`, the integration tests and the
-//! forwarding benchmark. Everything is made with iproute2's `ip` and removed on drop, so
-//! a failing test or a Ctrl-C'd demo leaves nothing behind.
+//! forwarding benchmark. Links, addresses, neighbours and sysctls are set over netlink and
+//! `/proc/sys` (synthnet-io's [`synthnet_io::netlink`]), from a thread inside the
+//! namespace; only the namespaces themselves are made and deleted with iproute2's `ip`
+//! (`ip netns add` mounts them under /run/netns, where every test tool finds them).
+//! Everything is removed on drop, so a failing test or a Ctrl-C'd demo leaves nothing
+//! behind.
 //!
 //! The [`Topology`] is two hosts and a box in the middle:
 //!
@@ -15,8 +19,12 @@
 //! in S instead of synthnet, or A and B joined by one veth pair.
 
 use anyhow::{bail, Context, Result};
+use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use synthnet_io::netlink;
+use synthnet_io::netns::{run_in, Namespace};
 
 /// Run `ip args…`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
@@ -62,8 +70,19 @@ impl Netns {
     pub fn create(name: &str) -> Result<Netns> {
         ip(&["netns", "add", name])?;
         let ns = Netns { name: name.into() };
-        ns.ip(&["link", "set", "lo", "up"])?;
+        ns.run(|| netlink::set_up("lo", None))?;
         Ok(ns)
+    }
+
+    /// The namespace, open (to run work in it, or to move an interface into it).
+    fn open(&self) -> Result<Namespace> {
+        let path = format!("/var/run/netns/{}", self.name);
+        Namespace::open(Path::new(&path)).with_context(|| format!("namespace {}", self.name))
+    }
+
+    /// Run `f` on a thread inside the namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        run_in(&self.open()?, f).with_context(|| format!("in namespace {}", self.name))?
     }
 
     /// `ip -n <ns> args…`
@@ -73,17 +92,16 @@ impl Netns {
         ip(&a)
     }
 
-    /// The MAC address of interface `dev`.
+    /// The MAC address of interface `dev` (`aa:bb:cc:dd:ee:ff`, as `ip` prints it).
     pub fn mac(&self, dev: &str) -> Result<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-o", "link", "show", dev])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .map(str::to_string)
-            .with_context(|| format!("no MAC address for {dev} in {}: {text}", self.name))
+        let iface = self
+            .run(|| netlink::interface(dev))?
+            .with_context(|| format!("no interface {dev} in {}", self.name))?;
+        if iface.mac.len() != 6 {
+            bail!("no MAC address for {dev} in {}", self.name);
+        }
+        let hex: Vec<String> = iface.mac.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(hex.join(":"))
     }
 
     /// A command run inside the namespace (`ip netns exec`).
@@ -93,12 +111,14 @@ impl Netns {
         c
     }
 
-    /// Write a sysctl of this namespace (`key` as a path under /proc/sys).
+    /// Write a sysctl of this namespace (`key` as a path under /proc/sys). A thread in
+    /// the namespace sees the namespace's own `net.*` sysctls there.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        run(self.command("sh").args([
-            "-c",
-            &format!("echo {value} > /proc/sys/{}", key.replace('.', "/")),
-        ]))
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run(|| {
+            std::fs::write(&path, format!("{value}\n"))
+                .with_context(|| format!("write {value} to {path}"))
+        })
     }
 
     /// Move the calling thread into this namespace (see [`enter`]).
@@ -163,37 +183,34 @@ impl Topology {
             _ => Some(Netns::create(&format!("{base}s"))?),
         };
         let t = Topology { a, b, s };
+        let veth = |from: &Netns, peer: &str, to: &Netns| -> Result<()> {
+            let to = to.open()?;
+            from.run(|| netlink::add_veth("eth0", peer, Some(&to)))
+        };
         match &t.s {
-            None => t.a.ip(&[
-                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &t.b.name,
-            ])?,
+            None => veth(&t.a, "eth0", &t.b)?,
             Some(s) => {
-                t.a.ip(&[
-                    "link", "add", "eth0", "type", "veth", "peer", "name", "outer", "netns",
-                    &s.name,
-                ])?;
-                t.b.ip(&[
-                    "link", "add", "eth0", "type", "veth", "peer", "name", "inner", "netns",
-                    &s.name,
-                ])?;
+                veth(&t.a, "outer", s)?;
+                veth(&t.b, "inner", s)?;
                 for dev in ["outer", "inner"] {
                     s.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "1")?;
-                    s.ip(&["link", "set", dev, "up"])?;
+                    s.run(|| netlink::set_up(dev, None))?;
                 }
                 if middle == Middle::KernelBridge {
-                    s.ip(&["link", "add", "br0", "type", "bridge"])?;
+                    s.run(|| netlink::add_bridge("br0"))?;
                     s.sysctl("net.ipv6.conf.br0.disable_ipv6", "1")?;
                     for dev in ["outer", "inner"] {
-                        s.ip(&["link", "set", dev, "master", "br0"])?;
+                        s.run(|| netlink::set_controller(dev, "br0"))?;
                     }
-                    s.ip(&["link", "set", "br0", "up"])?;
+                    s.run(|| netlink::set_up("br0", None))?;
                 }
             }
         }
         for (ns, v4, v6) in [(&t.a, A_V4, A_V6), (&t.b, B_V4, B_V6)] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
-            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
+            let addrs = [(ip_addr(v4), 24), (ip_addr(v6), 64)];
+            // IPv6 without duplicate address detection (`nodad`), usable at once.
+            ns.run(|| netlink::configure_guest("eth0", &addrs, &[]))?;
+            ns.run(|| netlink::set_up("eth0", None))?;
         }
         Ok(t)
     }
@@ -204,20 +221,16 @@ impl Topology {
     /// stream for a second, and packets queued behind ARP resolution leave out of
     /// order).
     pub fn pin_neighbours(&self) -> Result<()> {
-        let (ma, mb) = (self.a.mac("eth0")?, self.b.mac("eth0")?);
+        let mac = |ns: &Netns| -> Result<Vec<u8>> {
+            Ok(ns
+                .run(|| netlink::interface("eth0"))?
+                .with_context(|| format!("no eth0 in {}", ns.name))?
+                .mac)
+        };
+        let (ma, mb) = (mac(&self.a)?, mac(&self.b)?);
         for (ns, mac, v4, v6) in [(&self.a, &mb, B_V4, B_V6), (&self.b, &ma, A_V4, A_V6)] {
             for addr in [v4, v6] {
-                ns.ip(&[
-                    "neigh",
-                    "replace",
-                    addr,
-                    "lladdr",
-                    mac,
-                    "dev",
-                    "eth0",
-                    "nud",
-                    "permanent",
-                ])?;
+                ns.run(|| netlink::set_neighbour("eth0", ip_addr(addr), mac))?;
             }
         }
         Ok(())
@@ -227,4 +240,9 @@ impl Topology {
     pub fn middle(&self) -> &Netns {
         self.s.as_ref().expect("this topology has no middle box")
     }
+}
+
+/// One of the addresses above, parsed.
+fn ip_addr(s: &str) -> IpAddr {
+    s.parse().expect("a literal address")
 }
