@@ -21,6 +21,7 @@
 //! `main.rs` only dispatches to them.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod api;
 pub mod commands;

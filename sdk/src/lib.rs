@@ -32,6 +32,7 @@
 //!   departure times.
 
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod abi;
 pub mod build;

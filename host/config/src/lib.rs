@@ -17,6 +17,7 @@
 //!   [`apply::Report`] at the end.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod apply;
 pub mod cmdlog;

@@ -21,6 +21,7 @@
 //! the one apply path), `synthnet-io` (sockets and captures), `synthnet` (the binary).
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod counters;

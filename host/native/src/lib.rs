@@ -7,6 +7,7 @@
 //! second time.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 use synthnet_runtime::{fingerprint, Answer, Factory, Instance, PluginError};
 use synthnet_sdk::abi::Layout;

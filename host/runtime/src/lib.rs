@@ -17,6 +17,7 @@
 // Denied, not forbidden: `precompiled` is the one documented exception (loading a
 // compiled module from the cache), and scripts/check-unsafe allows no other.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod instance;

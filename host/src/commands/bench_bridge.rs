@@ -175,7 +175,7 @@ impl Drop for Watcher {
 
 mod tempfile_path {
     /// A spec file alone in its directory, both removed on drop.
-    pub struct TempSpec(pub std::path::PathBuf);
+    pub(super) struct TempSpec(pub(super) std::path::PathBuf);
     impl Drop for TempSpec {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);

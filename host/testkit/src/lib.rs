@@ -12,6 +12,7 @@
 //! - [`flood`]: the raw flood generator of `synthnet bench-bridge`.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod apps;
 pub mod flood;

@@ -126,18 +126,18 @@ struct Entry {
 
 /// Counter indices (see `COUNTERS`).
 mod c {
-    pub const ENTRIES: usize = 0;
-    pub const FOUND: usize = 1;
-    pub const NEW: usize = 2;
-    pub const INSERT: usize = 3;
-    pub const INSERT_FAILED: usize = 4;
-    pub const DROP: usize = 5;
-    pub const EARLY_DROP: usize = 6;
-    pub const EXPIRED: usize = 7;
-    pub const IGNORE: usize = 8;
-    pub const INVALID: usize = 9;
-    pub const DELAYED: usize = 10;
-    pub const N: usize = 11;
+    pub(crate) const ENTRIES: usize = 0;
+    pub(crate) const FOUND: usize = 1;
+    pub(crate) const NEW: usize = 2;
+    pub(crate) const INSERT: usize = 3;
+    pub(crate) const INSERT_FAILED: usize = 4;
+    pub(crate) const DROP: usize = 5;
+    pub(crate) const EARLY_DROP: usize = 6;
+    pub(crate) const EXPIRED: usize = 7;
+    pub(crate) const IGNORE: usize = 8;
+    pub(crate) const INVALID: usize = 9;
+    pub(crate) const DELAYED: usize = 10;
+    pub(crate) const N: usize = 11;
 }
 
 /// Entries reclaimed per batch or tick at most: bounded work on the packet path.

@@ -384,13 +384,13 @@ pub struct LbHash {
 }
 
 mod ctr {
-    pub const FLOWS_NEW: usize = 0;
-    pub const MISROUTED: usize = 1;
-    pub const RST_SENT: usize = 2;
-    pub const BLACKHOLED: usize = 3;
-    pub const REHASHED: usize = 4;
-    pub const UNTRACKED: usize = 5;
-    pub const CHANGES: usize = 6;
+    pub(crate) const FLOWS_NEW: usize = 0;
+    pub(crate) const MISROUTED: usize = 1;
+    pub(crate) const RST_SENT: usize = 2;
+    pub(crate) const BLACKHOLED: usize = 3;
+    pub(crate) const REHASHED: usize = 4;
+    pub(crate) const UNTRACKED: usize = 5;
+    pub(crate) const CHANGES: usize = 6;
 }
 
 /// What became of one packet.

@@ -73,16 +73,16 @@ const MAX_BACKLOG: u32 = 1 << 24;
 const MAX_WATCHDOG_MS: u64 = 86_400_000;
 
 mod c {
-    pub const SENT_BYTES: usize = 0;
-    pub const SENT_PACKETS: usize = 1;
-    pub const DROPPED: usize = 2;
-    pub const BACKLOG_PACKETS: usize = 3;
-    pub const BACKLOG_BYTES: usize = 4;
-    pub const STALLED: usize = 5;
-    pub const STALLS: usize = 6;
-    pub const TX_TIMEOUT: usize = 7;
-    pub const RESETS: usize = 8;
-    pub const N: usize = 9;
+    pub(crate) const SENT_BYTES: usize = 0;
+    pub(crate) const SENT_PACKETS: usize = 1;
+    pub(crate) const DROPPED: usize = 2;
+    pub(crate) const BACKLOG_PACKETS: usize = 3;
+    pub(crate) const BACKLOG_BYTES: usize = 4;
+    pub(crate) const STALLED: usize = 5;
+    pub(crate) const STALLS: usize = 6;
+    pub(crate) const TX_TIMEOUT: usize = 7;
+    pub(crate) const RESETS: usize = 8;
+    pub(crate) const N: usize = 9;
 }
 
 pub struct TxStall {
