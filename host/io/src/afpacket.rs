@@ -74,6 +74,9 @@ pub mod test_hooks {
 
 /// Packets per `sendmmsg`.
 pub const TX_BATCH: usize = 256;
+/// The kernel socket buffer each port asks for: receive (SO_RCVBUF, where super-packets
+/// queue) and send (SO_SNDBUF), each.
+pub const SOCKET_BUFFER_BYTES: usize = 16 << 20;
 /// Frames read from the ring per breath, at most.
 pub const RX_BUDGET: usize = 512;
 /// How often a port whose interface is gone looks for it again.

@@ -79,40 +79,50 @@ pub async fn profile(State(api): State<Shared>, Path(file): Path<String>) -> Res
 
 /// A stage as synthetic-network's QoS keys, or why it has none.
 fn qos_keys(s: &Stage, q: &mut Map<String, Value>) -> Result<(), String> {
+    use synthnet_builtins::{jitter, latency, loss, rate};
     let PluginRef::Builtin(name) = &s.plugin else {
         return Err(format!("stage {:?} runs a .wasm file", s.name));
     };
-    let c = &s.config;
-    let num = |k: &str| c.get(k).and_then(Value::as_f64);
-    match (name.as_str(), s.name.as_str()) {
-        // synthetic-network's `rate: 0`, as the spec reader writes it.
-        ("loss", "blocked") if num("loss_ratio") == Some(1.0) => {
-            q.insert("rate".into(), json!(0));
+    // The stage's config read back through its plugin's own type: a renamed field
+    // fails to compile here, not to answer.
+    fn typed<C: serde::de::DeserializeOwned>(s: &Stage) -> Result<C, String> {
+        serde_json::from_value(s.config.clone())
+            .map_err(|e| format!("stage {:?} has a config its plugin refuses: {e}", s.name))
+    }
+    let cannot = || {
+        format!(
+            "stage {:?} runs plugin {name:?} as synthetic-network's QoS keys cannot say",
+            s.name
+        )
+    };
+    match name.as_str() {
+        "loss" => {
+            let c: loss::Config = typed(s)?;
+            if c.model != loss::Model::Random || c.correlation_ratio != 0.0 {
+                return Err(cannot());
+            }
+            if s.name == "blocked" && c.loss_ratio == 1.0 {
+                // synthetic-network's `rate: 0`, as the spec reader writes it.
+                q.insert("rate".into(), json!(0));
+            } else {
+                q.insert("loss".into(), json!(c.loss_ratio));
+            }
         }
-        ("rate", _) => {
-            q.insert("rate".into(), json!(num("rate_bps").unwrap_or(0.0)));
+        "rate" => {
+            let c: rate::Config = typed(s)?;
+            q.insert("rate".into(), json!(c.rate_bps as f64));
         }
-        ("loss", _) => {
-            q.insert("loss".into(), json!(num("loss_ratio").unwrap_or(0.0)));
+        "latency" => {
+            let c: latency::Config = typed(s)?;
+            q.insert("latency".into(), json!(c.delay_ms));
         }
-        ("latency", _) => {
-            q.insert("latency".into(), json!(num("delay_ms").unwrap_or(0.0)));
+        "jitter" => {
+            let c: jitter::Config = typed(s)?;
+            q.insert("jitter".into(), json!(c.jitter_ms));
+            q.insert("jitter_strength".into(), json!(c.strength));
+            q.insert("reorder_packets".into(), json!(c.reorder));
         }
-        ("jitter", _) => {
-            q.insert("jitter".into(), json!(num("jitter_ms").unwrap_or(0.0)));
-            q.insert(
-                "jitter_strength".into(),
-                json!(num("strength").unwrap_or(1.0)),
-            );
-            let reorder = c.get("reorder").and_then(Value::as_bool).unwrap_or(false);
-            q.insert("reorder_packets".into(), json!(reorder));
-        }
-        _ => {
-            return Err(format!(
-                "stage {:?} runs plugin {name:?}, which synthetic-network's QoS keys cannot say",
-                s.name
-            ))
-        }
+        _ => return Err(cannot()),
     }
     Ok(())
 }
@@ -275,6 +285,13 @@ mod tests {
         let e = qos_of(&plan).unwrap_err();
         assert_eq!(e.status, StatusCode::CONFLICT);
         assert!(e.message.contains("corrupt"), "{}", e.message);
+        // A loss model other than independent random loss has no `loss` key either:
+        // answered as a conflict, not as `loss: 0`.
+        let text = r#"{"ingress": [{"plugin": "loss", "config": {"model": "gilbert_elliott", "p_ratio": 0.01, "r_ratio": 0.3}}]}"#;
+        let plan = synthnet_config::spec::parse(text, FsPath::new(".")).unwrap();
+        let e = qos_of(&plan).unwrap_err();
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert!(e.message.contains("\"loss\""), "{}", e.message);
     }
 
     #[test]

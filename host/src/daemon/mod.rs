@@ -61,10 +61,8 @@ const REAP_PER_TURN: usize = 8;
 /// packet's departure), short enough that an idle bridge does not tick at all.
 const LONG_SLEEP_NS: u64 = 30_000_000;
 
-/// The kernel socket buffer `synthnet_io::afpacket` asks for on each port, receive
-/// (SO_RCVBUF, for super-packets) and send (SO_SNDBUF): 16 MiB each (`set_buffer` in
-/// afpacket.rs). Keep the two in step.
-pub const SOCKET_BUFFER_BYTES: usize = 16 << 20;
+/// The kernel socket buffer each port asks for, receive and send (afpacket's own).
+pub use synthnet_io::afpacket::SOCKET_BUFFER_BYTES;
 /// Socket buffers a bridge holds: a receive and a send buffer on each of its two
 /// interfaces.
 pub const SOCKET_BUFFERS: usize = 4;

@@ -70,7 +70,7 @@ impl RxRing {
                     "PACKET_IGNORE_OUTGOING",
                 )?;
                 // Room for the super-packets queued beside the ring.
-                set_buffer(fd, Buffer::Receive, 16 << 20)?;
+                set_buffer(fd, Buffer::Receive, super::SOCKET_BUFFER_BYTES)?;
                 let req = libc::tpacket_req {
                     tp_block_size: BLOCK_SIZE as u32,
                     tp_block_nr: blocks as u32,

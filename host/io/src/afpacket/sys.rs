@@ -58,7 +58,13 @@ pub(super) enum Buffer {
 
 /// Size a socket buffer to `bytes`: beyond `net.core.*mem_max` where we may
 /// (`SO_*BUFFORCE`, CAP_NET_ADMIN), else as far as the limit allows.
-pub(super) fn set_buffer(fd: RawFd, which: Buffer, bytes: libc::c_int) -> io::Result<()> {
+pub(super) fn set_buffer(fd: RawFd, which: Buffer, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a socket buffer of {bytes} bytes is more than the kernel takes"),
+        )
+    })?;
     let (force, plain, names) = match which {
         Buffer::Receive => (
             libc::SO_RCVBUFFORCE,

@@ -77,7 +77,7 @@ pub(super) fn tx_socket(ifindex: i32, bypass: bool) -> io::Result<OwnedFd> {
                     "PACKET_QDISC_BYPASS",
                 );
             }
-            set_buffer(fd, Buffer::Send, 16 << 20)
+            set_buffer(fd, Buffer::Send, super::SOCKET_BUFFER_BYTES)
         },
         false,
     )
