@@ -11,9 +11,8 @@ use synthnet_config::cmdlog;
 use synthnet_config::plan::StageCommand;
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
-use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
 use synthnet_core::trace::{Event as TraceEvent, Trace, What};
-use synthnet_core::{Direction, DropCause, Engine, PacketPool};
+use synthnet_core::{Direction, DropCause, Engine};
 use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
 use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
 
@@ -151,14 +150,8 @@ pub fn replay_traced(
     loader: &mut Loader,
     trace: Option<&Trace>,
 ) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
-    // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
-    // host capture has them); a frame larger still is counted `too_big`.
-    let mut engine = Engine::new(PacketPool::with_large(
-        plan.limits.pool_packets,
-        SMALL_FRAME,
-        plan.limits.pool_large_packets,
-        LARGE_FRAME,
-    ));
+    // The bridge's pool (a host capture has super-packets too).
+    let mut engine = Engine::new(plan.limits.pool());
     // Arrival times by content, in order: the k-th copy of a payload to leave is matched
     // with the k-th to arrive (retransmissions, duplicates).
     let mut arrivals: HashMap<u64, VecDeque<u64>> = HashMap::new();
