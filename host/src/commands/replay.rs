@@ -6,14 +6,16 @@
 //! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
 use anyhow::{Context, Result};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use synthnet_config::cmdlog;
 use synthnet_config::plan::StageCommand;
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
 use synthnet_core::trace::{Event as TraceEvent, Trace, What};
 use synthnet_core::{Direction, DropCause, Engine};
-use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
+use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame, PcapStream};
 use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
 
 /// What a replay did.
@@ -87,24 +89,72 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
     replay_with(plan, dir, frames, &mut Loader::new(WasmRuntime::new()?))
 }
 
-/// [`replay`], then write what left to `output` (pcapng with a comment per packet when
-/// its name ends in `.pcapng`, else pcap) and, with `log`, why each packet there as
-/// JSON lines. Tracing is on only when one of them asks for it.
+/// Replay `frames` (pulled as they are due, see [`synthnet_io::pcap::stream_capture`])
+/// and write what left to `output` (pcapng with a comment per packet when its name
+/// ends in `.pcapng`, else pcap), what stages sent back to `reverse_out` (pcap) and,
+/// with `log`, why each packet there as JSON lines. Tracing is on only when one of
+/// them asks for it.
+///
+/// Memory: a plain pcap output is written as packets leave, so the replay holds only
+/// the packets in flight (and the arrival times of those not yet left). The trace
+/// (pcapng comments, `--log`) is built from every event once the replay is over, so
+/// with it what left is held until the end.
 pub fn replay_and_write(
     plan: &Plan,
     dir: Direction,
-    frames: Vec<Frame>,
+    frames: impl Iterator<Item = Frame> + 'static,
     commands: &[cmdlog::Entry],
     output: &std::path::Path,
     log: Option<&std::path::Path>,
-) -> Result<(Vec<Frame>, Summary)> {
+    reverse_out: Option<&std::path::Path>,
+) -> Result<Summary> {
     let pcapng = output
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
-    let trace = (pcapng || log.is_some()).then(Trace::new);
     let mut loader = Loader::new(WasmRuntime::new()?);
-    let (out, summary, why) =
-        replay_traced(plan, dir, frames, commands, &mut loader, trace.as_ref())?;
+    if !pcapng && log.is_none() {
+        let out = Partial::new(output);
+        let back = reverse_out.map(Partial::new);
+        let to = Rc::new(RefCell::new(Tally {
+            writer: Some(PcapStream::create(&out.writing)?),
+            reverse_writer: back
+                .as_ref()
+                .map(|b| PcapStream::create(&b.writing))
+                .transpose()?,
+            ..Tally::default()
+        }));
+        let run = || -> Result<Summary> {
+            let (_, summary, _) = drive(
+                plan,
+                dir,
+                frames,
+                commands,
+                &mut loader,
+                None,
+                Some(to.clone()),
+            )?;
+            let mut t = to.borrow_mut();
+            if let Some(e) = t.error.take() {
+                return Err(e);
+            }
+            if let Some(w) = t.writer.take() {
+                w.finish()?;
+            }
+            if let Some(w) = t.reverse_writer.take() {
+                w.finish()?;
+            }
+            Ok(summary)
+        };
+        let res = run();
+        let ok = res.is_ok();
+        out.finish(ok)?;
+        if let Some(b) = back {
+            b.finish(ok)?;
+        }
+        return res;
+    }
+    let trace = Trace::new();
+    let (out, summary, why) = drive(plan, dir, frames, commands, &mut loader, Some(&trace), None)?;
     let why = why.unwrap_or_default();
     if pcapng {
         synthnet_io::pcap::write_pcapng(output, &out, &why.comments)?;
@@ -116,7 +166,49 @@ pub fn replay_and_write(
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     }
-    Ok((out, summary))
+    if let Some(r) = reverse_out {
+        synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
+    }
+    Ok(summary)
+}
+
+/// A file written as a replay runs: a regular file is written beside its name and
+/// renamed into place once the replay succeeded, so a replay that fails writes nothing
+/// (a device, `/dev/null` say, is written in place).
+struct Partial {
+    path: std::path::PathBuf,
+    writing: std::path::PathBuf,
+}
+
+impl Partial {
+    fn new(path: &std::path::Path) -> Partial {
+        let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
+        let writing = if regular {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".partial");
+            path.with_file_name(name)
+        } else {
+            path.to_path_buf()
+        };
+        Partial {
+            path: path.to_path_buf(),
+            writing,
+        }
+    }
+    /// Move the file into place after a replay that succeeded; remove it after one that
+    /// failed.
+    fn finish(self, ok: bool) -> Result<()> {
+        if self.writing == self.path {
+            return Ok(());
+        }
+        if ok {
+            std::fs::rename(&self.writing, &self.path)
+                .with_context(|| format!("write {}", self.path.display()))
+        } else {
+            let _ = std::fs::remove_file(&self.writing);
+            Ok(())
+        }
+    }
 }
 
 /// [`replay`] with `loader`'s compiled modules (many replays compile each plugin once).
@@ -150,22 +242,122 @@ pub fn replay_traced(
     loader: &mut Loader,
     trace: Option<&Trace>,
 ) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
+    drive(plan, dir, frames.into_iter(), log, loader, trace, None)
+}
+
+/// Delays of packets that left unchanged, matched to their arrival by content: the k-th
+/// copy of a payload to leave is matched with the k-th to arrive (retransmissions,
+/// duplicates). Only payloads that arrived and have not all left are remembered.
+#[derive(Default)]
+struct Matcher {
+    arrivals: HashMap<u64, VecDeque<u64>>,
+    n: u64,
+    sum: u128,
+    max: u64,
+}
+
+impl Matcher {
+    fn arrive(&mut self, ts: u64, d: &[u8]) {
+        self.arrivals.entry(hash(d)).or_default().push_back(ts);
+    }
+    fn depart(&mut self, ts: u64, d: &[u8]) {
+        let h = hash(d);
+        let Some(q) = self.arrivals.get_mut(&h) else {
+            return;
+        };
+        let Some(a) = q.pop_front() else { return };
+        if q.is_empty() {
+            self.arrivals.remove(&h);
+        }
+        let delay = ts.saturating_sub(a);
+        self.n += 1;
+        self.sum += delay as u128;
+        self.max = self.max.max(delay);
+    }
+}
+
+/// What a streaming replay writes as packets leave, and what it counts.
+#[derive(Default)]
+struct Tally {
+    out: u64,
+    reverse: u64,
+    /// Packets past the bound (each way), counted and not written.
+    limit: u64,
+    overflow: u64,
+    reverse_overflow: u64,
+    writer: Option<PcapStream>,
+    reverse_writer: Option<PcapStream>,
+    /// The first write that failed (the replay runs on; the error is returned).
+    error: Option<anyhow::Error>,
+}
+
+impl Tally {
+    fn write(&mut self, reverse: bool, ts: u64, d: &[u8]) {
+        let w = if reverse {
+            if self.reverse >= self.limit {
+                self.reverse_overflow += 1;
+                return;
+            }
+            self.reverse += 1;
+            &mut self.reverse_writer
+        } else {
+            if self.out >= self.limit {
+                self.overflow += 1;
+                return;
+            }
+            self.out += 1;
+            &mut self.writer
+        };
+        if let Some(w) = w {
+            if let Err(e) = w.write(ts, d) {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// The offline driver: feed `frames` into direction `dir` of `plan` on the virtual
+/// clock, hand over the schedule's and `log`'s commands at their instants, and collect
+/// what left. With `stream`, what leaves is handed to it as it departs (and nothing is
+/// kept: the returned frames are empty); without, it is kept, and returned in
+/// departure order.
+fn drive(
+    plan: &Plan,
+    dir: Direction,
+    frames: impl Iterator<Item = Frame> + 'static,
+    log: &[cmdlog::Entry],
+    loader: &mut Loader,
+    trace: Option<&Trace>,
+    stream: Option<Rc<RefCell<Tally>>>,
+) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
     // The bridge's pool (a host capture has super-packets too).
     let mut engine = Engine::new(plan.limits.pool());
-    // Arrival times by content, in order: the k-th copy of a payload to leave is matched
-    // with the k-th to arrive (retransmissions, duplicates).
-    let mut arrivals: HashMap<u64, VecDeque<u64>> = HashMap::new();
-    for (ts, d) in &frames {
-        arrivals.entry(hash(d)).or_default().push_back(*ts);
-    }
-    let packets_in = frames.len() as u64;
-    let start = frames.first().map_or(0, |(ts, _)| *ts);
-    let source = engine.add(Box::new(CaptureSource::new(frames)));
-    // What leaves is kept in memory: at most 16 times what came in (a plugin may
-    // duplicate and inject, within reason), and at least a million frames.
-    let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
-    let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
-    let back = engine.add(Box::new(CaptureSink::with_limit(limit)));
+    let matcher = Rc::new(RefCell::new(Matcher::default()));
+    // What leaves is kept in memory when not streamed: at most 16 times what comes in
+    // (a plugin may duplicate and inject, within reason), and at least a million frames.
+    let (lo, hi) = frames.size_hint();
+    let limit = hi.unwrap_or(lo).saturating_mul(16).max(1 << 20);
+    let mut src = CaptureSource::streaming(frames);
+    let m = matcher.clone();
+    src.set_on_arrival(move |ts, d| m.borrow_mut().arrive(ts, d));
+    let start = src.next_at().unwrap_or(0);
+    let source = engine.add(Box::new(src));
+    let (sink, back) = match &stream {
+        Some(to) => {
+            to.borrow_mut().limit = limit as u64;
+            let (m, t, r) = (matcher.clone(), to.clone(), to.clone());
+            let sink = CaptureSink::streaming(move |ts, d| {
+                m.borrow_mut().depart(ts, d);
+                t.borrow_mut().write(false, ts, d);
+            });
+            let back = CaptureSink::streaming(move |ts, d| r.borrow_mut().write(true, ts, d));
+            (engine.add(Box::new(sink)), engine.add(Box::new(back)))
+        }
+        None => (
+            engine.add(Box::new(CaptureSink::with_limit(limit))),
+            engine.add(Box::new(CaptureSink::with_limit(limit))),
+        ),
+    };
     trace_ends(&mut engine, source, sink, trace);
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
     net.set_reverse_sink(dir, back);
@@ -188,6 +380,10 @@ pub fn replay_traced(
     clock
         .run_until(&mut net.engine, u64::MAX, done)
         .context("replay")?;
+    let packets_in = net
+        .engine
+        .app_ref::<CaptureSource>(source)
+        .map_or(0, |s| s.fed());
     let snap = net.snapshot();
     let mut dropped: Vec<(DropCause, u64)> = snap
         .directions
@@ -206,54 +402,67 @@ pub fn replay_traced(
                 .map(|(k, v)| (s.id.to_string(), k.clone(), *v))
         })
         .collect();
-    let (mut out, overflow) = net
-        .engine
-        .app_mut::<CaptureSink>(sink)
-        .map(|s| (std::mem::take(&mut s.out), s.overflow))
-        .unwrap_or_default();
+    let mut take = |id| -> (Vec<Frame>, u64) {
+        net.engine
+            .app_mut::<CaptureSink>(id)
+            .map(|s| {
+                s.flush();
+                (std::mem::take(&mut s.out), s.overflow)
+            })
+            .unwrap_or_default()
+    };
+    let (mut out, overflow) = take(sink);
     anyhow::ensure!(
         overflow == 0,
         "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
         out.len() as u64 + overflow
     );
-    let why = trace.map(|t| Why::from_events(t.take()));
-    let why = sort_departures(&mut out, why);
-    let (mut reverse, overflow) = net
-        .engine
-        .app_mut::<CaptureSink>(back)
-        .map(|s| (std::mem::take(&mut s.out), s.overflow))
-        .unwrap_or_default();
+    let (mut reverse, overflow) = take(back);
     anyhow::ensure!(
         overflow == 0,
         "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
         reverse.len() as u64 + overflow
     );
+    let why = trace.map(|t| Why::from_events(t.take()));
+    let why = sort_departures(&mut out, why);
     reverse.sort_by_key(|(ts, _)| *ts);
-    let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
+    let mut m = matcher.borrow_mut();
     for (ts, d) in &out {
-        if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
-            let delay = ts.saturating_sub(a);
-            n += 1;
-            sum += delay as u128;
-            max = max.max(delay);
-        }
+        m.depart(*ts, d);
     }
+    let (packets_out, packets_reverse) = match &stream {
+        Some(t) => {
+            let t = t.borrow();
+            anyhow::ensure!(
+                t.overflow == 0,
+                "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+                t.out + t.overflow
+            );
+            anyhow::ensure!(
+                t.reverse_overflow == 0,
+                "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+                t.reverse + t.reverse_overflow
+            );
+            (t.out, t.reverse)
+        }
+        None => (out.len() as u64, reverse.len() as u64),
+    };
     let summary = Summary {
         packets_in,
-        packets_out: out.len() as u64,
-        packets_reverse: reverse.len() as u64,
+        packets_out,
+        packets_reverse,
         reverse,
         dropped,
         plugin_counters,
-        matched: n,
+        matched: m.n,
         commands: commands.0,
         commands_refused: commands.1,
-        mean_delay_ms: if n > 0 {
-            sum as f64 / n as f64 / 1e6
+        mean_delay_ms: if m.n > 0 {
+            m.sum as f64 / m.n as f64 / 1e6
         } else {
             0.0
         },
-        max_delay_ms: max as f64 / 1e6,
+        max_delay_ms: m.max as f64 / 1e6,
     };
     Ok((out, summary, why))
 }
@@ -586,7 +795,7 @@ impl ReplayArgs {
         if let Some(s) = self.seed {
             plan.seed = s;
         }
-        let capture = synthnet_io::pcap::read_capture(&self.input)?;
+        let capture = synthnet_io::pcap::stream_capture(&self.input)?;
         for note in &capture.notes {
             eprintln!("synthnet: note: {note}");
         }
@@ -594,17 +803,15 @@ impl ReplayArgs {
             Some(f) => cmdlog::read(f).map_err(|e| anyhow::anyhow!("--commands {e}"))?,
             None => Vec::new(),
         };
-        let (_, summary) = replay_and_write(
+        let summary = replay_and_write(
             &plan,
             self.direction,
             capture.frames,
             &commands,
             &self.output,
             self.log.as_deref(),
+            self.reverse_out.as_deref(),
         )?;
-        if let Some(r) = &self.reverse_out {
-            synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
-        }
         if self.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
