@@ -471,8 +471,6 @@ pub struct CaptureSource {
     /// Number of the next frame, from 0; and where arrivals are recorded, if anywhere.
     index: u64,
     trace: Option<Trace>,
-    /// Told each frame (its time and bytes) as it is fed, before the pool takes it.
-    on_arrival: Option<OnFrame>,
 }
 
 impl CaptureSource {
@@ -489,16 +487,11 @@ impl CaptureSource {
             counters: Counters::default(),
             index: 0,
             trace: None,
-            on_arrival: None,
         }
     }
     /// Record each frame's arrival in `trace` (see [`synthnet_core::trace`]).
     pub fn set_trace(&mut self, trace: Option<Trace>) {
         self.trace = trace;
-    }
-    /// Call `f` with each frame as it is fed.
-    pub fn set_on_arrival(&mut self, f: impl FnMut(u64, &[u8]) + 'static) {
-        self.on_arrival = Some(Box::new(f));
     }
     /// The time of the next frame to feed; `None` once all are in.
     pub fn next_at(&self) -> Option<u64> {
@@ -527,11 +520,10 @@ impl App for CaptureSource {
             budget -= 1;
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += data.len() as u64;
-            if let Some(f) = &mut self.on_arrival {
-                f(ts, &data);
-            }
             match cx.pool.alloc_from(&data, ts) {
                 Some(p) => {
+                    // Its arrival time goes with the buffer (and its copies) to the sink.
+                    cx.pool.set_origin(&p, ts);
                     if let Some(t) = &self.trace {
                         t.record([Event {
                             at_ns: ts,
@@ -578,6 +570,9 @@ pub struct CaptureSink {
     /// (more may still leave at that instant), sorted by time, stably.
     stream: Option<OnFrame>,
     held: VecDeque<Frame>,
+    /// Told each packet that leaves and was fed by a [`CaptureSource`] (a copy of one
+    /// too): its departure and arrival times.
+    on_depart: Option<Box<dyn FnMut(u64, u64)>>,
     /// Frames that reached the sink with a departure time before one already handed on
     /// (handed on as they came).
     pub late: u64,
@@ -600,6 +595,7 @@ impl CaptureSink {
             trace: None,
             stream: None,
             held: VecDeque::new(),
+            on_depart: None,
             late: 0,
             handed_until: 0,
         }
@@ -612,6 +608,12 @@ impl CaptureSink {
             stream: Some(Box::new(f)),
             ..CaptureSink::with_limit(0)
         }
+    }
+    /// Call `f` with the departure and arrival times of each packet that leaves and
+    /// came from a [`CaptureSource`] (by identity: a copy has its original's arrival,
+    /// an injected packet none).
+    pub fn set_on_depart(&mut self, f: impl FnMut(u64, u64) + 'static) {
+        self.on_depart = Some(Box::new(f));
     }
     /// Hand on every frame held with a departure time before `until`.
     fn hand_on(&mut self, until: u64) {
@@ -655,6 +657,9 @@ impl CaptureSink {
         self.counters.rx_bytes += p.len as u64;
         self.counters.tx_packets += 1;
         self.counters.tx_bytes += p.len as u64;
+        if let (Some(f), Some(arrived)) = (&mut self.on_depart, cx.pool.origin(&p)) {
+            f(p.ts_ns, arrived);
+        }
         if self.stream.is_some() {
             let data = cx.pool.data(&p).to_vec();
             if p.ts_ns < self.handed_until {

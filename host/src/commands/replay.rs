@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use synthnet_config::cmdlog;
 use synthnet_config::plan::StageCommand;
@@ -16,7 +16,7 @@ use synthnet_core::clock::VirtualClock;
 use synthnet_core::trace::{Event as TraceEvent, Trace, What};
 use synthnet_core::{Direction, DropCause, Engine};
 use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame, PcapStream};
-use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
+use synthnet_runtime::{Loader, PluginApp, WasmRuntime};
 
 /// What a replay did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,7 +32,8 @@ pub struct Summary {
     pub dropped: Vec<(DropCause, u64)>,
     /// What each stage's plugin counted (stage, counter, value), non-zero only.
     pub plugin_counters: Vec<(String, String, u64)>,
-    /// Added delay of packets that left unchanged (matched to their input by content).
+    /// Packets that left tied to their arrival (by identity: a copy to its original's,
+    /// whatever their bytes; an injected packet to none), whose added delay is below.
     pub matched: u64,
     /// Commands handed to plugins (the schedule's and the command log's), and how many
     /// of them the plugins refused.
@@ -77,7 +78,7 @@ impl std::fmt::Display for Summary {
         }
         write!(
             f,
-            "added delay: mean {:.3} ms, max {:.3} ms (over {} packets left unchanged)",
+            "added delay: mean {:.3} ms, max {:.3} ms (over {} packets tied to their arrival)",
             self.mean_delay_ms, self.max_delay_ms, self.matched
         )
     }
@@ -245,31 +246,19 @@ pub fn replay_traced(
     drive(plan, dir, frames.into_iter(), log, loader, trace, None)
 }
 
-/// Delays of packets that left unchanged, matched to their arrival by content: the k-th
-/// copy of a payload to leave is matched with the k-th to arrive (retransmissions,
-/// duplicates). Only payloads that arrived and have not all left are remembered.
+/// Delays of packets that left, each tied to its arrival by identity (its buffer's
+/// origin, which a copy inherits): a retransmission or a duplicate in the capture is
+/// its own packet, whatever its bytes.
 #[derive(Default)]
 struct Matcher {
-    arrivals: HashMap<u64, VecDeque<u64>>,
     n: u64,
     sum: u128,
     max: u64,
 }
 
 impl Matcher {
-    fn arrive(&mut self, ts: u64, d: &[u8]) {
-        self.arrivals.entry(hash(d)).or_default().push_back(ts);
-    }
-    fn depart(&mut self, ts: u64, d: &[u8]) {
-        let h = hash(d);
-        let Some(q) = self.arrivals.get_mut(&h) else {
-            return;
-        };
-        let Some(a) = q.pop_front() else { return };
-        if q.is_empty() {
-            self.arrivals.remove(&h);
-        }
-        let delay = ts.saturating_sub(a);
+    fn depart(&mut self, ts: u64, arrived: u64) {
+        let delay = ts.saturating_sub(arrived);
         self.n += 1;
         self.sum += delay as u128;
         self.max = self.max.max(delay);
@@ -337,27 +326,26 @@ fn drive(
     // (a plugin may duplicate and inject, within reason), and at least a million frames.
     let (lo, hi) = frames.size_hint();
     let limit = hi.unwrap_or(lo).saturating_mul(16).max(1 << 20);
-    let mut src = CaptureSource::streaming(frames);
-    let m = matcher.clone();
-    src.set_on_arrival(move |ts, d| m.borrow_mut().arrive(ts, d));
+    let src = CaptureSource::streaming(frames);
     let start = src.next_at().unwrap_or(0);
     let source = engine.add(Box::new(src));
     let (sink, back) = match &stream {
         Some(to) => {
             to.borrow_mut().limit = limit as u64;
-            let (m, t, r) = (matcher.clone(), to.clone(), to.clone());
-            let sink = CaptureSink::streaming(move |ts, d| {
-                m.borrow_mut().depart(ts, d);
-                t.borrow_mut().write(false, ts, d);
-            });
+            let (t, r) = (to.clone(), to.clone());
+            let sink = CaptureSink::streaming(move |ts, d| t.borrow_mut().write(false, ts, d));
             let back = CaptureSink::streaming(move |ts, d| r.borrow_mut().write(true, ts, d));
-            (engine.add(Box::new(sink)), engine.add(Box::new(back)))
+            (sink, back)
         }
         None => (
-            engine.add(Box::new(CaptureSink::with_limit(limit))),
-            engine.add(Box::new(CaptureSink::with_limit(limit))),
+            CaptureSink::with_limit(limit),
+            CaptureSink::with_limit(limit),
         ),
     };
+    let mut sink = sink;
+    let m = matcher.clone();
+    sink.set_on_depart(move |ts, arrived| m.borrow_mut().depart(ts, arrived));
+    let (sink, back) = (engine.add(Box::new(sink)), engine.add(Box::new(back)));
     trace_ends(&mut engine, source, sink, trace);
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
     net.set_reverse_sink(dir, back);
@@ -426,10 +414,7 @@ fn drive(
     let why = trace.map(|t| Why::from_events(t.take()));
     let why = sort_departures(&mut out, why);
     reverse.sort_by_key(|(ts, _)| *ts);
-    let mut m = matcher.borrow_mut();
-    for (ts, d) in &out {
-        m.depart(*ts, d);
-    }
+    let m = matcher.borrow();
     let (packets_out, packets_reverse) = match &stream {
         Some(t) => {
             let t = t.borrow();
@@ -465,10 +450,6 @@ fn drive(
         max_delay_ms: m.max as f64 / 1e6,
     };
     Ok((out, summary, why))
-}
-
-fn hash(d: &[u8]) -> u64 {
-    fingerprint(&[d])
 }
 
 /// Record arrivals at `source` and departures at `sink` in `trace`.
