@@ -23,6 +23,7 @@ pub mod apply;
 pub mod cmdlog;
 pub mod describe;
 pub mod errors;
+pub mod offline;
 pub mod plan;
 pub mod spec;
 

@@ -57,6 +57,21 @@ pub const STAGE_COST_BYTES: usize = 96 << 10;
 /// as an idle link touches it): measured 35 MiB, with margin.
 pub const BASE_COST_BYTES: usize = 48 << 20;
 
+impl Limits {
+    /// The packet pool these limits allow: MTU-sized slots, and a few large ones for
+    /// super-packets (GSO/GRO, a host capture); a frame larger still is `too_big`. The
+    /// one constructor the bridge and replay both build their engine's pool with.
+    pub fn pool(&self) -> synthnet_core::PacketPool {
+        use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
+        synthnet_core::PacketPool::with_large(
+            self.pool_packets,
+            SMALL_FRAME,
+            self.pool_large_packets,
+            LARGE_FRAME,
+        )
+    }
+}
+
 impl Plan {
     /// Resident memory a bridge running this plan takes at start, about (see
     /// [`STAGE_COST_BYTES`]): what `check` prints.

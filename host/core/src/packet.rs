@@ -135,7 +135,14 @@ pub struct PacketPool {
     large: Class,
     free: Vec<PacketId>,
     free_large: Vec<PacketId>,
+    /// Per buffer: where its packet came from, set by whoever fed it in (a replay's
+    /// arrival time), [`NO_ORIGIN`] after an alloc, a copy's that of its original. Ties
+    /// a packet that leaves to its arrival by identity, not by content.
+    origin: Vec<u64>,
 }
+
+/// A buffer whose packet no feeder marked (see [`PacketPool::set_origin`]).
+pub const NO_ORIGIN: u64 = u64::MAX;
 
 impl PacketPool {
     /// A pool of `capacity` packets of at most `max_len` bytes each (one class).
@@ -164,7 +171,20 @@ impl PacketPool {
             free_large: (small as PacketId..(small + large) as PacketId)
                 .rev()
                 .collect(),
+            origin: vec![NO_ORIGIN; small + large],
         }
+    }
+
+    /// Mark packet `p` as coming from `origin` (copies inherit it; a new alloc clears it).
+    #[inline]
+    pub fn set_origin(&mut self, p: &Packet, origin: u64) {
+        self.origin[p.id as usize] = origin;
+    }
+
+    /// Where packet `p` came from, if its feeder said (see [`PacketPool::set_origin`]).
+    #[inline]
+    pub fn origin(&self, p: &Packet) -> Option<u64> {
+        Some(self.origin[p.id as usize]).filter(|&o| o != NO_ORIGIN)
     }
 
     pub fn capacity(&self) -> usize {
@@ -225,6 +245,7 @@ impl PacketPool {
         };
         let (at, _) = self.slot(id);
         self.data[at + VNET_AT..at + HEADROOM].fill(0);
+        self.origin[id as usize] = NO_ORIGIN;
         Some(Packet { id, len, ts_ns })
     }
 
@@ -234,6 +255,7 @@ impl PacketPool {
             return None;
         }
         let id = self.free_large.pop()?;
+        self.origin[id as usize] = NO_ORIGIN;
         Some(Packet { id, len, ts_ns })
     }
 
@@ -276,6 +298,7 @@ impl PacketPool {
         let ((a, _), (b, _)) = (self.slot(p.id), self.slot(q.id));
         self.data
             .copy_within(a + VNET_AT..a + HEADROOM + p.len as usize, b + VNET_AT);
+        self.origin[q.id as usize] = self.origin[p.id as usize];
         Some(q)
     }
 

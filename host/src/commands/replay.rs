@@ -6,16 +6,17 @@
 //! is never mixed into the output: it is counted, and kept apart for `--reverse-out`.
 
 use anyhow::{Context, Result};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::rc::Rc;
 use synthnet_config::cmdlog;
-use synthnet_config::plan::StageCommand;
+pub use synthnet_config::offline::Why;
+use synthnet_config::offline::{run_timed, trace_stages};
 use synthnet_config::{Network, Plan, Ports};
 use synthnet_core::clock::VirtualClock;
-use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
-use synthnet_core::trace::{Event as TraceEvent, Trace, What};
-use synthnet_core::{Direction, DropCause, Engine, PacketPool};
-use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame};
-use synthnet_runtime::{fingerprint, Loader, PluginApp, WasmRuntime};
+use synthnet_core::trace::Trace;
+use synthnet_core::{Direction, DropCause, Engine};
+use synthnet_io::pcap::{CaptureSink, CaptureSource, Frame, PcapStream};
+use synthnet_runtime::{Loader, WasmRuntime};
 
 /// What a replay did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -31,7 +32,8 @@ pub struct Summary {
     pub dropped: Vec<(DropCause, u64)>,
     /// What each stage's plugin counted (stage, counter, value), non-zero only.
     pub plugin_counters: Vec<(String, String, u64)>,
-    /// Added delay of packets that left unchanged (matched to their input by content).
+    /// Packets that left tied to their arrival (by identity: a copy to its original's,
+    /// whatever their bytes; an injected packet to none), whose added delay is below.
     pub matched: u64,
     /// Commands handed to plugins (the schedule's and the command log's), and how many
     /// of them the plugins refused.
@@ -76,7 +78,7 @@ impl std::fmt::Display for Summary {
         }
         write!(
             f,
-            "added delay: mean {:.3} ms, max {:.3} ms (over {} packets left unchanged)",
+            "added delay: mean {:.3} ms, max {:.3} ms (over {} packets tied to their arrival)",
             self.mean_delay_ms, self.max_delay_ms, self.matched
         )
     }
@@ -88,24 +90,72 @@ pub fn replay(plan: &Plan, dir: Direction, frames: Vec<Frame>) -> Result<(Vec<Fr
     replay_with(plan, dir, frames, &mut Loader::new(WasmRuntime::new()?))
 }
 
-/// [`replay`], then write what left to `output` (pcapng with a comment per packet when
-/// its name ends in `.pcapng`, else pcap) and, with `log`, why each packet there as
-/// JSON lines. Tracing is on only when one of them asks for it.
+/// Replay `frames` (pulled as they are due, see [`synthnet_io::pcap::stream_capture`])
+/// and write what left to `output` (pcapng with a comment per packet when its name
+/// ends in `.pcapng`, else pcap), what stages sent back to `reverse_out` (pcap) and,
+/// with `log`, why each packet there as JSON lines. Tracing is on only when one of
+/// them asks for it.
+///
+/// Memory: a plain pcap output is written as packets leave, so the replay holds only
+/// the packets in flight (and the arrival times of those not yet left). The trace
+/// (pcapng comments, `--log`) is built from every event once the replay is over, so
+/// with it what left is held until the end.
 pub fn replay_and_write(
     plan: &Plan,
     dir: Direction,
-    frames: Vec<Frame>,
+    frames: impl Iterator<Item = Frame> + 'static,
     commands: &[cmdlog::Entry],
     output: &std::path::Path,
     log: Option<&std::path::Path>,
-) -> Result<(Vec<Frame>, Summary)> {
+    reverse_out: Option<&std::path::Path>,
+) -> Result<Summary> {
     let pcapng = output
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
-    let trace = (pcapng || log.is_some()).then(Trace::new);
     let mut loader = Loader::new(WasmRuntime::new()?);
-    let (out, summary, why) =
-        replay_traced(plan, dir, frames, commands, &mut loader, trace.as_ref())?;
+    if !pcapng && log.is_none() {
+        let out = Partial::new(output);
+        let back = reverse_out.map(Partial::new);
+        let to = Rc::new(RefCell::new(Tally {
+            writer: Some(PcapStream::create(&out.writing)?),
+            reverse_writer: back
+                .as_ref()
+                .map(|b| PcapStream::create(&b.writing))
+                .transpose()?,
+            ..Tally::default()
+        }));
+        let run = || -> Result<Summary> {
+            let (_, summary, _) = drive(
+                plan,
+                dir,
+                frames,
+                commands,
+                &mut loader,
+                None,
+                Some(to.clone()),
+            )?;
+            let mut t = to.borrow_mut();
+            if let Some(e) = t.error.take() {
+                return Err(e);
+            }
+            if let Some(w) = t.writer.take() {
+                w.finish()?;
+            }
+            if let Some(w) = t.reverse_writer.take() {
+                w.finish()?;
+            }
+            Ok(summary)
+        };
+        let res = run();
+        let ok = res.is_ok();
+        out.finish(ok)?;
+        if let Some(b) = back {
+            b.finish(ok)?;
+        }
+        return res;
+    }
+    let trace = Trace::new();
+    let (out, summary, why) = drive(plan, dir, frames, commands, &mut loader, Some(&trace), None)?;
     let why = why.unwrap_or_default();
     if pcapng {
         synthnet_io::pcap::write_pcapng(output, &out, &why.comments)?;
@@ -117,7 +167,49 @@ pub fn replay_and_write(
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     }
-    Ok((out, summary))
+    if let Some(r) = reverse_out {
+        synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
+    }
+    Ok(summary)
+}
+
+/// A file written as a replay runs: a regular file is written beside its name and
+/// renamed into place once the replay succeeded, so a replay that fails writes nothing
+/// (a device, `/dev/null` say, is written in place).
+struct Partial {
+    path: std::path::PathBuf,
+    writing: std::path::PathBuf,
+}
+
+impl Partial {
+    fn new(path: &std::path::Path) -> Partial {
+        let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
+        let writing = if regular {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".partial");
+            path.with_file_name(name)
+        } else {
+            path.to_path_buf()
+        };
+        Partial {
+            path: path.to_path_buf(),
+            writing,
+        }
+    }
+    /// Move the file into place after a replay that succeeded; remove it after one that
+    /// failed.
+    fn finish(self, ok: bool) -> Result<()> {
+        if self.writing == self.path {
+            return Ok(());
+        }
+        if ok {
+            std::fs::rename(&self.writing, &self.path)
+                .with_context(|| format!("write {}", self.path.display()))
+        } else {
+            let _ = std::fs::remove_file(&self.writing);
+            Ok(())
+        }
+    }
 }
 
 /// [`replay`] with `loader`'s compiled modules (many replays compile each plugin once).
@@ -151,28 +243,109 @@ pub fn replay_traced(
     loader: &mut Loader,
     trace: Option<&Trace>,
 ) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
-    // The bridge's pool: MTU-sized slots, and a few large ones for super-packets (a
-    // host capture has them); a frame larger still is counted `too_big`.
-    let mut engine = Engine::new(PacketPool::with_large(
-        plan.limits.pool_packets,
-        SMALL_FRAME,
-        plan.limits.pool_large_packets,
-        LARGE_FRAME,
-    ));
-    // Arrival times by content, in order: the k-th copy of a payload to leave is matched
-    // with the k-th to arrive (retransmissions, duplicates).
-    let mut arrivals: HashMap<u64, VecDeque<u64>> = HashMap::new();
-    for (ts, d) in &frames {
-        arrivals.entry(hash(d)).or_default().push_back(*ts);
+    drive(plan, dir, frames.into_iter(), log, loader, trace, None)
+}
+
+/// Delays of packets that left, each tied to its arrival by identity (its buffer's
+/// origin, which a copy inherits): a retransmission or a duplicate in the capture is
+/// its own packet, whatever its bytes.
+#[derive(Default)]
+struct Matcher {
+    n: u64,
+    sum: u128,
+    max: u64,
+}
+
+impl Matcher {
+    fn depart(&mut self, ts: u64, arrived: u64) {
+        let delay = ts.saturating_sub(arrived);
+        self.n += 1;
+        self.sum += delay as u128;
+        self.max = self.max.max(delay);
     }
-    let packets_in = frames.len() as u64;
-    let start = frames.first().map_or(0, |(ts, _)| *ts);
-    let source = engine.add(Box::new(CaptureSource::new(frames)));
-    // What leaves is kept in memory: at most 16 times what came in (a plugin may
-    // duplicate and inject, within reason), and at least a million frames.
-    let limit = (packets_in as usize).saturating_mul(16).max(1 << 20);
-    let sink = engine.add(Box::new(CaptureSink::with_limit(limit)));
-    let back = engine.add(Box::new(CaptureSink::with_limit(limit)));
+}
+
+/// What a streaming replay writes as packets leave, and what it counts.
+#[derive(Default)]
+struct Tally {
+    out: u64,
+    reverse: u64,
+    /// Packets past the bound (each way), counted and not written.
+    limit: u64,
+    overflow: u64,
+    reverse_overflow: u64,
+    writer: Option<PcapStream>,
+    reverse_writer: Option<PcapStream>,
+    /// The first write that failed (the replay runs on; the error is returned).
+    error: Option<anyhow::Error>,
+}
+
+impl Tally {
+    fn write(&mut self, reverse: bool, ts: u64, d: &[u8]) {
+        let w = if reverse {
+            if self.reverse >= self.limit {
+                self.reverse_overflow += 1;
+                return;
+            }
+            self.reverse += 1;
+            &mut self.reverse_writer
+        } else {
+            if self.out >= self.limit {
+                self.overflow += 1;
+                return;
+            }
+            self.out += 1;
+            &mut self.writer
+        };
+        if let Some(w) = w {
+            if let Err(e) = w.write(ts, d) {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// The offline driver: feed `frames` into direction `dir` of `plan` on the virtual
+/// clock, hand over the schedule's and `log`'s commands at their instants, and collect
+/// what left. With `stream`, what leaves is handed to it as it departs (and nothing is
+/// kept: the returned frames are empty); without, it is kept, and returned in
+/// departure order.
+fn drive(
+    plan: &Plan,
+    dir: Direction,
+    frames: impl Iterator<Item = Frame> + 'static,
+    log: &[cmdlog::Entry],
+    loader: &mut Loader,
+    trace: Option<&Trace>,
+    stream: Option<Rc<RefCell<Tally>>>,
+) -> Result<(Vec<Frame>, Summary, Option<Why>)> {
+    // The bridge's pool (a host capture has super-packets too).
+    let mut engine = Engine::new(plan.limits.pool());
+    let matcher = Rc::new(RefCell::new(Matcher::default()));
+    // What leaves is kept in memory when not streamed: at most 16 times what comes in
+    // (a plugin may duplicate and inject, within reason), and at least a million frames.
+    let (lo, hi) = frames.size_hint();
+    let limit = hi.unwrap_or(lo).saturating_mul(16).max(1 << 20);
+    let src = CaptureSource::streaming(frames);
+    let start = src.next_at().unwrap_or(0);
+    let source = engine.add(Box::new(src));
+    let (sink, back) = match &stream {
+        Some(to) => {
+            to.borrow_mut().limit = limit as u64;
+            let (t, r) = (to.clone(), to.clone());
+            let sink = CaptureSink::streaming(move |ts, d| t.borrow_mut().write(false, ts, d));
+            let back = CaptureSink::streaming(move |ts, d| r.borrow_mut().write(true, ts, d));
+            (sink, back)
+        }
+        None => (
+            CaptureSink::with_limit(limit),
+            CaptureSink::with_limit(limit),
+        ),
+    };
+    let mut sink = sink;
+    let m = matcher.clone();
+    sink.set_on_depart(move |ts, arrived| m.borrow_mut().depart(ts, arrived));
+    let (sink, back) = (engine.add(Box::new(sink)), engine.add(Box::new(back)));
     trace_ends(&mut engine, source, sink, trace);
     let mut net = Network::new(engine, [(dir, Ports { source, sink })]);
     net.set_reverse_sink(dir, back);
@@ -195,6 +368,10 @@ pub fn replay_traced(
     clock
         .run_until(&mut net.engine, u64::MAX, done)
         .context("replay")?;
+    let packets_in = net
+        .engine
+        .app_ref::<CaptureSource>(source)
+        .map_or(0, |s| s.fed());
     let snap = net.snapshot();
     let mut dropped: Vec<(DropCause, u64)> = snap
         .directions
@@ -213,60 +390,66 @@ pub fn replay_traced(
                 .map(|(k, v)| (s.id.to_string(), k.clone(), *v))
         })
         .collect();
-    let (mut out, overflow) = net
-        .engine
-        .app_mut::<CaptureSink>(sink)
-        .map(|s| (std::mem::take(&mut s.out), s.overflow))
-        .unwrap_or_default();
+    let mut take = |id| -> (Vec<Frame>, u64) {
+        net.engine
+            .app_mut::<CaptureSink>(id)
+            .map(|s| {
+                s.flush();
+                (std::mem::take(&mut s.out), s.overflow)
+            })
+            .unwrap_or_default()
+    };
+    let (mut out, overflow) = take(sink);
     anyhow::ensure!(
         overflow == 0,
         "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
         out.len() as u64 + overflow
     );
-    let why = trace.map(|t| Why::from_events(t.take()));
-    let why = sort_departures(&mut out, why);
-    let (mut reverse, overflow) = net
-        .engine
-        .app_mut::<CaptureSink>(back)
-        .map(|s| (std::mem::take(&mut s.out), s.overflow))
-        .unwrap_or_default();
+    let (mut reverse, overflow) = take(back);
     anyhow::ensure!(
         overflow == 0,
         "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
         reverse.len() as u64 + overflow
     );
+    let why = trace.map(|t| Why::from_events(t.take()));
+    let why = sort_departures(&mut out, why);
     reverse.sort_by_key(|(ts, _)| *ts);
-    let (mut n, mut sum, mut max) = (0u64, 0u128, 0u64);
-    for (ts, d) in &out {
-        if let Some(a) = arrivals.get_mut(&hash(d)).and_then(VecDeque::pop_front) {
-            let delay = ts.saturating_sub(a);
-            n += 1;
-            sum += delay as u128;
-            max = max.max(delay);
+    let m = matcher.borrow();
+    let (packets_out, packets_reverse) = match &stream {
+        Some(t) => {
+            let t = t.borrow();
+            anyhow::ensure!(
+                t.overflow == 0,
+                "the chain made {} packets out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+                t.out + t.overflow
+            );
+            anyhow::ensure!(
+                t.reverse_overflow == 0,
+                "the chain sent {} packets back out of {packets_in}, more than the {limit} a replay keeps: a plugin multiplies packets without bound; nothing was written",
+                t.reverse + t.reverse_overflow
+            );
+            (t.out, t.reverse)
         }
-    }
+        None => (out.len() as u64, reverse.len() as u64),
+    };
     let summary = Summary {
         packets_in,
-        packets_out: out.len() as u64,
-        packets_reverse: reverse.len() as u64,
+        packets_out,
+        packets_reverse,
         reverse,
         dropped,
         plugin_counters,
-        matched: n,
+        matched: m.n,
         commands: commands.0,
         commands_refused: commands.1,
-        mean_delay_ms: if n > 0 {
-            sum as f64 / n as f64 / 1e6
+        mean_delay_ms: if m.n > 0 {
+            m.sum as f64 / m.n as f64 / 1e6
         } else {
             0.0
         },
-        max_delay_ms: max as f64 / 1e6,
+        max_delay_ms: m.max as f64 / 1e6,
     };
     Ok((out, summary, why))
-}
-
-fn hash(d: &[u8]) -> u64 {
-    fingerprint(&[d])
 }
 
 /// Record arrivals at `source` and departures at `sink` in `trace`.
@@ -281,17 +464,6 @@ fn trace_ends(
     }
     if let Some(s) = engine.app_mut::<CaptureSink>(sink) {
         s.trace = trace.cloned();
-    }
-}
-
-/// Record what every stage does in `trace` (again after each change: new stages).
-fn trace_stages(engine: &mut Engine, trace: Option<&Trace>) {
-    let Some(t) = trace else { return };
-    let ids: Vec<_> = engine.apps().map(|(id, _)| id).collect();
-    for id in ids {
-        if let Some(app) = engine.app_mut::<PluginApp>(id) {
-            app.set_trace(Some(t.clone()));
-        }
     }
 }
 
@@ -310,239 +482,6 @@ fn sort_departures(out: &mut Vec<Frame>, why: Option<Why>) -> Option<Why> {
     both.sort_by_key(|((ts, _), _)| *ts);
     (*out, why.comments) = both.into_iter().unzip();
     Some(why)
-}
-
-/// Why each packet: one JSON line per event (`replay --log`), and for each frame that
-/// left, in departure order, its story in one line (the pcapng comment).
-///
-/// Packets are numbered by their frame in the input, from 0; a copy is `N.copyK`,
-/// an injected packet `newK`. Events: `arrived`; at each stage `forwarded`, `delayed`
-/// (`until_ns`, `delay_ns`), `parked` (then `forwarded`, `delayed` or `dropped` when
-/// the plugin releases or drops it), `dropped` (`cause`: `plugin` when the plugin dropped it,
-/// else the host's reason: `no_verdict`, `plugin_fault`, `bad_verdict`,
-/// `plugin_down`), `copied` (`of`), `injected`, with `modified` when the stage changed
-/// its bytes; `departed`. A packet the host dropped after a stage's decision (a full
-/// delay line, a full link, an empty pool: the summary counts them by cause) ends with
-/// `lost`.
-#[derive(Debug, Default)]
-pub struct Why {
-    pub lines: Vec<String>,
-    pub comments: Vec<String>,
-}
-
-impl Why {
-    fn from_events(events: Vec<TraceEvent>) -> Why {
-        use serde_json::json;
-        struct Live {
-            name: String,
-            story: Vec<String>,
-            copies: u32,
-        }
-        let mut live: HashMap<u32, Live> = HashMap::new();
-        let mut why = Why::default();
-        let mut new = 0u64;
-        let ms = |ns: u64| ns as f64 / 1e6;
-        for e in events {
-            let stage = e.stage.as_deref().unwrap_or("");
-            let mut line = json!({"t_ns": e.at_ns});
-            let name = |live: &mut HashMap<u32, Live>, id: u32| -> String {
-                live.entry(id)
-                    .or_insert_with(|| Live {
-                        name: format!("buffer{id}"),
-                        story: Vec::new(),
-                        copies: 0,
-                    })
-                    .name
-                    .clone()
-            };
-            let (event, told) = match &e.what {
-                What::Arrived { frame } => {
-                    live.insert(
-                        e.packet,
-                        Live {
-                            name: frame.to_string(),
-                            story: Vec::new(),
-                            copies: 0,
-                        },
-                    );
-                    line["frame"] = json!(frame);
-                    ("arrived", None)
-                }
-                What::Copied { of } => {
-                    let (oname, story) = match live.get_mut(of) {
-                        Some(o) => {
-                            o.copies += 1;
-                            (format!("{}.copy{}", o.name, o.copies), o.story.clone())
-                        }
-                        None => (format!("buffer{of}.copy"), Vec::new()),
-                    };
-                    line["of"] = json!(name(&mut live, *of));
-                    live.insert(
-                        e.packet,
-                        Live {
-                            name: oname,
-                            story,
-                            copies: 0,
-                        },
-                    );
-                    ("copied", Some(format!("{stage}: a copy")))
-                }
-                What::Injected => {
-                    live.insert(
-                        e.packet,
-                        Live {
-                            name: format!("new{new}"),
-                            story: Vec::new(),
-                            copies: 0,
-                        },
-                    );
-                    new += 1;
-                    ("injected", Some(format!("{stage}: injected")))
-                }
-                What::Forwarded => ("forwarded", Some(format!("{stage}: forwarded"))),
-                What::Delayed { until_ns } => {
-                    line["until_ns"] = json!(until_ns);
-                    line["delay_ns"] = json!(until_ns - e.at_ns);
-                    (
-                        "delayed",
-                        Some(format!("{stage}: delayed {:.3} ms", ms(until_ns - e.at_ns))),
-                    )
-                }
-                What::Parked => ("parked", Some(format!("{stage}: parked"))),
-                What::Dropped { cause } => {
-                    line["cause"] = json!(cause);
-                    ("dropped", Some(format!("{stage}: dropped ({cause})")))
-                }
-                What::Departed => ("departed", None),
-            };
-            line["packet"] = json!(name(&mut live, e.packet));
-            line["event"] = json!(event);
-            if !stage.is_empty() {
-                line["stage"] = json!(stage);
-            }
-            if e.modified {
-                line["modified"] = json!(true);
-            }
-            why.lines.push(line.to_string());
-            if let (Some(mut t), Some(l)) = (told, live.get_mut(&e.packet)) {
-                if e.modified {
-                    t.push_str(", modified");
-                }
-                l.story.push(t);
-            }
-            match e.what {
-                What::Departed => {
-                    let story = live.remove(&e.packet).map(|l| l.story).unwrap_or_default();
-                    why.comments.push(story.join("; "));
-                }
-                What::Dropped { .. } => {
-                    live.remove(&e.packet);
-                }
-                _ => {}
-            }
-        }
-        let mut rest: Vec<Live> = live.into_values().collect();
-        rest.sort_by(|a, b| a.name.cmp(&b.name));
-        for l in rest {
-            why.lines.push(
-                json!({"packet": l.name, "event": "lost", "cause": "dropped by the host after a stage's decision (hold_full, a full link or pool_empty: see the summary's drops)"})
-                    .to_string(),
-            );
-        }
-        why
-    }
-}
-
-/// A change at an instant of the virtual clock.
-enum Event<'a> {
-    Plan(&'a Plan),
-    /// A command, and where it comes from (for errors).
-    Command(&'a StageCommand, String),
-}
-
-/// Run the engine through the schedule's steps and the command log's commands, each at
-/// its exact virtual time counted from `start` (what arrives before that instant meets
-/// what ran before it; at equal times the schedule's steps first, then the log's
-/// commands in file order). Returns the commands handed over and those refused.
-#[allow(clippy::too_many_arguments)]
-fn run_timed(
-    net: &mut Network,
-    clock: &mut VirtualClock,
-    start: u64,
-    dir: Direction,
-    plan: &Plan,
-    log: &[cmdlog::Entry],
-    loader: &mut Loader,
-    done: impl Fn(&Engine) -> bool,
-    trace: Option<&Trace>,
-) -> Result<(u64, u64)> {
-    let mut events: Vec<(u64, Event<'_>)> = Vec::new();
-    for step in &plan.schedule {
-        if let Some(p) = &step.plan {
-            events.push((step.at_ns, Event::Plan(p)));
-        }
-        // A replay runs one direction: the other's commands have no stage here.
-        if let Some(c) = step.command.as_ref().filter(|c| c.stage.chain.dir == dir) {
-            let at = format!("the schedule's command at {:.3} s", step.at_ns as f64 / 1e9);
-            events.push((step.at_ns, Event::Command(c, at)));
-        }
-    }
-    let logged: Vec<StageCommand> = log
-        .iter()
-        .filter(|e| e.source == cmdlog::Source::Api)
-        .map(|e| StageCommand {
-            stage: e.stage.clone(),
-            command: e.command.clone(),
-        })
-        .collect();
-    for (k, (e, c)) in log
-        .iter()
-        .filter(|e| e.source == cmdlog::Source::Api)
-        .zip(&logged)
-        .enumerate()
-    {
-        if c.stage.chain.dir == dir {
-            let at = format!("logged command {} (at_ns {})", k + 1, e.at_ns);
-            events.push((e.at_ns, Event::Command(c, at)));
-        }
-    }
-    // Stable: equal times keep the order above.
-    events.sort_by_key(|(at, _)| *at);
-    let (mut sent, mut refused) = (0, 0);
-    for (at_ns, event) in events {
-        let at = start.saturating_add(at_ns);
-        clock
-            .run_until(&mut net.engine, at.saturating_sub(1), &done)
-            .context("replay")?;
-        if done(&net.engine) {
-            break;
-        }
-        match event {
-            Event::Plan(p) => {
-                let report = net.apply(p.clone(), loader);
-                if let synthnet_config::Outcome::Refused(e) = report.outcome {
-                    anyhow::bail!(
-                        "the schedule's change at {:.3} s was refused: {e}",
-                        at_ns as f64 / 1e9
-                    );
-                }
-                trace_stages(&mut net.engine, trace);
-            }
-            Event::Command(c, what) => {
-                // Delivered at the step's instant, between two breaths.
-                clock.now_ns = clock.now_ns.max(at);
-                match net.command(&c.stage, clock.now_ns, &c.command) {
-                    Ok(_) => sent += 1,
-                    Err(f) if f.delivered() => {
-                        sent += 1;
-                        refused += 1;
-                    }
-                    Err(f) => anyhow::bail!("{what} to {}: {f}", c.stage),
-                }
-            }
-        }
-    }
-    Ok((sent, refused))
 }
 
 /// Run one direction of a spec offline over a capture, on a virtual clock.
@@ -593,7 +532,7 @@ impl ReplayArgs {
         if let Some(s) = self.seed {
             plan.seed = s;
         }
-        let capture = synthnet_io::pcap::read_capture(&self.input)?;
+        let capture = synthnet_io::pcap::stream_capture(&self.input)?;
         for note in &capture.notes {
             eprintln!("synthnet: note: {note}");
         }
@@ -601,17 +540,15 @@ impl ReplayArgs {
             Some(f) => cmdlog::read(f).map_err(|e| anyhow::anyhow!("--commands {e}"))?,
             None => Vec::new(),
         };
-        let (_, summary) = replay_and_write(
+        let summary = replay_and_write(
             &plan,
             self.direction,
             capture.frames,
             &commands,
             &self.output,
             self.log.as_deref(),
+            self.reverse_out.as_deref(),
         )?;
-        if let Some(r) = &self.reverse_out {
-            synthnet_io::pcap::write_pcap(r, &summary.reverse)?;
-        }
         if self.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {

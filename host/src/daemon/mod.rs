@@ -44,8 +44,7 @@ use synthnet_config::plan::Plan;
 use synthnet_config::spec;
 use synthnet_config::{cmdlog, prepare, Network, Ports};
 use synthnet_core::flowtable::FlowTable;
-use synthnet_core::packet::{LARGE_FRAME, SMALL_FRAME};
-use synthnet_core::{AppId, Direction, Engine, PacketPool};
+use synthnet_core::{AppId, Direction, Engine};
 use synthnet_io::afpacket::{RawRx, RawTx};
 use synthnet_runtime::{Loader, WasmRuntime};
 use worker::{Change, Done, EngineSide, Handle, SpecState, Stepped, Timed, ToEngine};
@@ -285,13 +284,7 @@ impl Bridge {
         if let Some(budget) = opts.compile_budget {
             loader.set_compile_check(compile::checker(budget));
         }
-        let pool = PacketPool::with_large(
-            plan.limits.pool_packets,
-            SMALL_FRAME,
-            plan.limits.pool_large_packets,
-            LARGE_FRAME,
-        );
-        let mut engine = Engine::new(pool);
+        let mut engine = Engine::new(plan.limits.pool());
         let open_rx = |port: &str, ifname: &str| {
             RawRx::open(port, ifname, opts.ring_frames)
                 .with_context(|| format!("{port}: cannot open interface {ifname:?}"))
