@@ -3,7 +3,7 @@
 //! [`attach_switch`] moves addresses and routes over once the bridge forwards.
 
 use super::addr::{add_address, addresses, creation_order, identity_on};
-use super::link::{link_by_name, links};
+use super::link::{link_by_name, links, set_index_up};
 use super::restore::restore_all;
 use super::route::{attach_movable, describe_route, oif_of, route_via, routes, table_of};
 use super::takeover::{refuse_existing, what_moves};
@@ -128,21 +128,8 @@ async fn make(h: &Handle, t: &Takeover) -> Result<()> {
     let app = link_by_name(h, &t.app_end)
         .await?
         .ok_or_else(|| anyhow!("{} vanished", t.app_end))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(wire.index)
-                .mtu(outer.mtu)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .with_context(|| format!("set {} up", t.wire_end))?;
-    h.link()
-        .set(LinkUnspec::new_with_index(app.index).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("set {} up", t.app_end))?;
+    set_index_up(h, wire.index, Some(outer.mtu), &t.wire_end).await?;
+    set_index_up(h, app.index, None, &t.app_end).await?;
     Ok(())
 }
 

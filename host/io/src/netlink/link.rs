@@ -54,17 +54,28 @@ pub fn set_up(name: &str, mtu: Option<u32>) -> Result<()> {
         let link = link_by_name(&h, &name)
             .await?
             .ok_or_else(|| anyhow!("no interface named {name:?}"))?;
-        let mut m = LinkUnspec::new_with_index(link.index).up();
-        if let Some(mtu) = mtu {
-            m = m.mtu(mtu);
-        }
-        h.link()
-            .set(m.build())
-            .execute()
-            .await
-            .with_context(|| format!("set {name} up"))?;
-        Ok(())
+        set_index_up(&h, link.index, mtu, &name).await
     })
+}
+
+/// Set the interface with index `index` (called `name` in errors) up, with MTU `mtu`
+/// when given: the one "set up" of every netlink path (attach, takeover, run, tests).
+pub(super) async fn set_index_up(
+    h: &Handle,
+    index: u32,
+    mtu: Option<u32>,
+    name: &str,
+) -> Result<()> {
+    let mut m = LinkUnspec::new_with_index(index).up();
+    if let Some(mtu) = mtu {
+        m = m.mtu(mtu);
+    }
+    h.link()
+        .set(m.build())
+        .execute()
+        .await
+        .with_context(|| format!("set {name} up"))?;
+    Ok(())
 }
 
 /// Make the veth pair `name` ⇄ `peer`, both ends down: `name` in this namespace, `peer`

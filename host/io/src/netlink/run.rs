@@ -3,7 +3,7 @@
 //! address plan avoids.
 
 use super::addr::addresses;
-use super::link::link_by_name;
+use super::link::{link_by_name, set_index_up};
 use super::route::{ip_of, routes};
 use super::with_handle;
 use anyhow::{anyhow, Context, Result};
@@ -38,12 +38,7 @@ pub fn veth_into(name: &str, peer: &str, mtu: u32, pid: u32) -> Result<()> {
             .execute()
             .await
             .with_context(|| format!("move {peer} into the namespace of process {pid}"))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(ours.index).mtu(mtu).up().build())
-            .execute()
-            .await
-            .with_context(|| format!("set {name} up"))?;
-        Ok(())
+        set_index_up(&h, ours.index, Some(mtu), &name).await
     })
 }
 

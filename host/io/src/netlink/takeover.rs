@@ -3,7 +3,7 @@
 //! the picture is in the parent module's documentation).
 
 use super::addr::{add_address, addresses, cidr_contains, creation_order, is_link_local};
-use super::link::{link_by_name, links};
+use super::link::{link_by_name, links, set_index_up};
 use super::restore::restore_all;
 use super::route::{describe_route, movable_route, oif_of, route_via, routes, table_of};
 use super::{with_handle, Address, Interface, Takeover};
@@ -145,21 +145,8 @@ async fn apply(h: &Handle, t: &Takeover) -> Result<()> {
     let hold = link_by_name(h, HOLD_BRIDGE)
         .await?
         .ok_or_else(|| anyhow!("{HOLD_BRIDGE} vanished"))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(wire.index)
-                .mtu(outer.mtu)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .with_context(|| format!("set {WIRE_END} up"))?;
-    h.link()
-        .set(LinkUnspec::new_with_index(app.index).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("set {APP_END} up"))?;
+    set_index_up(h, wire.index, Some(outer.mtu), WIRE_END).await?;
+    set_index_up(h, app.index, None, APP_END).await?;
     // From here eth0's own stack no longer sees what arrives (module documentation).
     h.link()
         .set(
