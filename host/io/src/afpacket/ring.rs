@@ -237,13 +237,9 @@ impl RxRing {
 mod tests {
     use super::*;
 
-    /// The guard a ring's mapping lives in from `mmap` on unmaps it when dropped — also
-    /// when the ring's setup fails after the `mmap` (review 565591b, finding 6: that path
-    /// leaked the ring on every reopen of a flapping link).
-    #[test]
-    fn a_mapping_is_unmapped_when_its_guard_drops() {
-        let len = 1 << 16;
-        // SAFETY: a fresh anonymous mapping.
+    /// A fresh anonymous read-write mapping of `len` bytes (no kernel ring behind it).
+    fn anonymous(len: usize) -> *mut libc::c_void {
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -255,6 +251,16 @@ mod tests {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
+        ptr
+    }
+
+    /// The guard a ring's mapping lives in from `mmap` on unmaps it when dropped — also
+    /// when the ring's setup fails after the `mmap` (review 565591b, finding 6: that path
+    /// leaked the ring on every reopen of a flapping link).
+    #[test]
+    fn a_mapping_is_unmapped_when_its_guard_drops() {
+        let len = 1 << 16;
+        let ptr = anonymous(len);
         let mapped = |p: *mut libc::c_void| {
             let mut v = [0u8; 16];
             // SAFETY: mincore only reports on the range (ENOMEM when it is not mapped).
@@ -272,18 +278,8 @@ mod tests {
     /// to check what the accessors let through.
     fn fake_ring(frames: usize) -> RxRing {
         let len = frames * FRAME_SIZE;
-        // SAFETY: a fresh anonymous mapping, handed to the guard at once.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
+        // Handed to the guard at once.
+        let ptr = anonymous(len);
         let map = Mapping {
             ptr: ptr as *mut u8,
             len,
